@@ -1,0 +1,72 @@
+//! The running daemon's shared state and the readiness checks over it.
+//!
+//! [`AppState`] is what every HTTP handler receives: cheap handles to the store,
+//! metrics and configuration. It is built once by `serve` and cloned per request.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::Config;
+use crate::health::{self, Check, Status};
+use crate::store::{DaemonRun, Store};
+use crate::telemetry::{LogLevel, Metrics};
+
+/// The crate version, reported by `version`, `/api/v1/status` and `/api/version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Shared state of the daemon.
+#[derive(Clone)]
+pub struct AppState {
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// The database.
+    pub store: Store,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// Live control of the log filter.
+    pub log_level: LogLevel,
+    /// Wall-clock start time.
+    pub started_at: SystemTime,
+    /// The previous run, when it did not stop cleanly.
+    pub unclean_previous_run: Option<DaemonRun>,
+}
+
+impl AppState {
+    /// Every readiness check, as `/readyz` reports them.
+    pub async fn readiness(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        checks.push(match self.store.ping().await {
+            Ok(vec_version) => Check::ok(
+                "database",
+                format!("{} answers (sqlite-vec {vec_version})", self.store.path().display()),
+            ),
+            Err(e) => Check::fail(
+                "database",
+                e.to_string(),
+                "run `appliance doctor` for details",
+            ),
+        });
+        let config = self.config.clone();
+        let blocking = tokio::task::spawn_blocking(move || {
+            vec![
+                health::disk_space(&config.paths.data_dir, config.health.min_free_disk_mb),
+                health::dir_writable("data_dir", &config.paths.data_dir),
+            ]
+        })
+        .await;
+        match blocking {
+            Ok(found) => checks.extend(found),
+            Err(e) => checks.push(Check::fail(
+                "filesystem",
+                format!("filesystem checks did not complete: {e}"),
+                "see the daemon log",
+            )),
+        }
+        checks
+    }
+}
+
+/// Whether a set of checks means "ready" (warnings do not block readiness).
+pub fn is_ready(checks: &[Check]) -> bool {
+    checks.iter().all(|c| c.status != Status::Fail)
+}

@@ -1,0 +1,183 @@
+//! The command line: clap definitions, how flags become configuration overrides, and
+//! what each exit code means.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{CliOverrides, Layout};
+
+/// Exit codes. Scripts and systemd can act on them.
+pub mod exit {
+    /// Success (for `doctor`: no check failed).
+    pub const OK: u8 = 0;
+    /// The command failed (the message says why).
+    pub const FAILURE: u8 = 1;
+    /// The command line could not be parsed (clap's convention).
+    pub const USAGE: u8 = 2;
+    /// The configuration is invalid.
+    pub const CONFIG: u8 = 3;
+    /// Another `serve` holds this data directory.
+    pub const ALREADY_RUNNING: u8 = 4;
+    /// The daemon did not answer (`status`).
+    pub const UNREACHABLE: u8 = 5;
+    /// `doctor` found at least one failing check.
+    pub const CHECKS_FAILED: u8 = 6;
+}
+
+/// The `appliance` command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "appliance",
+    version,
+    about = "A self-hosted AI appliance: one daemon for local chat, documents, speech and images",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid configuration, 4 already running, 5 daemon unreachable, 6 doctor found failures."
+)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command; each one overrides a configuration key.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (default: /etc/appliance/config.toml for the system service,
+    /// ~/.config/appliance/config.toml otherwise).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Use the system service's directories (/var/lib/appliance, …).
+    #[arg(long, global = true, conflicts_with = "user")]
+    pub system: bool,
+    /// Use the current user's XDG directories.
+    #[arg(long, global = true)]
+    pub user: bool,
+    /// Print the full error chain and more log output.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+    /// Listen address [server.bind].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Listen port [server.port].
+    #[arg(long, global = true, value_name = "PORT")]
+    pub port: Option<String>,
+    /// Data directory [paths.data_dir].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Models directory [paths.models_dir].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Log directory [paths.log_dir].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Runtime directory [paths.runtime_dir].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+    /// Log filter [log.level], e.g. `debug` or `info,appliance=trace`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Set any configuration key, e.g. `--set store.readers=4` (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (systemd runs this).
+    Serve,
+    /// Ask the running daemon how it is doing.
+    Status {
+        /// Print the daemon's JSON answer instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the installation offline: configuration, directories, disk, database,
+    /// port, models and GPU.
+    Doctor,
+    /// Inspect the configuration.
+    Config {
+        /// Which view.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Database maintenance.
+    Db {
+        /// Which operation.
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// `appliance config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Every effective value and where it came from.
+    Show,
+    /// The commented default configuration file.
+    Default,
+}
+
+/// `appliance db …`
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply pending schema migrations.
+    Migrate,
+}
+
+impl GlobalArgs {
+    /// The configuration overrides these flags express. Relative directories are made
+    /// absolute against the working directory, as a shell user would expect.
+    pub fn overrides(&self) -> Result<CliOverrides, String> {
+        let mut settings = Vec::new();
+        let mut push = |key: &str, value: String, flag: &str| {
+            settings.push((key.to_string(), value, flag.to_string()));
+        };
+        if let Some(v) = &self.bind {
+            push("server.bind", v.clone(), "--bind");
+        }
+        if let Some(v) = &self.port {
+            push("server.port", v.clone(), "--port");
+        }
+        for (value, key, flag) in [
+            (&self.data_dir, "paths.data_dir", "--data-dir"),
+            (&self.models_dir, "paths.models_dir", "--models-dir"),
+            (&self.log_dir, "paths.log_dir", "--log-dir"),
+            (&self.runtime_dir, "paths.runtime_dir", "--runtime-dir"),
+        ] {
+            if let Some(dir) = value {
+                push(key, absolute(dir).display().to_string(), flag);
+            }
+        }
+        if let Some(v) = &self.log_level {
+            push("log.level", v.clone(), "--log-level");
+        }
+        for pair in &self.set {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("--set {pair}: expected KEY=VALUE, e.g. --set server.port=9000"))?;
+            push(key.trim(), value.to_string(), &format!("--set {}", key.trim()));
+        }
+        let layout = if self.system {
+            Some(Layout::System)
+        } else if self.user {
+            Some(Layout::User)
+        } else {
+            None
+        };
+        Ok(CliOverrides {
+            config_file: self.config.clone(),
+            layout,
+            settings,
+        })
+    }
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}

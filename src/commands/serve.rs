@@ -1,0 +1,112 @@
+//! `appliance serve`: assembles the daemon and runs it until SIGTERM/SIGINT.
+//!
+//! Order matters: logging, directories, the instance lock (before touching the
+//! database), the store, the listener; then READY=1 to systemd. Shutdown runs the
+//! reverse: STOPPING=1, drain requests within the grace period, record a clean stop,
+//! close the store, release the lock, flush logs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use sd_notify::NotifyState;
+
+use crate::app::{AppState, VERSION};
+use crate::cli::exit;
+use crate::config::Loaded;
+use crate::lock::InstanceLock;
+use crate::store::{Store, StoreOptions};
+use crate::telemetry::{self, Metrics};
+
+/// Runs the daemon in the foreground.
+pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let config = Arc::new(loaded.config);
+    let (_log_guard, log_level) =
+        telemetry::init_daemon_logging(&config.log, &config.paths.log_dir)?;
+
+    for dir in [&config.paths.data_dir, &config.paths.models_dir, &config.paths.runtime_dir] {
+        fs_err::create_dir_all(dir).context("creating the appliance's directories")?;
+    }
+    let lock = InstanceLock::acquire(&config.lock_path())?;
+
+    let metrics = Metrics::new(VERSION);
+    let observer_metrics = metrics.clone();
+    let store = Store::open(
+        &config.database_path(),
+        StoreOptions {
+            busy_timeout: Duration::from_millis(config.store.busy_timeout_ms),
+            readers: config.store.readers,
+            observer: Some(Arc::new(move |op, elapsed| observer_metrics.db_call(op, elapsed))),
+        },
+    )
+    .with_context(|| format!("opening the database {}", config.database_path().display()))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("http")
+        .build()
+        .context("starting the async runtime")?;
+    let clean = runtime.block_on(async move {
+        let addr = SocketAddr::new(config.server.bind, config.server.port);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (is another program using the port? choose one with --port)")
+        })?;
+        let local = listener.local_addr()?;
+        let (run_id, unclean) = store.begin_run(std::process::id(), VERSION).await?;
+        if let Some(run) = &unclean {
+            tracing::warn!(pid = run.pid, started_at = %run.started_at, "the previous run did not stop cleanly");
+        }
+        let state = AppState {
+            config: config.clone(),
+            store: store.clone(),
+            metrics,
+            log_level,
+            started_at: SystemTime::now(),
+            unclean_previous_run: unclean,
+        };
+        let router = crate::http::router(state);
+
+        let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let url = format!("http://{local}");
+        tracing::info!(%url, version = VERSION, ready_ms, data_dir = %config.paths.data_dir.display(), "appliance ready");
+        println!("appliance {VERSION} listening on {url} (ready in {ready_ms:.0} ms)");
+        notify(&[NotifyState::Ready]);
+
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let drained = crate::http::serve(listener, router, shutdown_signal(), grace).await?;
+        store.end_run(run_id).await?;
+        tracing::info!(drained, "appliance stopped");
+        anyhow::Ok(drained)
+    })?;
+    // In-flight tasks that outlived the grace period are dropped with the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(lock);
+    Ok(if clean { exit::OK } else { exit::FAILURE })
+}
+
+/// Resolves on SIGTERM or SIGINT, and tells systemd the daemon is stopping.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    let signal = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    };
+    tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
+    notify(&[NotifyState::Stopping]);
+}
+
+/// `sd_notify` when run by systemd (Type=notify); a no-op otherwise.
+fn notify(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!(error = %e, "sd_notify failed (not running under systemd?)");
+    }
+}

@@ -1,0 +1,285 @@
+//! Configuration: the one place that reads configuration files and the environment.
+//!
+//! Values come in four layers, each overriding the one before:
+//! compiled defaults (`default.toml`, embedded) < the TOML file < `APPLIANCE_*`
+//! environment variables < command-line flags. Every effective value remembers the
+//! layer it came from ([`Source`]) so `appliance config show` can say so. Unknown keys
+//! and ill-typed values are rejected naming the file (or variable, or flag) and the key.
+//!
+//! Nothing else in the crate calls `std::env::var`: the environment is captured once
+//! into an [`Environment`] and handed here. (Libraries that speak a protocol through
+//! the environment, such as `sd-notify` reading `NOTIFY_SOCKET`, are the exception.)
+
+mod layers;
+mod paths;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use layers::ConfigError;
+pub use paths::Layout;
+
+/// The commented default configuration file; also the source of the compiled defaults.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Environment variables that are not a `section.key` setting.
+pub const ENV_CONFIG_FILE: &str = "APPLIANCE_CONFIG";
+/// Chooses the directory layout: `user` or `system`.
+pub const ENV_LAYOUT: &str = "APPLIANCE_LAYOUT";
+/// The conventional log filter variable; it overrides `log.level`.
+pub const ENV_RUST_LOG: &str = "RUST_LOG";
+
+/// The effective configuration of one process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listener settings.
+    pub server: ServerConfig,
+    /// Where data, models, logs and runtime files live.
+    pub paths: PathsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The SQLite store.
+    pub store: StoreConfig,
+    /// Readiness thresholds.
+    pub health: HealthConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: IpAddr,
+    /// TCP port (0 picks a free one, useful for tests).
+    pub port: u16,
+    /// Seconds in-flight requests get to finish after a shutdown signal.
+    pub shutdown_grace_secs: u64,
+    /// Body limit of JSON API routes.
+    pub max_json_body_bytes: usize,
+}
+
+/// `[paths]` — always absolute and non-empty once loaded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// SQLite database, uploads, the instance lock.
+    pub data_dir: PathBuf,
+    /// Model weights.
+    pub models_dir: PathBuf,
+    /// Rotated log files.
+    pub log_dir: PathBuf,
+    /// Sockets and other per-boot files.
+    pub runtime_dir: PathBuf,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter directive.
+    pub level: String,
+    /// Console format.
+    pub format: LogFormat,
+    /// Whether to write rotated files to the log dir.
+    pub file: bool,
+    /// How many daily files to keep.
+    pub retention_days: usize,
+}
+
+/// Console log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text on a terminal, JSON lines otherwise.
+    Auto,
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite busy timeout.
+    pub busy_timeout_ms: u64,
+    /// Number of read-only connection threads.
+    pub readers: usize,
+}
+
+/// `[health]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Free space below which the data dir's disk counts as failing.
+    pub min_free_disk_mb: u64,
+}
+
+impl Config {
+    /// Database file inside the data dir.
+    pub fn database_path(&self) -> PathBuf {
+        self.paths.data_dir.join("appliance.db")
+    }
+
+    /// The instance lock file inside the data dir.
+    pub fn lock_path(&self) -> PathBuf {
+        self.paths.data_dir.join("appliance.lock")
+    }
+
+    /// The URL clients on this host use to reach the daemon.
+    pub fn local_url(&self) -> String {
+        let host = match self.server.bind {
+            IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_string(),
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        format!("http://{host}:{}", self.server.port)
+    }
+
+    /// Checks that go beyond the types: ranges and relationships.
+    /// Returns the offending key and what was expected.
+    fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.server.shutdown_grace_secs > 3600 {
+            return Err((
+                "server.shutdown_grace_secs",
+                "a number of seconds from 0 to 3600",
+            ));
+        }
+        if self.server.max_json_body_bytes < 1024 {
+            return Err(("server.max_json_body_bytes", "at least 1024 bytes"));
+        }
+        if self.log.retention_days == 0 {
+            return Err(("log.retention_days", "at least 1"));
+        }
+        if !(1..=32).contains(&self.store.readers) {
+            return Err(("store.readers", "a number from 1 to 32"));
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(("log.level", "a filter such as \"info\""));
+        }
+        Ok(())
+    }
+}
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The compiled default.
+    Default,
+    /// Derived from the directory layout (a path default).
+    Layout(Layout),
+    /// A configuration file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::Layout(layout) => write!(f, "default for the {layout} layout"),
+            Source::File(path) => write!(f, "file {}", path.display()),
+            Source::Env(var) => write!(f, "env {var}"),
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// A captured copy of the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, String>,
+}
+
+impl Environment {
+    /// Reads the real process environment (the only place that does).
+    pub fn capture() -> Self {
+        Self::from_pairs(std::env::vars())
+    }
+
+    /// Builds an environment from explicit pairs (tests).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// The user's home-based directories need `HOME`; `directories` reads it itself,
+    /// so this only exists to decide on a runtime dir.
+    fn xdg_runtime_dir(&self) -> Option<PathBuf> {
+        self.get("XDG_RUNTIME_DIR")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    }
+}
+
+/// What the command line contributes to configuration.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    /// `--config PATH`.
+    pub config_file: Option<PathBuf>,
+    /// `--system` / `--user`.
+    pub layout: Option<Layout>,
+    /// `(key, value, flag)`: e.g. `("server.port", "9000", "--port")`.
+    pub settings: Vec<(String, String, String)>,
+}
+
+/// A loaded configuration and the provenance of each value.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The effective configuration.
+    pub config: Config,
+    /// The directory layout that supplied path defaults.
+    pub layout: Layout,
+    /// The configuration file that was read, if any.
+    pub file: Option<PathBuf>,
+    /// Every key (`section.key`) with its effective value and source.
+    pub values: BTreeMap<String, (toml::Value, Source)>,
+}
+
+impl Loaded {
+    /// The source of one key's effective value.
+    pub fn source_of(&self, key: &str) -> Option<&Source> {
+        self.values.get(key).map(|(_, source)| source)
+    }
+
+    /// The configuration file for display: its path, or a note that none was read.
+    pub fn file_path_display(&self) -> String {
+        match &self.file {
+            Some(path) => path.display().to_string(),
+            None => "(none: no configuration file found, defaults in effect)".to_string(),
+        }
+    }
+}
+
+/// Loads the configuration from every layer.
+pub fn load(cli: &CliOverrides, env: &Environment) -> Result<Loaded, ConfigError> {
+    layers::load(cli, env)
+}
+
+/// The default configuration file location for a layout.
+pub fn default_config_file(layout: Layout) -> Option<PathBuf> {
+    paths::default_config_file(layout)
+}
+
+#[cfg(test)]
+mod tests;

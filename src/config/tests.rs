@@ -1,0 +1,172 @@
+use super::*;
+
+fn write_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn cli_with(path: &std::path::Path, settings: &[(&str, &str, &str)]) -> CliOverrides {
+    CliOverrides {
+        config_file: Some(path.to_path_buf()),
+        layout: Some(Layout::User),
+        settings: settings
+            .iter()
+            .map(|(k, v, f)| (k.to_string(), v.to_string(), f.to_string()))
+            .collect(),
+    }
+}
+
+#[test]
+fn embedded_defaults_load_without_any_layer() {
+    let cli = CliOverrides {
+        layout: Some(Layout::System),
+        ..Default::default()
+    };
+    let loaded = load(&cli, &Environment::default()).unwrap();
+    assert_eq!(loaded.config.server.port, 8470);
+    assert_eq!(loaded.config.server.bind.to_string(), "127.0.0.1");
+    assert_eq!(loaded.config.paths.data_dir, PathBuf::from("/var/lib/appliance"));
+    assert_eq!(
+        loaded.config.paths.models_dir,
+        PathBuf::from("/var/lib/appliance/models")
+    );
+    assert_eq!(loaded.source_of("server.port"), Some(&Source::Default));
+    assert_eq!(
+        loaded.source_of("paths.log_dir"),
+        Some(&Source::Layout(Layout::System))
+    );
+}
+
+#[test]
+fn precedence_is_default_then_file_then_env_then_flag() {
+    let (_dir, path) = write_file(
+        "[server]\nport = 9001\nshutdown_grace_secs = 3\n[log]\nlevel = \"debug\"\nretention_days = 3\n",
+    );
+    let env = Environment::from_pairs([
+        ("APPLIANCE_SERVER_PORT", "9002"),
+        ("APPLIANCE_LOG_LEVEL", "warn"),
+    ]);
+    let cli = cli_with(&path, &[("server.port", "9003", "--port")]);
+    let loaded = load(&cli, &env).unwrap();
+
+    // flag beats env beats file
+    assert_eq!(loaded.config.server.port, 9003);
+    assert_eq!(loaded.source_of("server.port"), Some(&Source::Flag("--port".into())));
+    // env beats file
+    assert_eq!(loaded.config.log.level, "warn");
+    assert_eq!(
+        loaded.source_of("log.level"),
+        Some(&Source::Env("APPLIANCE_LOG_LEVEL".into()))
+    );
+    // file beats default
+    assert_eq!(loaded.config.server.shutdown_grace_secs, 3);
+    assert_eq!(loaded.source_of("server.shutdown_grace_secs"), Some(&Source::File(path.clone())));
+    assert_eq!(loaded.config.log.retention_days, 3);
+    // untouched keys keep the default
+    assert_eq!(loaded.config.store.readers, 2);
+    assert_eq!(loaded.source_of("store.readers"), Some(&Source::Default));
+}
+
+#[test]
+fn rust_log_overrides_the_configured_level() {
+    let (_dir, path) = write_file("[log]\nlevel = \"debug\"\n");
+    let env = Environment::from_pairs([("RUST_LOG", "appliance=trace")]);
+    let loaded = load(&cli_with(&path, &[]), &env).unwrap();
+    assert_eq!(loaded.config.log.level, "appliance=trace");
+    assert_eq!(loaded.source_of("log.level"), Some(&Source::Env("RUST_LOG".into())));
+}
+
+#[test]
+fn unknown_file_key_names_file_key_and_suggestion() {
+    let (_dir, path) = write_file("[server]\nprot = 9000\n");
+    let err = load(&cli_with(&path, &[]), &Environment::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("unknown key `server.prot`"), "{msg}");
+    assert!(msg.contains("did you mean `server.port`"), "{msg}");
+}
+
+#[test]
+fn unknown_section_is_rejected() {
+    let (_dir, path) = write_file("[sever]\nport = 9000\n");
+    let msg = load(&cli_with(&path, &[]), &Environment::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("unknown key `sever.port`"), "{msg}");
+}
+
+#[test]
+fn wrong_type_in_file_names_expected_type() {
+    let (_dir, path) = write_file("[server]\nport = \"eighty\"\n");
+    let msg = load(&cli_with(&path, &[]), &Environment::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("`server.port`"), "{msg}");
+    assert!(msg.contains("expected an integer"), "{msg}");
+}
+
+#[test]
+fn out_of_range_value_is_blamed_on_its_layer() {
+    let (_dir, path) = write_file("[server]\nport = 9000\n");
+    let env = Environment::from_pairs([("APPLIANCE_SERVER_PORT", "70000")]);
+    let msg = load(&cli_with(&path, &[]), &env).unwrap_err().to_string();
+    assert!(msg.starts_with("env APPLIANCE_SERVER_PORT"), "{msg}");
+    assert!(msg.contains("`server.port`"), "{msg}");
+
+    let env = Environment::from_pairs([("APPLIANCE_LOG_FORMAT", "xml")]);
+    let msg = load(&cli_with(&path, &[]), &env).unwrap_err().to_string();
+    assert!(msg.contains("env APPLIANCE_LOG_FORMAT"), "{msg}");
+    assert!(msg.contains("`log.format`"), "{msg}");
+
+    let (_dir2, path2) = write_file("[store]\nreaders = 0\n");
+    let msg = load(&cli_with(&path2, &[]), &Environment::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains(&path2.display().to_string()), "{msg}");
+    assert!(msg.contains("`store.readers`"), "{msg}");
+}
+
+#[test]
+fn unknown_environment_variable_is_rejected() {
+    let (_dir, path) = write_file("");
+    let env = Environment::from_pairs([("APPLIANCE_SERVER_PROT", "1")]);
+    let msg = load(&cli_with(&path, &[]), &env).unwrap_err().to_string();
+    assert!(msg.contains("APPLIANCE_SERVER_PROT"), "{msg}");
+    assert!(msg.contains("APPLIANCE_SERVER_PORT"), "{msg}");
+}
+
+#[test]
+fn bad_flag_value_names_the_flag() {
+    let (_dir, path) = write_file("");
+    let cli = cli_with(&path, &[("server.bind", "not-an-ip", "--bind")]);
+    let msg = load(&cli, &Environment::default()).unwrap_err().to_string();
+    assert!(msg.starts_with("flag --bind"), "{msg}");
+}
+
+#[test]
+fn missing_explicit_file_is_an_error() {
+    let cli = cli_with(std::path::Path::new("/nonexistent/appliance.toml"), &[]);
+    let msg = load(&cli, &Environment::default()).unwrap_err().to_string();
+    assert!(msg.contains("/nonexistent/appliance.toml"), "{msg}");
+}
+
+#[test]
+fn models_dir_follows_an_overridden_data_dir() {
+    let (_dir, path) = write_file("[paths]\ndata_dir = \"/srv/appliance\"\n");
+    let loaded = load(&cli_with(&path, &[]), &Environment::default()).unwrap();
+    assert_eq!(loaded.config.paths.models_dir, PathBuf::from("/srv/appliance/models"));
+}
+
+#[test]
+fn every_default_key_has_an_environment_variable() {
+    let table: toml::Table = DEFAULT_TOML.parse().unwrap();
+    for (section, inner) in &table {
+        for key in inner.as_table().unwrap().keys() {
+            let var = layers::env_name(&format!("{section}.{key}"));
+            assert!(var.starts_with("APPLIANCE_") && !var.contains('.'));
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The GPU, through NVML: the only module that talks to the NVIDIA driver.
+//!
+//! NVML is loaded at run time (`libnvidia-ml.so.1`), so the same binary runs on
+//! machines without a GPU; there, [`probe`] reports "no GPU" instead of failing.
+//! The live poller and VRAM budget arrive with the GPU scheduler; today this answers
+//! `doctor` and `status`.
+
+use serde::Serialize;
+
+/// One GPU as NVML describes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuInfo {
+    /// NVML device index.
+    pub index: u32,
+    /// Marketing name, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    /// Total memory in bytes.
+    pub memory_total_bytes: u64,
+    /// Used memory in bytes at probe time.
+    pub memory_used_bytes: u64,
+}
+
+/// What the probe found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum GpuProbe {
+    /// The driver answered.
+    Available {
+        /// Driver version string.
+        driver_version: String,
+        /// Every device.
+        devices: Vec<GpuInfo>,
+    },
+    /// No driver/library, or it failed: models run on the CPU.
+    Unavailable {
+        /// Why (the NVML error).
+        reason: String,
+    },
+}
+
+/// Asks NVML for the driver and devices. Blocking (loads a library, talks to the
+/// driver): call it from a blocking thread.
+pub fn probe() -> GpuProbe {
+    let nvml = match nvml_wrapper::Nvml::init() {
+        Ok(nvml) => nvml,
+        Err(e) => {
+            return GpuProbe::Unavailable {
+                reason: e.to_string(),
+            };
+        }
+    };
+    let driver_version = nvml
+        .sys_driver_version()
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let count = match nvml.device_count() {
+        Ok(n) => n,
+        Err(e) => {
+            return GpuProbe::Unavailable {
+                reason: format!("driver {driver_version} found but listing devices failed: {e}"),
+            };
+        }
+    };
+    let devices = (0..count)
+        .filter_map(|index| {
+            let device = nvml.device_by_index(index).ok()?;
+            let memory = device.memory_info().ok()?;
+            Some(GpuInfo {
+                index,
+                name: device.name().unwrap_or_else(|_| "unknown".to_string()),
+                memory_total_bytes: memory.total,
+                memory_used_bytes: memory.used,
+            })
+        })
+        .collect();
+    GpuProbe::Available {
+        driver_version,
+        devices,
+    }
+}

@@ -1,0 +1,132 @@
+//! Health checks shared by `appliance doctor` (offline) and `GET /readyz` (live).
+//!
+//! Each check is a plain blocking function returning a [`Check`]; callers on the async
+//! runtime run them on a blocking thread.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Works, but someone should look.
+    Warn,
+    /// Broken: the daemon is not ready / doctor exits non-zero.
+    Fail,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Short name (`database`, `disk_space`, …).
+    pub name: String,
+    /// Outcome.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do about it, when not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Check {
+    /// A passing check.
+    pub fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: Status::Ok,
+            detail: detail.into(),
+            hint: None,
+        }
+    }
+
+    /// A warning with a hint.
+    pub fn warn(name: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: Status::Warn,
+            detail: detail.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    /// A failure with a hint.
+    pub fn fail(name: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: Status::Fail,
+            detail: detail.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+/// Creates `dir` if needed and proves a file can be written and removed in it.
+pub fn dir_writable(name: &str, dir: &Path) -> Check {
+    let probe = dir.join(format!(".appliance-write-probe-{}", std::process::id()));
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b"probe"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    match result {
+        Ok(()) => Check::ok(name, format!("{} is writable", dir.display())),
+        Err(e) => Check::fail(
+            name,
+            format!("{} is not writable: {e}", dir.display()),
+            "fix the directory's owner/permissions, or point the setting elsewhere",
+        ),
+    }
+}
+
+/// Free space on the file system holding `dir` (or its nearest existing parent).
+pub fn disk_space(dir: &Path, min_free_mb: u64) -> Check {
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    match rustix::fs::statvfs(existing) {
+        Ok(stat) => {
+            let free_mb = stat.f_bavail.saturating_mul(stat.f_frsize) / (1024 * 1024);
+            let detail = format!("{free_mb} MiB free on the disk holding {}", dir.display());
+            if free_mb < min_free_mb {
+                Check::fail(
+                    "disk_space",
+                    detail,
+                    format!("free space or move the data dir; at least {min_free_mb} MiB is required (health.min_free_disk_mb)"),
+                )
+            } else if free_mb < min_free_mb.saturating_mul(4) {
+                Check::warn("disk_space", detail, "the disk is getting full")
+            } else {
+                Check::ok("disk_space", detail)
+            }
+        }
+        Err(e) => Check::fail(
+            "disk_space",
+            format!("cannot read free space of {}: {e}", existing.display()),
+            "check that the data dir is on a mounted file system",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writable_dir_passes_and_file_in_its_place_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(dir_writable("data_dir", &dir.path().join("new/sub")).status, Status::Ok);
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let check = dir_writable("data_dir", &file.join("sub"));
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.hint.is_some());
+    }
+
+    #[test]
+    fn disk_space_thresholds() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_ne!(disk_space(dir.path(), 1).status, Status::Fail);
+        assert_eq!(disk_space(dir.path(), u64::MAX / (1 << 21)).status, Status::Fail);
+    }
+}

@@ -1,0 +1,156 @@
+//! The one place where errors become HTTP statuses and bodies.
+//!
+//! Every error a handler can return is an [`ApiError`]; its body always has the OpenAI
+//! shape `{"error":{"message","type","param","code"}}` that existing clients parse.
+//! Domain errors convert into it through exhaustive matches (no catch-all arm), so a
+//! new variant cannot silently become a 500.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or invalid; `param` names the offending field.
+    #[error("{message}")]
+    BadRequest {
+        /// What is wrong, for a person.
+        message: String,
+        /// The field at fault, when there is one.
+        param: Option<String>,
+    },
+    /// The body is larger than this route accepts.
+    #[error("request body is larger than this endpoint's limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The route's limit.
+        limit: usize,
+    },
+    /// The body's media type is not accepted.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// No such route or resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The request method.
+        method: String,
+        /// The request path.
+        path: String,
+    },
+    /// The daemon cannot serve this right now; retry after the given seconds.
+    #[error("{message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+        /// Suggested wait.
+        retry_after_secs: u64,
+    },
+    /// A database failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bug or an unexpected failure inside the daemon.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 naming the field at fault.
+    pub fn bad_field(param: &str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            message: message.into(),
+            param: Some(param.to_string()),
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, Option<&str>) {
+        match self {
+            ApiError::BadRequest { param, .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+                param.as_deref(),
+            ),
+            ApiError::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "payload_too_large",
+                None,
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                "unsupported_media_type",
+                None,
+            ),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error", "not_found", None),
+            ApiError::MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                None,
+            ),
+            ApiError::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "unavailable",
+                None,
+            ),
+            ApiError::Store(e) => match e {
+                StoreError::Closed => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "shutting_down",
+                    None,
+                ),
+                StoreError::Sqlite(_)
+                | StoreError::Migration { .. }
+                | StoreError::SchemaTooNew { .. }
+                | StoreError::Open { .. } => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "database_error",
+                    None,
+                ),
+            },
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+                None,
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, code, param) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = json!({
+            "error": {
+                "message": self.to_string(),
+                "type": kind,
+                "param": param,
+                "code": code,
+            }
+        });
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::Unavailable {
+            retry_after_secs, ..
+        } = &self
+        {
+            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

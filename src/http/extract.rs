@@ -1,0 +1,73 @@
+//! Request extractors whose rejections are [`ApiError`]s, so malformed input gets the
+//! same JSON error body as every other failure (axum's defaults answer plain text).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// `axum::Json`, but malformed bodies become precise 400/413/415 [`ApiError`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map(|l| l.0)
+            .unwrap_or_default();
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(from_rejection(rejection, limit)),
+        }
+    }
+}
+
+/// The body limit in force for a route, recorded so errors can state it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+fn from_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            // serde_path_to_error gives "field.path: message"; surface the path as param.
+            let text = e.body_text();
+            let detail = text
+                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                .unwrap_or(&text)
+                .to_string();
+            let param = detail.split_once(": ").map(|(path, _)| path.to_string());
+            ApiError::BadRequest {
+                message: format!("invalid request body: {detail}"),
+                param: param.filter(|p| !p.contains(' ')),
+            }
+        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest {
+            message: format!(
+                "request body is not valid JSON: {}",
+                e.body_text()
+                    .trim_start_matches("Failed to parse the request body as JSON: ")
+            ),
+            param: None,
+        },
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+            "expected a JSON body with `Content-Type: application/json`".to_string(),
+        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge { limit }
+        }
+        other => ApiError::BadRequest {
+            message: format!("cannot read request body: {}", other.body_text()),
+            param: None,
+        },
+    }
+}

@@ -1,0 +1,4 @@
+//! Route handlers, one file per area.
+
+pub mod health;
+pub mod status;

@@ -1,0 +1,68 @@
+//! The daemon's own status and runtime controls (`/api/v1/status`, `/api/v1/log-level`),
+//! used by `appliance status` and the status page.
+
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::{AppState, VERSION};
+use crate::http::error::ApiError;
+use crate::http::extract::Json;
+
+/// `GET /api/v1/status`.
+pub async fn status(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let instance_id = state.store.meta("instance_id").await?;
+    let paths = &state.config.paths;
+    let started_at = jiff::Timestamp::try_from(state.started_at)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    Ok(axum::Json(json!({
+        "version": VERSION,
+        "pid": std::process::id(),
+        "instance_id": instance_id,
+        "started_at": started_at,
+        "uptime_seconds": state.metrics.uptime().as_secs_f64(),
+        "url": state.config.local_url(),
+        "paths": {
+            "data_dir": paths.data_dir,
+            "database": state.store.path(),
+            "models_dir": paths.models_dir,
+            "log_dir": paths.log_dir,
+            "runtime_dir": paths.runtime_dir,
+        },
+        // Inference engines arrive with the chat issue; until then nothing can load.
+        "models": { "loaded": [] },
+        "queue": { "waiting": 0, "running": 0 },
+        "log_level": state.log_level.current(),
+        "previous_run_unclean": state.unclean_previous_run,
+    })))
+}
+
+/// Body of `PUT /api/v1/log-level`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLevelRequest {
+    /// A tracing filter, e.g. `debug` or `info,appliance::http=trace`.
+    pub level: String,
+}
+
+/// `PUT /api/v1/log-level`: changes the log filter without a restart.
+pub async fn set_log_level(
+    State(state): State<AppState>,
+    Json(body): Json<LogLevelRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if body.level.len() > 512 {
+        return Err(ApiError::bad_field("level", "`level` is longer than 512 characters"));
+    }
+    state
+        .log_level
+        .set(&body.level)
+        .map_err(|e| ApiError::bad_field("level", e.to_string()))?;
+    tracing::info!(level = %body.level, "log level changed");
+    Ok(axum::Json(json!({ "level": state.log_level.current() })))
+}
+
+/// `GET /api/v1/log-level`.
+pub async fn get_log_level(State(state): State<AppState>) -> axum::Json<Value> {
+    axum::Json(json!({ "level": state.log_level.current() }))
+}

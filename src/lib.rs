@@ -1,0 +1,35 @@
+//! # Appliance
+//!
+//! One daemon that serves a web UI, OpenAI- and Ollama-compatible APIs and an admin
+//! API over a single SQLite database, and the `appliance` CLI that administers it.
+//!
+//! # Layout
+//!
+//! Dependencies point one way: `commands → app → {http, store, models, gpu, health,
+//! telemetry, lock} → config`. `store` and the engines never import `http`.
+//!
+//! - [`cli`]: clap definitions, flag → configuration mapping, exit codes.
+//! - [`commands`]: one function per subcommand; `serve` assembles the daemon.
+//! - [`config`]: the only reader of configuration files and the environment.
+//! - [`app`]: [`app::AppState`], the daemon's shared handles, and readiness.
+//! - [`http`]: axum router, middleware, wire formats, the one error → status map.
+//! - [`store`]: the SQLite database on its own threads; the only module with SQL.
+//! - [`models`]: model files on disk and the default model manifest.
+//! - [`gpu`]: NVML, the only module that talks to the NVIDIA driver.
+//! - [`health`]: checks shared by `doctor` and `/readyz`.
+//! - [`telemetry`]: logging, Prometheus metrics, process statistics.
+//! - [`lock`]: the single-instance lock.
+//! - [`client`]: the CLI's HTTP client for a running daemon.
+
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod gpu;
+pub mod health;
+pub mod http;
+pub mod lock;
+pub mod models;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,29 @@
+//! `appliance`: parses the command line, runs the command, picks the exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use appliance::cli::{Cli, exit};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let verbose = cli.global.verbose;
+    match appliance::commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            if verbose {
+                eprintln!("error: {error:?}");
+            } else {
+                eprintln!("error: {error}");
+            }
+            ExitCode::from(appliance::commands::exit_code_for(&error))
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The store: one SQLite database file, and the only module that contains SQL.
+//!
+//! A [`Store`] is a cheap-to-clone handle. Its calls are closures that run on dedicated
+//! OS threads, never on an async worker: one writer thread owns the only read-write
+//! connection (SQLite allows one writer at a time anyway), and a few reader threads
+//! own read-only connections (WAL lets them read while the writer writes). Each call
+//! carries its own reply channel; the async caller awaits it.
+//!
+//! Durability policy: WAL journal with `synchronous = FULL`, so a transaction that has
+//! returned from `commit` is on disk and survives power loss (with `NORMAL`, WAL can
+//! lose the last transactions on power loss). Foreign keys are enforced and a busy
+//! timeout is set on every connection. The sqlite-vec extension is registered for every
+//! connection the process opens.
+
+mod migrations;
+mod runs;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once, mpsc};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+pub use migrations::{LATEST as SCHEMA_VERSION, MIGRATIONS, MigrationReport};
+pub use runs::{DaemonRun, RunId};
+
+/// What can go wrong in the store. Callers act on the variant, not the text.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A migration's SQL failed.
+    #[error("schema migration {name} failed: {source}")]
+    Migration {
+        /// The migration file's name.
+        name: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer version of the appliance.
+    #[error(
+        "the database has schema version {found}, newer than this build supports ({supported}); upgrade the appliance"
+    )]
+    SchemaTooNew {
+        /// Version in the file.
+        found: u32,
+        /// Latest version this build knows.
+        supported: u32,
+    },
+    /// The database file or its directory could not be prepared.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        source: rusqlite::Error,
+    },
+    /// The store's threads have stopped (the process is shutting down).
+    #[error("the database threads have stopped")]
+    Closed,
+}
+
+/// Called after every store call with its name and how long it ran on its thread.
+pub type QueryObserver = Arc<dyn Fn(&'static str, Duration) + Send + Sync>;
+
+/// Options for opening a store.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// SQLite busy timeout.
+    pub busy_timeout: Duration,
+    /// Number of reader threads.
+    pub readers: usize,
+    /// Receives call timings (for metrics).
+    pub observer: Option<QueryObserver>,
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A handle to the database threads. Clone freely; the threads stop when the last
+/// handle is dropped.
+#[derive(Clone)]
+pub struct Store {
+    writer: mpsc::Sender<Job>,
+    readers: mpsc::Sender<Job>,
+    observer: Option<QueryObserver>,
+    path: Arc<PathBuf>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, applies pending migrations and starts
+    /// the threads. Blocking: call it before the runtime serves requests, or from
+    /// `spawn_blocking`.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        let mut writer = open_connection(path, options.busy_timeout, false)?;
+        migrations::migrate_to(&mut writer, migrations::LATEST)?;
+
+        let (writer_tx, writer_rx) = mpsc::channel::<Job>();
+        spawn_worker("db-writer".to_string(), writer, Arc::new(Mutex::new(writer_rx)));
+
+        let (reader_tx, reader_rx) = mpsc::channel::<Job>();
+        let reader_rx = Arc::new(Mutex::new(reader_rx));
+        for i in 0..options.readers.max(1) {
+            let conn = open_connection(path, options.busy_timeout, true)?;
+            spawn_worker(format!("db-reader-{i}"), conn, reader_rx.clone());
+        }
+        Ok(Store {
+            writer: writer_tx,
+            readers: reader_tx,
+            observer: options.observer,
+            path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer connection. `op` names the call in metrics.
+    pub async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(&self.writer, op, f)?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on one of the read-only connections.
+    pub async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(&self.readers, op, f)?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::write`] for synchronous callers (CLI commands, never async tasks).
+    pub fn write_blocking<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(&self.writer, op, f)?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    fn submit<T, F>(
+        &self,
+        queue: &mpsc::Sender<Job>,
+        op: &'static str,
+        f: F,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let observer = self.observer.clone();
+        let job: Job = Box::new(move |conn| {
+            let started = Instant::now();
+            let result = f(conn);
+            if let Some(observe) = &observer {
+                observe(op, started.elapsed());
+            }
+            // The caller may have gone away (request cancelled); the work is done anyway.
+            let _ = reply_tx.send(result);
+        });
+        queue.send(job).map_err(|_| StoreError::Closed)?;
+        Ok(reply_rx)
+    }
+
+    /// A cheap liveness query used by `/readyz`: runs on a reader and checks that the
+    /// schema is current and sqlite-vec answers.
+    pub async fn ping(&self) -> Result<String, StoreError> {
+        self.read("ping", |conn| {
+            let version = migrations::current_version(conn)?;
+            if version != migrations::LATEST {
+                return Err(StoreError::SchemaTooNew {
+                    found: version,
+                    supported: migrations::LATEST,
+                });
+            }
+            Ok(conn.query_row("SELECT vec_version()", [], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    /// Reads one `meta` value (e.g. `instance_id`).
+    pub async fn meta(&self, key: &'static str) -> Result<Option<String>, StoreError> {
+        self.read("meta", move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+            let mut rows = stmt.query([key])?;
+            Ok(match rows.next()? {
+                Some(row) => Some(row.get(0)?),
+                None => None,
+            })
+        })
+        .await
+    }
+}
+
+fn spawn_worker(name: String, mut conn: Connection, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            loop {
+                // Hold the lock only while waiting, so the reader threads share one queue.
+                let job = match jobs.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                match job {
+                    Ok(job) => job(&mut conn),
+                    Err(_) => return, // every Store handle is gone
+                }
+            }
+        })
+        .expect("spawning a database thread");
+}
+
+/// Registers sqlite-vec for every connection opened after this call.
+fn register_sqlite_vec() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_vec_init` has the signature SQLite expects of an extension
+        // entry point; `sqlite3_auto_extension` only stores the pointer, and it is
+        // called once, before any connection of ours is opened.
+        #[allow(unsafe_code)]
+        unsafe {
+            type EntryPoint = unsafe extern "C" fn(
+                *mut rusqlite::ffi::sqlite3,
+                *mut *mut std::os::raw::c_char,
+                *const rusqlite::ffi::sqlite3_api_routines,
+            ) -> std::os::raw::c_int;
+            let entry: EntryPoint = std::mem::transmute(sqlite_vec::sqlite3_vec_init as *const ());
+            rusqlite::ffi::sqlite3_auto_extension(Some(entry));
+        }
+    });
+}
+
+/// Opens one connection with the store's pragmas.
+fn open_connection(path: &Path, busy: Duration, read_only: bool) -> Result<Connection, StoreError> {
+    register_sqlite_vec();
+    let err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    conn.busy_timeout(busy).map_err(err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(%mode, path = %path.display(), "database is not in WAL mode");
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(err)?;
+    if read_only {
+        conn.pragma_update(None, "query_only", true).map_err(err)?;
+    }
+    Ok(conn)
+}
+
+/// An offline look at a database file, for `appliance doctor`: opens it without
+/// creating or migrating anything.
+#[derive(Debug)]
+pub struct Inspection {
+    /// Schema version in the file.
+    pub schema_version: u32,
+    /// `PRAGMA integrity_check` lines (`["ok"]` when healthy).
+    pub integrity: Vec<String>,
+    /// sqlite-vec's version, proving the extension loads.
+    pub vec_version: String,
+    /// The last daemon run that never recorded a clean stop, if any.
+    pub unclean_run: Option<DaemonRun>,
+}
+
+/// Inspects an existing database file read-only.
+pub fn inspect(path: &Path, busy: Duration) -> Result<Inspection, StoreError> {
+    register_sqlite_vec();
+    let err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    conn.busy_timeout(busy).map_err(err)?;
+    let schema_version = migrations::current_version(&conn)?;
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    let integrity = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let vec_version = conn.query_row("SELECT vec_version()", [], |r| r.get(0))?;
+    let unclean_run = if schema_version >= 2 && integrity == ["ok"] {
+        runs::last_unclean(&conn)?
+    } else {
+        None
+    };
+    Ok(Inspection {
+        schema_version,
+        integrity,
+        vec_version,
+        unclean_run,
+    })
+}
+
+/// Applies pending migrations to a database file (for `appliance db migrate`).
+pub fn migrate_file(path: &Path, busy: Duration) -> Result<MigrationReport, StoreError> {
+    let mut conn = open_connection(path, busy, false)?;
+    migrations::migrate_to(&mut conn, migrations::LATEST)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! A small Prometheus registry: the appliance's own counters and histograms, rendered
+//! in the text exposition format (0.0.4) that `promtool check metrics` validates.
+//!
+//! Label values are bounded by construction: routes are axum's matched route templates
+//! (or `unmatched`), database operations are `&'static str` names from the store.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::ProcessStats;
+
+/// Bucket bounds (seconds) for HTTP request durations.
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Bucket bounds (seconds) for database calls.
+const DB_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+#[derive(Debug, Clone)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, value: f64) {
+        // Buckets are cumulative at render time; store per-bucket counts here.
+        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count;
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+#[derive(Default)]
+struct State {
+    http_requests: BTreeMap<(String, String, u16), u64>,
+    http_durations: BTreeMap<String, Histogram>,
+    http_in_flight: i64,
+    db_calls: BTreeMap<&'static str, Histogram>,
+}
+
+/// The metrics registry. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Metrics {
+    state: Arc<Mutex<State>>,
+    started: Instant,
+    version: &'static str,
+}
+
+impl Metrics {
+    /// A new, empty registry for a process of `version`.
+    pub fn new(version: &'static str) -> Self {
+        Self {
+            state: Arc::default(),
+            started: Instant::now(),
+            version,
+        }
+    }
+
+    /// Time since the registry (i.e. the daemon) started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A request started.
+    pub fn http_started(&self) {
+        self.lock().http_in_flight += 1;
+    }
+
+    /// A request finished with `status` after `elapsed`.
+    pub fn http_finished(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let mut state = self.lock();
+        state.http_in_flight -= 1;
+        *state
+            .http_requests
+            .entry((route.to_string(), method.to_string(), status))
+            .or_default() += 1;
+        state
+            .http_durations
+            .entry(route.to_string())
+            .or_insert_with(|| Histogram::new(HTTP_BUCKETS))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A database call named `op` ran for `elapsed` on a store thread.
+    pub fn db_call(&self, op: &'static str, elapsed: Duration) {
+        self.lock()
+            .db_calls
+            .entry(op)
+            .or_insert_with(|| Histogram::new(DB_BUCKETS))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the counters inconsistent in a
+        // way that matters; keep serving metrics.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self, process: &ProcessStats) -> String {
+        let state = self.lock().clone_for_render();
+        let mut out = String::with_capacity(4096);
+        let header = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        };
+
+        header(&mut out, "appliance_build_info", "gauge", "Build information; the value is always 1.");
+        let _ = writeln!(out, "appliance_build_info{{version=\"{}\"}} 1", self.version);
+
+        header(&mut out, "appliance_uptime_seconds", "gauge", "Seconds since the daemon started.");
+        let _ = writeln!(out, "appliance_uptime_seconds {}", self.uptime().as_secs_f64());
+
+        header(&mut out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+        let _ = writeln!(out, "process_cpu_seconds_total {}", process.cpu_seconds);
+
+        header(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        let _ = writeln!(out, "process_resident_memory_bytes {}", process.rss_bytes);
+
+        header(&mut out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+        let _ = writeln!(out, "process_start_time_seconds {}", process.start_time_seconds);
+
+        header(&mut out, "appliance_http_requests_in_flight", "gauge", "HTTP requests being served now.");
+        let _ = writeln!(out, "appliance_http_requests_in_flight {}", state.http_in_flight);
+
+        header(&mut out, "appliance_http_requests_total", "counter", "HTTP requests served, by route template, method and status code.");
+        for ((route, method, status), count) in &state.http_requests {
+            let _ = writeln!(
+                out,
+                "appliance_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {count}",
+                escape(route),
+                escape(method)
+            );
+        }
+
+        header(&mut out, "appliance_http_request_duration_seconds", "histogram", "HTTP request duration from arrival to response headers, by route template.");
+        for (route, histogram) in &state.http_durations {
+            histogram.render(&mut out, "appliance_http_request_duration_seconds", &format!("route=\"{}\"", escape(route)));
+        }
+
+        header(&mut out, "appliance_db_query_duration_seconds", "histogram", "Time database calls spent on a store thread, by operation.");
+        for (op, histogram) in &state.db_calls {
+            histogram.render(&mut out, "appliance_db_query_duration_seconds", &format!("op=\"{}\"", escape(op)));
+        }
+        out
+    }
+}
+
+impl State {
+    /// Copies what rendering needs so the lock is not held while formatting.
+    fn clone_for_render(&self) -> State {
+        State {
+            http_requests: self.http_requests.clone(),
+            http_durations: self.http_durations.clone(),
+            http_in_flight: self.http_in_flight,
+            db_calls: self.db_calls.clone(),
+        }
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_complete() {
+        let metrics = Metrics::new("test");
+        metrics.http_started();
+        metrics.http_finished("/healthz", "GET", 200, Duration::from_millis(3));
+        metrics.http_started();
+        metrics.http_finished("/healthz", "GET", 200, Duration::from_secs(100));
+        let text = metrics.render(&ProcessStats::default());
+        assert!(text.contains(
+            "appliance_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 2"
+        ));
+        assert!(text.contains(
+            "appliance_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "appliance_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"60\"} 1"
+        ));
+        assert!(text.contains(
+            "appliance_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"+Inf\"} 2"
+        ));
+        assert!(text.contains("appliance_http_requests_in_flight 0"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
