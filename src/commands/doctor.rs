@@ -43,9 +43,9 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
             Status::Fail => "fail",
         };
         failed |= check.status == Status::Fail;
-        println!("{label:<5} {:<22} {}", check.name, check.detail);
+        println!("{label:<5} {:<30} {}", check.name, check.detail);
         if let Some(hint) = &check.hint {
-            println!("{:<28} hint: {hint}", "");
+            println!("{:<36} hint: {hint}", "");
         }
     }
     Ok(if failed { exit::CHECKS_FAILED } else { exit::OK })

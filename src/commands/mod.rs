@@ -17,6 +17,9 @@ use crate::lock::LockError;
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let verbose = cli.global.verbose;
+    if !matches!(cli.command, Command::Serve) {
+        die_quietly_on_closed_stdout();
+    }
     let load = || -> anyhow::Result<Loaded> {
         let overrides = cli.global.overrides().map_err(anyhow::Error::msg)?;
         Ok(config::load(&overrides, &Environment::capture())?)
@@ -67,6 +70,18 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
         }
     }
     exit::FAILURE
+}
+
+/// Restores the default SIGPIPE action so `appliance config show | head` ends quietly
+/// instead of panicking on a closed pipe. Not for `serve`, which must survive clients
+/// that hang up (Rust ignores SIGPIPE by default and reports EPIPE instead).
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: `signal` with SIG_DFL installs no handler code; this runs before any
+    // other thread exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// A small single-threaded runtime for commands that talk HTTP.

@@ -58,6 +58,18 @@ pub enum ConfigError {
         /// What was given.
         found: String,
     },
+    /// A value the setting's type or range rejects.
+    #[error("{origin}: bad value {found} for `{key}`: {reason}")]
+    Rejected {
+        /// The file, variable or flag.
+        origin: String,
+        /// The key.
+        key: String,
+        /// What was given.
+        found: String,
+        /// Why it was rejected.
+        reason: String,
+    },
     /// Any other invalid choice (e.g. an unknown layout name).
     #[error("{0}")]
     Invalid(String),
@@ -243,37 +255,30 @@ fn check(values: &BTreeMap<String, (Value, Source)>) -> Result<Config, ConfigErr
             .map(|(_, s)| s.to_string())
             .unwrap_or_else(|| "configuration".to_string())
     };
-    let config: Config = Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-        let message = e.message().to_string();
-        let key = known_key_in(&message, values).unwrap_or_default();
-        ConfigError::BadValue {
-            origin: origin_of(&key),
-            found: values
-                .get(&key)
-                .map(|(v, _)| v.to_string())
-                .unwrap_or_else(|| "an invalid value".to_string()),
-            key,
-            expected: message,
-        }
-    })?;
-    config.validate().map_err(|(key, expected)| ConfigError::BadValue {
-        origin: origin_of(key),
-        key: key.to_string(),
-        expected: expected.to_string(),
-        found: values[key].0.to_string(),
-    })?;
+    let config: Config =
+        serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            // toml appends "in `key`" on a second line; the key is named already.
+            let reason = e.inner().to_string();
+            ConfigError::Rejected {
+                origin: origin_of(&key),
+                found: values
+                    .get(&key)
+                    .map(|(v, _)| v.to_string())
+                    .unwrap_or_else(|| "(missing)".to_string()),
+                reason: reason.lines().next().unwrap_or_default().to_string(),
+                key,
+            }
+        })?;
+    config
+        .validate()
+        .map_err(|(key, expected)| ConfigError::Rejected {
+            origin: origin_of(key),
+            key: key.to_string(),
+            found: values[key].0.to_string(),
+            reason: format!("expected {expected}"),
+        })?;
     Ok(config)
-}
-
-/// serde's messages name the field but not the section; find the key they mean.
-fn known_key_in(message: &str, values: &BTreeMap<String, (Value, Source)>) -> Option<String> {
-    values
-        .keys()
-        .find(|key| {
-            let field = key.split_once('.').map(|(_, f)| f).unwrap_or(key);
-            message.contains(&format!("`{field}`")) || message.contains(key.as_str())
-        })
-        .cloned()
 }
 
 fn lookup<'a>(

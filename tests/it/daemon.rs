@@ -1,0 +1,256 @@
+//! The daemon's lifecycle: health, readiness, metrics, request ids, shutdown, the lock.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Dirs, TestApp, non_empty, wait_for};
+
+#[tokio::test]
+async fn health_ready_metrics_and_request_ids() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+
+    let health = app.get("/healthz").send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(health.headers().contains_key("x-request-id"));
+
+    let ready = app.get("/readyz").send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["database", "disk_space", "data_dir"]);
+
+    // A client's request id is echoed and appears in the request's log lines.
+    let echoed = app
+        .get("/api/v1/status")
+        .header("x-request-id", "test-req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "test-req-42");
+    let status: serde_json::Value = echoed.json().await.unwrap();
+    assert_eq!(status["pid"], app.pid());
+    assert_eq!(status["paths"]["data_dir"], dirs.data().display().to_string());
+    // A hostile id (control characters / too long) is replaced, not echoed.
+    let replaced = app
+        .get("/healthz")
+        .header("x-request-id", "x".repeat(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.headers()["x-request-id"].len(), 32);
+
+    let metrics = app.get("/metrics").send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = metrics.text().await.unwrap();
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "appliance_uptime_seconds",
+        "appliance_http_requests_total{route=\"/readyz\",method=\"GET\",status=\"200\"} 1",
+        "appliance_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"+Inf\"} 2",
+        "appliance_db_query_duration_seconds_count{op=\"ping\"} 1",
+    ] {
+        assert!(text.contains(name), "missing {name} in:\n{text}");
+    }
+    promtool_check(&text);
+
+    app.signal("TERM");
+    let (status, stderr) = app.wait(Duration::from_secs(15));
+    assert!(status.success(), "exit {status:?}\n{stderr}");
+    assert!(
+        stderr.contains("\"request_id\":\"test-req-42\""),
+        "request id not in logs:\n{stderr}"
+    );
+    // The rotated log file got the same lines.
+    let logs: Vec<_> = std::fs::read_dir(dirs.path("logs")).unwrap().flatten().collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(non_empty(&logs[0].path()));
+}
+
+/// `promtool check metrics` must accept the exposition (Debian's prometheus package).
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is required for this test: apt-get install prometheus");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejected the metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_releases_the_lock() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn_with(&dirs, &["--set", "server.shutdown_grace_secs=5"]);
+    // Hold a connection with a slow request body in flight while SIGTERM arrives.
+    let url = format!("{}/api/v1/log-level", app.url);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream(rx));
+    let in_flight = tokio::spawn(
+        reqwest::Client::new()
+            .put(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send(),
+    );
+    tx.send(Ok(b"{\"level\":".to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Ok(b"\"debug\"}".to_vec())).await.unwrap();
+    drop(tx);
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200, "the in-flight request was cut off");
+
+    let started = Instant::now();
+    let (status, stderr) = app.wait(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The lock is free: a new daemon starts on the same data dir.
+    let again = TestApp::spawn(&dirs);
+    assert_eq!(again.get("/healthz").send().await.unwrap().status(), 200);
+}
+
+/// A request body that arrives in pieces, fed by a channel.
+fn tokio_stream(
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<Vec<u8>, std::io::Error>> {
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[tokio::test]
+async fn grace_period_cuts_off_requests_that_never_finish() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn_with(&dirs, &["--set", "server.shutdown_grace_secs=1"]);
+    let url = format!("{}/api/v1/log-level", app.url);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let _in_flight = tokio::spawn(
+        reqwest::Client::new()
+            .put(url)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(tokio_stream(rx)))
+            .send(),
+    );
+    tx.send(Ok(b"{".to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    app.signal("TERM");
+    let (status, stderr) = app.wait(Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(status.code(), Some(1), "a cut-off shutdown is reported:\n{stderr}");
+    assert!(stderr.contains("did not finish within the grace period"), "{stderr}");
+    drop(tx);
+}
+
+#[tokio::test]
+async fn second_instance_fails_fast_naming_the_pid_and_kill_9_never_blocks_a_restart() {
+    let dirs = Dirs::new();
+    let first = TestApp::spawn(&dirs);
+
+    let started = Instant::now();
+    let second = dirs.run(&["--port", "0", "serve"]);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(second.code(), 4, "{second:?}");
+    assert!(
+        second.stderr.contains(&format!("held by PID {}", first.pid())),
+        "{}",
+        second.stderr
+    );
+
+    first.signal("KILL");
+    let (status, _) = first.wait(Duration::from_secs(5));
+    assert!(!status.success());
+    assert!(dirs.data().join("appliance.lock").exists(), "the stale file stays");
+
+    let restarted = TestApp::spawn(&dirs);
+    assert_eq!(restarted.get("/healthz").send().await.unwrap().status(), 200);
+    let status: serde_json::Value = restarted
+        .get("/api/v1/status")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["previous_run_unclean"]["pid"].is_number(),
+        "the kill -9 run is reported as unclean: {status}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_503_with_the_failing_check_named() {
+    let dirs = Dirs::new();
+    // More free disk than any test machine has: the disk check must fail.
+    let app = TestApp::spawn_with(&dirs, &["--set", "health.min_free_disk_mb=1000000000"]);
+    let response = app.get("/readyz").send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["failing"][0]["name"], "disk_space");
+    assert!(body["failing"][0]["hint"].is_string());
+    // Liveness is unaffected.
+    assert_eq!(app.get("/healthz").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn status_command_reports_the_running_daemon() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    let port = app.url.rsplit(':').next().unwrap().to_string();
+    let out = dirs.run(&["--port", &port, "status"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(out.stdout.contains(&format!("pid {}", app.pid())), "{}", out.stdout);
+    assert!(out.stdout.contains("ready"), "{}", out.stdout);
+    assert!(out.stdout.contains(&dirs.data().display().to_string()));
+    assert!(out.stdout.contains("none loaded"));
+
+    let json = dirs.run(&["--port", &port, "status", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["pid"], app.pid());
+
+    drop(app);
+    assert!(wait_for(Duration::from_secs(5), || {
+        dirs.run(&["--port", &port, "status"]).code() == 5
+    }));
+    let down = dirs.run(&["--port", &port, "status"]);
+    assert!(down.stderr.contains("no appliance is answering"), "{}", down.stderr);
+}
+
+#[tokio::test]
+async fn embedded_status_page_has_types_and_etags() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    let page = app.get("/").send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    let etag = page.headers()["etag"].clone();
+    assert!(page.text().await.unwrap().contains("<title>Appliance</title>"));
+
+    let again = app.get("/").header("if-none-match", etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+
+    let css = app.get("/style.css").send().await.unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    let js = app.get("/status.js").send().await.unwrap();
+    assert!(js.headers()["content-type"].to_str().unwrap().contains("javascript"));
+}

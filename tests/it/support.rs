@@ -1,0 +1,202 @@
+//! `TestApp`: spawns the real daemon binary and talks to it over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_appliance")
+}
+
+/// A temp directory laid out like an installation, and a command builder for it.
+pub struct Dirs {
+    pub root: tempfile::TempDir,
+}
+
+impl Dirs {
+    pub fn new() -> Dirs {
+        Dirs {
+            root: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// `appliance` with every directory inside the temp root and an empty config file,
+    /// so nothing from the developer's own configuration leaks in.
+    pub fn command(&self) -> Command {
+        let config = self.path("config.toml");
+        if !config.exists() {
+            std::fs::write(&config, "").unwrap();
+        }
+        let mut cmd = Command::new(bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.root.path())
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--log-dir")
+            .arg(self.path("logs"))
+            .arg("--runtime-dir")
+            .arg(self.path("run"))
+            .arg("--models-dir")
+            .arg(self.path("models"));
+        cmd
+    }
+
+    /// Runs a CLI command to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.command().args(args).output().expect("running appliance");
+        Output {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// A finished CLI command.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+}
+
+/// A running daemon.
+pub struct TestApp {
+    pub child: Child,
+    pub url: String,
+    pub http: reqwest::Client,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl TestApp {
+    /// Starts `appliance serve` on a free port and waits until it prints its URL.
+    pub fn spawn(dirs: &Dirs) -> TestApp {
+        Self::spawn_with(dirs, &[])
+    }
+
+    pub fn spawn_with(dirs: &Dirs, extra: &[&str]) -> TestApp {
+        let mut child = dirs
+            .command()
+            .args(["--port", "0", "--set", "log.format=json"])
+            .args(extra)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning appliance serve");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon did not become ready; stderr:\n{}", stderr.join().unwrap_or_default());
+            }
+        };
+        TestApp {
+            child,
+            url,
+            http: reqwest::Client::new(),
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.url))
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    /// Sends a signal with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill(1)");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (bounded) and returns its status and stderr.
+    pub fn wait(mut self, limit: Duration) -> (ExitStatus, String) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
+                return (status, stderr);
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("daemon did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `path` satisfies `ready` or the limit passes.
+pub fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Whether a file is non-empty.
+pub fn non_empty(path: &Path) -> bool {
+    std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false)
+}
