@@ -38,7 +38,10 @@ impl AppState {
         checks.push(match self.store.ping().await {
             Ok(vec_version) => Check::ok(
                 "database",
-                format!("{} answers (sqlite-vec {vec_version})", self.store.path().display()),
+                format!(
+                    "{} answers (sqlite-vec {vec_version})",
+                    self.store.path().display()
+                ),
             ),
             Err(e) => Check::fail(
                 "database",

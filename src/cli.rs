@@ -158,10 +158,14 @@ impl GlobalArgs {
             push("log.level", v.clone(), "--log-level");
         }
         for pair in &self.set {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("--set {pair}: expected KEY=VALUE, e.g. --set server.port=9000"))?;
-            push(key.trim(), value.to_string(), &format!("--set {}", key.trim()));
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                format!("--set {pair}: expected KEY=VALUE, e.g. --set server.port=9000")
+            })?;
+            push(
+                key.trim(),
+                value.to_string(),
+                &format!("--set {}", key.trim()),
+            );
         }
         let layout = if self.system {
             Some(Layout::System)

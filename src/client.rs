@@ -9,7 +9,9 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing answered.
-    #[error("no appliance is answering at {url} ({reason}); start it with `appliance serve` or check --port/--bind")]
+    #[error(
+        "no appliance is answering at {url} ({reason}); start it with `appliance serve` or check --port/--bind"
+    )]
     Unreachable {
         /// The daemon's URL.
         url: String,
@@ -49,10 +51,15 @@ impl DaemonClient {
     /// `GET path` → JSON.
     pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
-        let response = self.http.get(&url).send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: root_cause(&e),
-        })?;
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: root_cause(&e),
+            })?;
         let status = response.status();
         let body: Value = response
             .json()

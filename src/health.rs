@@ -45,7 +45,11 @@ impl Check {
     }
 
     /// A warning with a hint.
-    pub fn warn(name: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+    pub fn warn(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Check {
         Check {
             name: name.into(),
             status: Status::Warn,
@@ -55,7 +59,11 @@ impl Check {
     }
 
     /// A failure with a hint.
-    pub fn fail(name: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+    pub fn fail(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Check {
         Check {
             name: name.into(),
             status: Status::Fail,
@@ -83,7 +91,10 @@ pub fn dir_writable(name: &str, dir: &Path) -> Check {
 
 /// Free space on the file system holding `dir` (or its nearest existing parent).
 pub fn disk_space(dir: &Path, min_free_mb: u64) -> Check {
-    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
     match rustix::fs::statvfs(existing) {
         Ok(stat) => {
             let free_mb = stat.f_bavail.saturating_mul(stat.f_frsize) / (1024 * 1024);
@@ -92,7 +103,9 @@ pub fn disk_space(dir: &Path, min_free_mb: u64) -> Check {
                 Check::fail(
                     "disk_space",
                     detail,
-                    format!("free space or move the data dir; at least {min_free_mb} MiB is required (health.min_free_disk_mb)"),
+                    format!(
+                        "free space or move the data dir; at least {min_free_mb} MiB is required (health.min_free_disk_mb)"
+                    ),
                 )
             } else if free_mb < min_free_mb.saturating_mul(4) {
                 Check::warn("disk_space", detail, "the disk is getting full")
@@ -115,7 +128,10 @@ mod tests {
     #[test]
     fn writable_dir_passes_and_file_in_its_place_fails() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(dir_writable("data_dir", &dir.path().join("new/sub")).status, Status::Ok);
+        assert_eq!(
+            dir_writable("data_dir", &dir.path().join("new/sub")).status,
+            Status::Ok
+        );
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         let check = dir_writable("data_dir", &file.join("sub"));
@@ -127,6 +143,9 @@ mod tests {
     fn disk_space_thresholds() {
         let dir = tempfile::tempdir().unwrap();
         assert_ne!(disk_space(dir.path(), 1).status, Status::Fail);
-        assert_eq!(disk_space(dir.path(), u64::MAX / (1 << 21)).status, Status::Fail);
+        assert_eq!(
+            disk_space(dir.path(), u64::MAX / (1 << 21)).status,
+            Status::Fail
+        );
     }
 }

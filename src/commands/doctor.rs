@@ -24,10 +24,16 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
     ] {
         checks.push(health::dir_writable(name, dir));
     }
-    checks.push(health::disk_space(&config.paths.data_dir, config.health.min_free_disk_mb));
+    checks.push(health::disk_space(
+        &config.paths.data_dir,
+        config.health.min_free_disk_mb,
+    ));
     let running = running_pid(loaded);
     checks.push(match running {
-        Some(pid) => Check::ok("instance", format!("a daemon is serving this data dir (pid {pid})")),
+        Some(pid) => Check::ok(
+            "instance",
+            format!("a daemon is serving this data dir (pid {pid})"),
+        ),
         None => Check::ok("instance", "no daemon is serving this data dir"),
     });
     checks.push(database(loaded, running.is_some()));
@@ -48,7 +54,11 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
             println!("{:<36} hint: {hint}", "");
         }
     }
-    Ok(if failed { exit::CHECKS_FAILED } else { exit::OK })
+    Ok(if failed {
+        exit::CHECKS_FAILED
+    } else {
+        exit::OK
+    })
 }
 
 /// The PID of a daemon holding the instance lock, if one does.
@@ -76,7 +86,13 @@ fn database(loaded: &Loaded, daemon_running: bool) -> Check {
             format!(
                 "{}: integrity_check reports: {}",
                 path.display(),
-                found.integrity.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+                found
+                    .integrity
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             "stop the daemon and restore the latest backup of the database",
         ),
@@ -132,7 +148,10 @@ fn database(loaded: &Loaded, daemon_running: bool) -> Check {
 fn port(loaded: &Loaded, running: Option<u32>) -> Check {
     let addr = SocketAddr::new(loaded.config.server.bind, loaded.config.server.port);
     if let Some(pid) = running {
-        return Check::ok("port", format!("{addr} belongs to the running daemon (pid {pid})"));
+        return Check::ok(
+            "port",
+            format!("{addr} belongs to the running daemon (pid {pid})"),
+        );
     }
     match TcpListener::bind(addr) {
         Ok(_) => Check::ok("port", format!("{addr} is free")),
@@ -169,7 +188,14 @@ fn model_files(loaded: &Loaded) -> Vec<Check> {
                 })
                 .collect();
             if problems.is_empty() {
-                Check::ok(name, format!("{} file(s) verified by sha256 in {}", model.files.len(), dir.display()))
+                Check::ok(
+                    name,
+                    format!(
+                        "{} file(s) verified by sha256 in {}",
+                        model.files.len(),
+                        dir.display()
+                    ),
+                )
             } else {
                 Check::fail(
                     name,

@@ -26,7 +26,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
     let (_log_guard, log_level) =
         telemetry::init_daemon_logging(&config.log, &config.paths.log_dir)?;
 
-    for dir in [&config.paths.data_dir, &config.paths.models_dir, &config.paths.runtime_dir] {
+    for dir in [
+        &config.paths.data_dir,
+        &config.paths.models_dir,
+        &config.paths.runtime_dir,
+    ] {
         fs_err::create_dir_all(dir).context("creating the appliance's directories")?;
     }
     let lock = InstanceLock::acquire(&config.lock_path())?;
@@ -38,7 +42,9 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         StoreOptions {
             busy_timeout: Duration::from_millis(config.store.busy_timeout_ms),
             readers: config.store.readers,
-            observer: Some(Arc::new(move |op, elapsed| observer_metrics.db_call(op, elapsed))),
+            observer: Some(Arc::new(move |op, elapsed| {
+                observer_metrics.db_call(op, elapsed)
+            })),
         },
     )
     .with_context(|| format!("opening the database {}", config.database_path().display()))?;
@@ -100,7 +106,10 @@ async fn shutdown_signal() {
         _ = term.recv() => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
     };
-    tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
+    tracing::info!(
+        signal,
+        "shutting down: no new connections, finishing in-flight requests"
+    );
     notify(&[NotifyState::Stopping]);
 }
 

@@ -20,7 +20,11 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(exit::OK);
     }
-    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
     let readiness = match &ready {
         Some(r) if r["status"] == "ready" => "ready".to_string(),
         _ => "NOT READY (see /readyz or `appliance doctor`)".to_string(),

@@ -146,10 +146,12 @@ fn file_layer(path: &Path, known: &BTreeMap<String, Value>) -> Result<LayerSetti
         path: path.to_path_buf(),
         source,
     })?;
-    let table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-        path: path.to_path_buf(),
-        message: e.to_string().trim_end().replace('\n', " | "),
-    })?;
+    let table: Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
     let origin = path.display().to_string();
     let source = Source::File(path.to_path_buf());
     let mut flat = BTreeMap::new();
@@ -172,7 +174,10 @@ fn file_layer(path: &Path, known: &BTreeMap<String, Value>) -> Result<LayerSetti
 
 /// `APPLIANCE_SECTION_KEY` for every known key, plus `RUST_LOG` for `log.level`.
 /// Any other `APPLIANCE_*` variable is an error: a typo must not be silently ignored.
-fn env_layer(env: &Environment, known: &BTreeMap<String, Value>) -> Result<LayerSettings, ConfigError> {
+fn env_layer(
+    env: &Environment,
+    known: &BTreeMap<String, Value>,
+) -> Result<LayerSettings, ConfigError> {
     let by_var: BTreeMap<String, &String> = known.keys().map(|k| (env_name(k), k)).collect();
     let mut settings = Vec::new();
     for (var, raw) in &env.vars {
@@ -201,7 +206,10 @@ fn env_layer(env: &Environment, known: &BTreeMap<String, Value>) -> Result<Layer
     Ok(settings)
 }
 
-fn flag_layer(cli: &CliOverrides, known: &BTreeMap<String, Value>) -> Result<LayerSettings, ConfigError> {
+fn flag_layer(
+    cli: &CliOverrides,
+    known: &BTreeMap<String, Value>,
+) -> Result<LayerSettings, ConfigError> {
     let mut settings = Vec::new();
     for (key, raw, flag) in &cli.settings {
         let origin = format!("flag {flag}");
@@ -255,21 +263,20 @@ fn check(values: &BTreeMap<String, (Value, Source)>) -> Result<Config, ConfigErr
             .map(|(_, s)| s.to_string())
             .unwrap_or_else(|| "configuration".to_string())
     };
-    let config: Config =
-        serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
-            let key = e.path().to_string();
-            // toml appends "in `key`" on a second line; the key is named already.
-            let reason = e.inner().to_string();
-            ConfigError::Rejected {
-                origin: origin_of(&key),
-                found: values
-                    .get(&key)
-                    .map(|(v, _)| v.to_string())
-                    .unwrap_or_else(|| "(missing)".to_string()),
-                reason: reason.lines().next().unwrap_or_default().to_string(),
-                key,
-            }
-        })?;
+    let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        // toml appends "in `key`" on a second line; the key is named already.
+        let reason = e.inner().to_string();
+        ConfigError::Rejected {
+            origin: origin_of(&key),
+            found: values
+                .get(&key)
+                .map(|(v, _)| v.to_string())
+                .unwrap_or_else(|| "(missing)".to_string()),
+            reason: reason.lines().next().unwrap_or_default().to_string(),
+            key,
+        }
+    })?;
     config
         .validate()
         .map_err(|(key, expected)| ConfigError::Rejected {

@@ -27,7 +27,10 @@ fn embedded_defaults_load_without_any_layer() {
     let loaded = load(&cli, &Environment::default()).unwrap();
     assert_eq!(loaded.config.server.port, 8470);
     assert_eq!(loaded.config.server.bind.to_string(), "127.0.0.1");
-    assert_eq!(loaded.config.paths.data_dir, PathBuf::from("/var/lib/appliance"));
+    assert_eq!(
+        loaded.config.paths.data_dir,
+        PathBuf::from("/var/lib/appliance")
+    );
     assert_eq!(
         loaded.config.paths.models_dir,
         PathBuf::from("/var/lib/appliance/models")
@@ -53,7 +56,10 @@ fn precedence_is_default_then_file_then_env_then_flag() {
 
     // flag beats env beats file
     assert_eq!(loaded.config.server.port, 9003);
-    assert_eq!(loaded.source_of("server.port"), Some(&Source::Flag("--port".into())));
+    assert_eq!(
+        loaded.source_of("server.port"),
+        Some(&Source::Flag("--port".into()))
+    );
     // env beats file
     assert_eq!(loaded.config.log.level, "warn");
     assert_eq!(
@@ -62,7 +68,10 @@ fn precedence_is_default_then_file_then_env_then_flag() {
     );
     // file beats default
     assert_eq!(loaded.config.server.shutdown_grace_secs, 3);
-    assert_eq!(loaded.source_of("server.shutdown_grace_secs"), Some(&Source::File(path.clone())));
+    assert_eq!(
+        loaded.source_of("server.shutdown_grace_secs"),
+        Some(&Source::File(path.clone()))
+    );
     assert_eq!(loaded.config.log.retention_days, 3);
     // untouched keys keep the default
     assert_eq!(loaded.config.store.readers, 2);
@@ -75,7 +84,10 @@ fn rust_log_overrides_the_configured_level() {
     let env = Environment::from_pairs([("RUST_LOG", "appliance=trace")]);
     let loaded = load(&cli_with(&path, &[]), &env).unwrap();
     assert_eq!(loaded.config.log.level, "appliance=trace");
-    assert_eq!(loaded.source_of("log.level"), Some(&Source::Env("RUST_LOG".into())));
+    assert_eq!(
+        loaded.source_of("log.level"),
+        Some(&Source::Env("RUST_LOG".into()))
+    );
 }
 
 #[test]
@@ -157,7 +169,10 @@ fn missing_explicit_file_is_an_error() {
 fn models_dir_follows_an_overridden_data_dir() {
     let (_dir, path) = write_file("[paths]\ndata_dir = \"/srv/appliance\"\n");
     let loaded = load(&cli_with(&path, &[]), &Environment::default()).unwrap();
-    assert_eq!(loaded.config.paths.models_dir, PathBuf::from("/srv/appliance/models"));
+    assert_eq!(
+        loaded.config.paths.models_dir,
+        PathBuf::from("/srv/appliance/models")
+    );
 }
 
 #[test]

@@ -40,7 +40,10 @@ fn serve(name: &str, file: rust_embed::EmbeddedFile, headers: &HeaderMap, head: 
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        });
     // HTML must be revalidated so a new version is picked up at once; other files are
     // revalidated hourly until the UI build fingerprints its file names.
     let cache = if name.ends_with(".html") {

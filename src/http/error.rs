@@ -146,10 +146,9 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable {
             retry_after_secs, ..
         } = &self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
         {
-            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

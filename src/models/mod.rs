@@ -149,9 +149,18 @@ mod tests {
         };
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(check_file(dir.path(), &spec(3, abc)), FileState::Verified);
-        assert_eq!(check_file(dir.path(), &spec(4, abc)), FileState::WrongSize { found: 3 });
-        assert!(matches!(check_file(dir.path(), &spec(3, &"0".repeat(64))), FileState::WrongHash { .. }));
-        let missing = ManifestFile { dest: "b.bin".into(), ..spec(3, abc) };
+        assert_eq!(
+            check_file(dir.path(), &spec(4, abc)),
+            FileState::WrongSize { found: 3 }
+        );
+        assert!(matches!(
+            check_file(dir.path(), &spec(3, &"0".repeat(64))),
+            FileState::WrongHash { .. }
+        ));
+        let missing = ManifestFile {
+            dest: "b.bin".into(),
+            ..spec(3, abc)
+        };
         assert_eq!(check_file(dir.path(), &missing), FileState::Missing);
     }
 }

@@ -11,7 +11,10 @@ use super::StoreError;
 /// Every migration, in order; index + 1 is the version it produces.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_meta", include_str!("migrations/0001_meta.sql")),
-    ("0002_daemon_runs", include_str!("migrations/0002_daemon_runs.sql")),
+    (
+        "0002_daemon_runs",
+        include_str!("migrations/0002_daemon_runs.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

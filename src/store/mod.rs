@@ -97,7 +97,11 @@ impl Store {
         migrations::migrate_to(&mut writer, migrations::LATEST)?;
 
         let (writer_tx, writer_rx) = mpsc::channel::<Job>();
-        spawn_worker("db-writer".to_string(), writer, Arc::new(Mutex::new(writer_rx)));
+        spawn_worker(
+            "db-writer".to_string(),
+            writer,
+            Arc::new(Mutex::new(writer_rx)),
+        );
 
         let (reader_tx, reader_rx) = mpsc::channel::<Job>();
         let reader_rx = Arc::new(Mutex::new(reader_rx));
@@ -264,8 +268,10 @@ fn open_connection(path: &Path, busy: Duration, read_only: bool) -> Result<Conne
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(%mode, path = %path.display(), "database is not in WAL mode");
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-    conn.pragma_update(None, "foreign_keys", true).map_err(err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(err)?;
     if read_only {
         conn.pragma_update(None, "query_only", true).map_err(err)?;
     }

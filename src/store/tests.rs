@@ -42,8 +42,11 @@ async fn upgrade_from_previous_version_keeps_data() {
     {
         let mut conn = open_connection(&path, Duration::from_secs(1), false).unwrap();
         migrations::migrate_to(&mut conn, SCHEMA_VERSION - 1).unwrap();
-        conn.execute("INSERT INTO meta (key, value) VALUES ('marker', 'kept')", [])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('marker', 'kept')",
+            [],
+        )
+        .unwrap();
     }
     let store = Store::open(&path, options()).unwrap();
     assert_eq!(store.meta("marker").await.unwrap().as_deref(), Some("kept"));
@@ -58,7 +61,8 @@ async fn newer_schema_is_refused() {
     let path = dir.path().join("new.db");
     {
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 5).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 5)
+            .unwrap();
     }
     match Store::open(&path, options()) {
         Err(StoreError::SchemaTooNew { found, supported }) => {

@@ -52,9 +52,16 @@ impl Histogram {
         let mut cumulative = 0;
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             cumulative += count;
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
     }
@@ -135,25 +142,76 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} {kind}");
         };
 
-        header(&mut out, "appliance_build_info", "gauge", "Build information; the value is always 1.");
-        let _ = writeln!(out, "appliance_build_info{{version=\"{}\"}} 1", self.version);
+        header(
+            &mut out,
+            "appliance_build_info",
+            "gauge",
+            "Build information; the value is always 1.",
+        );
+        let _ = writeln!(
+            out,
+            "appliance_build_info{{version=\"{}\"}} 1",
+            self.version
+        );
 
-        header(&mut out, "appliance_uptime_seconds", "gauge", "Seconds since the daemon started.");
-        let _ = writeln!(out, "appliance_uptime_seconds {}", self.uptime().as_secs_f64());
+        header(
+            &mut out,
+            "appliance_uptime_seconds",
+            "gauge",
+            "Seconds since the daemon started.",
+        );
+        let _ = writeln!(
+            out,
+            "appliance_uptime_seconds {}",
+            self.uptime().as_secs_f64()
+        );
 
-        header(&mut out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+        header(
+            &mut out,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
         let _ = writeln!(out, "process_cpu_seconds_total {}", process.cpu_seconds);
 
-        header(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        header(
+            &mut out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
         let _ = writeln!(out, "process_resident_memory_bytes {}", process.rss_bytes);
 
-        header(&mut out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
-        let _ = writeln!(out, "process_start_time_seconds {}", process.start_time_seconds);
+        header(
+            &mut out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+        );
+        let _ = writeln!(
+            out,
+            "process_start_time_seconds {}",
+            process.start_time_seconds
+        );
 
-        header(&mut out, "appliance_http_requests_in_flight", "gauge", "HTTP requests being served now.");
-        let _ = writeln!(out, "appliance_http_requests_in_flight {}", state.http_in_flight);
+        header(
+            &mut out,
+            "appliance_http_requests_in_flight",
+            "gauge",
+            "HTTP requests being served now.",
+        );
+        let _ = writeln!(
+            out,
+            "appliance_http_requests_in_flight {}",
+            state.http_in_flight
+        );
 
-        header(&mut out, "appliance_http_requests_total", "counter", "HTTP requests served, by route template, method and status code.");
+        header(
+            &mut out,
+            "appliance_http_requests_total",
+            "counter",
+            "HTTP requests served, by route template, method and status code.",
+        );
         for ((route, method, status), count) in &state.http_requests {
             let _ = writeln!(
                 out,
@@ -163,14 +221,32 @@ impl Metrics {
             );
         }
 
-        header(&mut out, "appliance_http_request_duration_seconds", "histogram", "HTTP request duration from arrival to response headers, by route template.");
+        header(
+            &mut out,
+            "appliance_http_request_duration_seconds",
+            "histogram",
+            "HTTP request duration from arrival to response headers, by route template.",
+        );
         for (route, histogram) in &state.http_durations {
-            histogram.render(&mut out, "appliance_http_request_duration_seconds", &format!("route=\"{}\"", escape(route)));
+            histogram.render(
+                &mut out,
+                "appliance_http_request_duration_seconds",
+                &format!("route=\"{}\"", escape(route)),
+            );
         }
 
-        header(&mut out, "appliance_db_query_duration_seconds", "histogram", "Time database calls spent on a store thread, by operation.");
+        header(
+            &mut out,
+            "appliance_db_query_duration_seconds",
+            "histogram",
+            "Time database calls spent on a store thread, by operation.",
+        );
         for (op, histogram) in &state.db_calls {
-            histogram.render(&mut out, "appliance_db_query_duration_seconds", &format!("op=\"{}\"", escape(op)));
+            histogram.render(
+                &mut out,
+                "appliance_db_query_duration_seconds",
+                &format!("op=\"{}\"", escape(op)),
+            );
         }
         out
     }

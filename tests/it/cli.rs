@@ -28,11 +28,20 @@ fn config_precedence_is_file_then_env_then_flag() {
             .to_string()
     };
     let port = line("port");
-    assert!(port.starts_with("port = 9103") && port.ends_with("# flag --port"), "{port}");
+    assert!(
+        port.starts_with("port = 9103") && port.ends_with("# flag --port"),
+        "{port}"
+    );
     let readers = line("readers");
-    assert!(readers.starts_with("readers = 4") && readers.ends_with("# env APPLIANCE_STORE_READERS"), "{readers}");
+    assert!(
+        readers.starts_with("readers = 4") && readers.ends_with("# env APPLIANCE_STORE_READERS"),
+        "{readers}"
+    );
     let grace = line("shutdown_grace_secs");
-    assert!(grace.starts_with("shutdown_grace_secs = 7") && grace.contains("# file "), "{grace}");
+    assert!(
+        grace.starts_with("shutdown_grace_secs = 7") && grace.contains("# file "),
+        "{grace}"
+    );
     let busy = line("busy_timeout_ms");
     assert!(busy.ends_with("# default"), "{busy}");
 }
@@ -44,10 +53,27 @@ fn unknown_config_key_is_rejected_naming_file_and_key() {
     std::fs::write(&config, "[server]\nbnid = \"0.0.0.0\"\n").unwrap();
     let out = dirs.run(&["serve"]);
     assert_eq!(out.code(), 3, "{out:?}");
-    assert!(out.stderr.contains(&config.display().to_string()), "{}", out.stderr);
-    assert!(out.stderr.contains("unknown key `server.bnid`"), "{}", out.stderr);
-    assert!(out.stderr.contains("did you mean `server.bind`"), "{}", out.stderr);
-    assert_eq!(out.stderr.lines().count(), 1, "one clear line: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&config.display().to_string()),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("unknown key `server.bnid`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("did you mean `server.bind`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.lines().count(),
+        1,
+        "one clear line: {}",
+        out.stderr
+    );
     // The daemon never started: no database was created.
     assert!(!dirs.data().join("appliance.db").exists());
 }
@@ -74,23 +100,38 @@ fn migrate_upgrades_a_previous_schema_version() {
         conn.execute_batch(include_str!("../../src/store/migrations/0001_meta.sql"))
             .unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
-        conn.execute("INSERT INTO meta (key, value) VALUES ('marker', 'survives')", [])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('marker', 'survives')",
+            [],
+        )
+        .unwrap();
     }
     let doctor = dirs.run(&["doctor"]);
-    assert!(doctor.stdout.contains("schema version 1"), "{}", doctor.stdout);
+    assert!(
+        doctor.stdout.contains("schema version 1"),
+        "{}",
+        doctor.stdout
+    );
 
     let out = dirs.run(&["db", "migrate"]);
     assert_eq!(out.code(), 0, "{out:?}");
-    assert!(out.stdout.contains("migrated schema version 1 -> 2"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("migrated schema version 1 -> 2"),
+        "{}",
+        out.stdout
+    );
     let again = dirs.run(&["db", "migrate"]);
     assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
 
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let version: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(version, 2);
     let marker: String = conn
-        .query_row("SELECT value FROM meta WHERE key = 'marker'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'marker'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(marker, "survives");
 }
@@ -112,11 +153,20 @@ fn doctor_reports_integrity_ok_then_fails_on_a_corrupted_database() {
             .unwrap();
         }
         tx.commit().unwrap();
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
     }
     let healthy = dirs.run(&["doctor"]);
-    let line = healthy.stdout.lines().find(|l| l.contains(" database ")).unwrap().to_string();
-    assert!(line.starts_with("ok") && line.contains("integrity_check ok"), "{line}");
+    let line = healthy
+        .stdout
+        .lines()
+        .find(|l| l.contains(" database "))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.starts_with("ok") && line.contains("integrity_check ok"),
+        "{line}"
+    );
 
     // Overwrite the middle of the file (b-tree pages) with garbage.
     let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
@@ -127,9 +177,17 @@ fn doctor_reports_integrity_ok_then_fails_on_a_corrupted_database() {
 
     let broken = dirs.run(&["doctor"]);
     assert_eq!(broken.code(), 6, "{broken:?}");
-    let line = broken.stdout.lines().find(|l| l.contains(" database ")).unwrap();
+    let line = broken
+        .stdout
+        .lines()
+        .find(|l| l.contains(" database "))
+        .unwrap();
     assert!(line.starts_with("fail"), "{line}");
-    assert!(broken.stdout.contains("restore the latest backup"), "{}", broken.stdout);
+    assert!(
+        broken.stdout.contains("restore the latest backup"),
+        "{}",
+        broken.stdout
+    );
 }
 
 #[test]
@@ -142,11 +200,20 @@ fn doctor_flags_missing_models_with_the_fetch_command() {
         .lines()
         .find(|l| l.contains("model SmolLM2-135M-Instruct"))
         .unwrap();
-    assert!(line.starts_with("fail") && line.contains("missing"), "{line}");
-    assert!(out.stdout.contains("scripts/fetch-models"), "{}", out.stdout);
+    assert!(
+        line.starts_with("fail") && line.contains("missing"),
+        "{line}"
+    );
+    assert!(
+        out.stdout.contains("scripts/fetch-models"),
+        "{}",
+        out.stdout
+    );
     for name in ["config", "data_dir", "disk_space", "port", "gpu"] {
         assert!(
-            out.stdout.lines().any(|l| l.split_whitespace().nth(1) == Some(name)),
+            out.stdout
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name)),
             "no {name} check in\n{}",
             out.stdout
         );
@@ -163,5 +230,22 @@ fn version_and_usage_exit_codes() {
     assert_eq!(usage.code(), 2);
     let bad_flag = dirs.run(&["--port", "eighty", "config", "show"]);
     assert_eq!(bad_flag.code(), 3);
-    assert!(bad_flag.stderr.contains("flag --port"), "{}", bad_flag.stderr);
+    assert!(
+        bad_flag.stderr.contains("flag --port"),
+        "{}",
+        bad_flag.stderr
+    );
+}
+
+#[test]
+fn doctor_verifies_the_fetched_default_models_by_sha256() {
+    let dirs = Dirs::with_models();
+    let out = dirs.run(&["doctor"]);
+    let models: Vec<&str> = out.stdout.lines().filter(|l| l.contains(" model ")).collect();
+    assert_eq!(models.len(), 4, "{}", out.stdout);
+    for line in models {
+        assert!(line.starts_with("ok") && line.contains("verified by sha256"), "{line}");
+    }
+    // Nothing else fails either on a fresh data dir (the database only warns).
+    assert_eq!(out.code(), 0, "{}", out.stdout);
 }

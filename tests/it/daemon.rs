@@ -37,7 +37,10 @@ async fn health_ready_metrics_and_request_ids() {
     assert_eq!(echoed.headers()["x-request-id"], "test-req-42");
     let status: serde_json::Value = echoed.json().await.unwrap();
     assert_eq!(status["pid"], app.pid());
-    assert_eq!(status["paths"]["data_dir"], dirs.data().display().to_string());
+    assert_eq!(
+        status["paths"]["data_dir"],
+        dirs.data().display().to_string()
+    );
     // A hostile id (control characters / too long) is replaced, not echoed.
     let replaced = app
         .get("/healthz")
@@ -49,7 +52,12 @@ async fn health_ready_metrics_and_request_ids() {
 
     let metrics = app.get("/metrics").send().await.unwrap();
     assert_eq!(metrics.status(), 200);
-    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = metrics.text().await.unwrap();
     for name in [
         "process_cpu_seconds_total",
@@ -71,7 +79,10 @@ async fn health_ready_metrics_and_request_ids() {
         "request id not in logs:\n{stderr}"
     );
     // The rotated log file got the same lines.
-    let logs: Vec<_> = std::fs::read_dir(dirs.path("logs")).unwrap().flatten().collect();
+    let logs: Vec<_> = std::fs::read_dir(dirs.path("logs"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert!(non_empty(&logs[0].path()));
 }
@@ -85,7 +96,12 @@ fn promtool_check(text: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool is required for this test: apt-get install prometheus");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -154,9 +170,19 @@ async fn grace_period_cuts_off_requests_that_never_finish() {
     app.signal("TERM");
     let (status, stderr) = app.wait(Duration::from_secs(10));
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "{took:?}");
-    assert_eq!(status.code(), Some(1), "a cut-off shutdown is reported:\n{stderr}");
-    assert!(stderr.contains("did not finish within the grace period"), "{stderr}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a cut-off shutdown is reported:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("did not finish within the grace period"),
+        "{stderr}"
+    );
     drop(tx);
 }
 
@@ -170,7 +196,9 @@ async fn second_instance_fails_fast_naming_the_pid_and_kill_9_never_blocks_a_res
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(second.code(), 4, "{second:?}");
     assert!(
-        second.stderr.contains(&format!("held by PID {}", first.pid())),
+        second
+            .stderr
+            .contains(&format!("held by PID {}", first.pid())),
         "{}",
         second.stderr
     );
@@ -178,10 +206,16 @@ async fn second_instance_fails_fast_naming_the_pid_and_kill_9_never_blocks_a_res
     first.signal("KILL");
     let (status, _) = first.wait(Duration::from_secs(5));
     assert!(!status.success());
-    assert!(dirs.data().join("appliance.lock").exists(), "the stale file stays");
+    assert!(
+        dirs.data().join("appliance.lock").exists(),
+        "the stale file stays"
+    );
 
     let restarted = TestApp::spawn(&dirs);
-    assert_eq!(restarted.get("/healthz").send().await.unwrap().status(), 200);
+    assert_eq!(
+        restarted.get("/healthz").send().await.unwrap().status(),
+        200
+    );
     let status: serde_json::Value = restarted
         .get("/api/v1/status")
         .send()
@@ -218,7 +252,11 @@ async fn status_command_reports_the_running_daemon() {
     let port = app.url.rsplit(':').next().unwrap().to_string();
     let out = dirs.run(&["--port", &port, "status"]);
     assert_eq!(out.code(), 0, "{out:?}");
-    assert!(out.stdout.contains(&format!("pid {}", app.pid())), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("pid {}", app.pid())),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("ready"), "{}", out.stdout);
     assert!(out.stdout.contains(&dirs.data().display().to_string()));
     assert!(out.stdout.contains("none loaded"));
@@ -232,7 +270,11 @@ async fn status_command_reports_the_running_daemon() {
         dirs.run(&["--port", &port, "status"]).code() == 5
     }));
     let down = dirs.run(&["--port", &port, "status"]);
-    assert!(down.stderr.contains("no appliance is answering"), "{}", down.stderr);
+    assert!(
+        down.stderr.contains("no appliance is answering"),
+        "{}",
+        down.stderr
+    );
 }
 
 #[tokio::test]
@@ -244,13 +286,28 @@ async fn embedded_status_page_has_types_and_etags() {
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     assert_eq!(page.headers()["cache-control"], "no-cache");
     let etag = page.headers()["etag"].clone();
-    assert!(page.text().await.unwrap().contains("<title>Appliance</title>"));
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<title>Appliance</title>")
+    );
 
-    let again = app.get("/").header("if-none-match", etag).send().await.unwrap();
+    let again = app
+        .get("/")
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 304);
 
     let css = app.get("/style.css").send().await.unwrap();
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
     let js = app.get("/status.js").send().await.unwrap();
-    assert!(js.headers()["content-type"].to_str().unwrap().contains("javascript"));
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
 }

@@ -7,7 +7,8 @@ use crate::support::{Dirs, TestApp};
 async fn error_of(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
     assert_eq!(
-        response.headers()["content-type"], "application/json",
+        response.headers()["content-type"],
+        "application/json",
         "errors are JSON"
     );
     (status, response.json().await.unwrap())
@@ -27,7 +28,12 @@ async fn malformed_oversized_and_unknown_requests_get_json_errors() {
     let (status, body) = error_of(put(b"{\"level\": ".to_vec()).await.unwrap()).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["type"], "invalid_request_error");
-    assert!(body["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
 
     let (status, body) = error_of(put(b"{\"level\": 7}".to_vec()).await.unwrap()).await;
     assert_eq!(status, 400);
@@ -35,7 +41,10 @@ async fn malformed_oversized_and_unknown_requests_get_json_errors() {
 
     let (status, body) = error_of(put(b"{\"levle\": \"info\"}".to_vec()).await.unwrap()).await;
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("levle"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("levle"),
+        "{body}"
+    );
 
     let (status, body) = error_of(put(b"{\"level\": \"info,[[[\"}".to_vec()).await.unwrap()).await;
     assert_eq!(status, 400, "{body}");
@@ -59,7 +68,10 @@ async fn malformed_oversized_and_unknown_requests_get_json_errors() {
     assert_eq!(body["error"]["type"], "not_found_error");
 
     let (status, _) = error_of(
-        app.request(Method::DELETE, "/healthz").send().await.unwrap(),
+        app.request(Method::DELETE, "/healthz")
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(status, 405);
@@ -67,7 +79,14 @@ async fn malformed_oversized_and_unknown_requests_get_json_errors() {
     // A valid change still works afterwards, and the daemon is alive.
     let ok = put(b"{\"level\": \"debug\"}".to_vec()).await.unwrap();
     assert_eq!(ok.status(), 200);
-    let level: serde_json::Value = app.get("/api/v1/log-level").send().await.unwrap().json().await.unwrap();
+    let level: serde_json::Value = app
+        .get("/api/v1/log-level")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(level["level"], "debug");
     assert_eq!(app.get("/healthz").send().await.unwrap().status(), 200);
 }

@@ -14,12 +14,23 @@ pub fn bin() -> &'static str {
 /// A temp directory laid out like an installation, and a command builder for it.
 pub struct Dirs {
     pub root: tempfile::TempDir,
+    models: Option<PathBuf>,
 }
 
 impl Dirs {
     pub fn new() -> Dirs {
         Dirs {
             root: tempfile::tempdir().expect("temp dir"),
+            models: None,
+        }
+    }
+
+    /// Like [`Dirs::new`], but with the real default models fetched by
+    /// `scripts/fetch-models` (shared, read-only use).
+    pub fn with_models() -> Dirs {
+        Dirs {
+            models: Some(test_models_dir()),
+            ..Dirs::new()
         }
     }
 
@@ -51,13 +62,17 @@ impl Dirs {
             .arg("--runtime-dir")
             .arg(self.path("run"))
             .arg("--models-dir")
-            .arg(self.path("models"));
+            .arg(self.models.clone().unwrap_or_else(|| self.path("models")));
         cmd
     }
 
     /// Runs a CLI command to completion.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.command().args(args).output().expect("running appliance");
+        let out = self
+            .command()
+            .args(args)
+            .output()
+            .expect("running appliance");
         Output {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -127,7 +142,10 @@ impl TestApp {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("daemon did not become ready; stderr:\n{}", stderr.join().unwrap_or_default());
+                panic!(
+                    "daemon did not become ready; stderr:\n{}",
+                    stderr.join().unwrap_or_default()
+                );
             }
         };
         TestApp {
@@ -198,5 +216,24 @@ pub fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
 
 /// Whether a file is non-empty.
 pub fn non_empty(path: &Path) -> bool {
-    std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false)
+}
+
+/// The directory holding the real default models. Tests that need weights fail loudly
+/// when they are missing rather than skipping.
+pub fn test_models_dir() -> PathBuf {
+    let dir = std::env::var_os("TEST_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/appliance/models")
+        });
+    assert!(
+        dir.join("SmolLM2-135M-Instruct-Q4_1.gguf").exists(),
+        "the default models are not in {}: run `scripts/fetch-models {}` (scripts/test does)",
+        dir.display(),
+        dir.display()
+    );
+    dir
 }

