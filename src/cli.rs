@@ -112,6 +112,20 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+    /// Internal: an inference worker process, started and supervised by `serve`.
+    #[command(hide = true)]
+    Worker {
+        /// Which engine.
+        #[command(subcommand)]
+        kind: WorkerKind,
+    },
+}
+
+/// `appliance worker …` (internal).
+#[derive(Debug, Subcommand)]
+pub enum WorkerKind {
+    /// A llama.cpp chat model.
+    Llm(crate::engine::worker::WorkerArgs),
 }
 
 /// `appliance config …`

@@ -13,6 +13,8 @@
 //! - [`config`]: the only reader of configuration files and the environment.
 //! - [`app`]: [`app::AppState`], the daemon's shared handles, and readiness.
 //! - [`http`]: axum router, middleware, wire formats, the one error → status map.
+//! - [`engine`]: supervised inference worker processes (llama.cpp chat) and the
+//!   daemon's handle on them; [`engine::worker`] is the worker process itself.
 //! - [`store`]: the SQLite database on its own threads; the only module with SQL.
 //! - [`models`]: model files on disk and the default model manifest.
 //! - [`gpu`]: NVML, the only module that talks to the NVIDIA driver.
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod engine;
 pub mod gpu;
 pub mod health;
 pub mod http;

@@ -9,7 +9,7 @@ mod status;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, ConfigCommand, DbCommand, exit};
+use crate::cli::{Cli, Command, ConfigCommand, DbCommand, WorkerKind, exit};
 use crate::client::ClientError;
 use crate::config::{self, ConfigError, Environment, Loaded};
 use crate::lock::LockError;
@@ -17,7 +17,7 @@ use crate::lock::LockError;
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let verbose = cli.global.verbose;
-    if !matches!(cli.command, Command::Serve) {
+    if !matches!(cli.command, Command::Serve | Command::Worker { .. }) {
         die_quietly_on_closed_stdout();
     }
     let load = || -> anyhow::Result<Loaded> {
@@ -39,6 +39,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             command: ConfigCommand::Show,
         } => config_cmd::show(&load()?),
         Command::Serve => serve::run(load()?),
+        Command::Worker {
+            kind: WorkerKind::Llm(args),
+        } => {
+            // A worker is configured entirely by its arguments from the daemon.
+            crate::engine::worker::run(args.clone())?;
+            Ok(exit::OK)
+        }
         Command::Status { json } => {
             crate::telemetry::init_cli_logging(verbose);
             status::run(&load()?, *json)

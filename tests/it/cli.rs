@@ -241,10 +241,17 @@ fn version_and_usage_exit_codes() {
 fn doctor_verifies_the_fetched_default_models_by_sha256() {
     let dirs = Dirs::with_models();
     let out = dirs.run(&["doctor"]);
-    let models: Vec<&str> = out.stdout.lines().filter(|l| l.contains(" model ")).collect();
+    let models: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" model "))
+        .collect();
     assert_eq!(models.len(), 4, "{}", out.stdout);
     for line in models {
-        assert!(line.starts_with("ok") && line.contains("verified by sha256"), "{line}");
+        assert!(
+            line.starts_with("ok") && line.contains("verified by sha256"),
+            "{line}"
+        );
     }
     // Nothing else fails either on a fresh data dir (the database only warns).
     assert_eq!(out.code(), 0, "{}", out.stdout);

@@ -227,7 +227,8 @@ pub fn test_models_dir() -> PathBuf {
     let dir = std::env::var_os("TEST_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/appliance/models")
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/appliance/models")
         });
     assert!(
         dir.join("SmolLM2-135M-Instruct-Q4_1.gguf").exists(),

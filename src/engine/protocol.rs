@@ -1,0 +1,230 @@
+//! The wire between the daemon and an LLM worker process: one JSON object per line,
+//! daemon → worker on the worker's stdin, worker → daemon on its stdout. The worker's
+//! stderr carries only logs.
+
+use serde::{Deserialize, Serialize};
+
+/// One chat message, already flattened to text by the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// What to generate from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// Messages rendered with the model's own chat template.
+    Chat(Vec<ChatMessage>),
+    /// Raw text, tokenised as is (`/v1/completions`, Ollama `raw`).
+    Text(String),
+}
+
+/// How to constrain the output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Constraint {
+    /// Any JSON value (OpenAI `json_object`, Ollama `format: "json"`).
+    JsonObject,
+    /// JSON matching this schema (serialised).
+    JsonSchema(String),
+    /// A GBNF grammar (llama-server's `grammar`).
+    Grammar(String),
+}
+
+/// Sampling and stopping settings. Defaults follow llama-server's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus sampling (1.0 = off).
+    pub top_p: f32,
+    /// Top-k (0 = off).
+    pub top_k: i32,
+    /// Min-p (0.0 = off).
+    pub min_p: f32,
+    /// Repetition penalty (1.0 = off).
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    pub repeat_last_n: i32,
+    /// OpenAI frequency penalty.
+    pub frequency_penalty: f32,
+    /// OpenAI presence penalty.
+    pub presence_penalty: f32,
+    /// RNG seed; `None` picks one.
+    pub seed: Option<u32>,
+    /// Maximum tokens to generate; `None` = until the context is full.
+    pub max_tokens: Option<u32>,
+    /// Stop sequences (not included in the output).
+    pub stop: Vec<String>,
+    /// Output constraint.
+    pub constraint: Option<Constraint>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: None,
+            max_tokens: None,
+            stop: Vec::new(),
+            constraint: None,
+        }
+    }
+}
+
+/// Daemon → worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Start a generation.
+    Generate {
+        /// Request id, unique per worker.
+        id: u64,
+        /// What to continue.
+        prompt: Prompt,
+        /// How.
+        params: SamplingParams,
+    },
+    /// Tokenise a prompt and report its length without generating.
+    Count {
+        /// Request id.
+        id: u64,
+        /// The prompt.
+        prompt: Prompt,
+    },
+    /// Stop a generation (client gone, deadline passed).
+    Cancel {
+        /// Request id.
+        id: u64,
+    },
+    /// Finish and exit.
+    Shutdown,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// End-of-generation token or a stop sequence.
+    Stop,
+    /// `max_tokens` or the context was reached.
+    Length,
+    /// Cancelled on request.
+    Cancelled,
+}
+
+/// A request-level failure reported by the worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkerError {
+    /// The prompt does not fit the per-slot context.
+    ContextOverflow {
+        /// Tokens in the prompt.
+        prompt_tokens: u32,
+        /// Tokens that fit.
+        n_ctx: u32,
+    },
+    /// The grammar or JSON schema was rejected.
+    InvalidConstraint {
+        /// Why.
+        message: String,
+    },
+    /// The model cannot render chat messages.
+    NoChatTemplate,
+    /// The request was invalid for another reason.
+    Invalid {
+        /// Why.
+        message: String,
+    },
+    /// llama.cpp failed while decoding.
+    Decode {
+        /// Its message.
+        message: String,
+    },
+}
+
+/// Token accounting and timings of one generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u32,
+    /// Of those, reused from the KV cache (not evaluated again).
+    pub cached_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+    /// Time evaluating the prompt, ms.
+    pub prompt_ms: f64,
+    /// Time generating, ms.
+    pub generation_ms: f64,
+    /// Time waiting for a free slot inside the worker, ms.
+    pub queue_ms: f64,
+}
+
+/// Worker → daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The model is loaded and the worker accepts commands.
+    Ready {
+        /// Context tokens available to each slot.
+        n_ctx_slot: u32,
+        /// Parallel sequences.
+        slots: u32,
+        /// Context length the model was trained with.
+        n_ctx_train: u32,
+        /// Time to load, ms.
+        load_ms: f64,
+        /// Bytes of model weights.
+        model_bytes: u64,
+        /// Whether the model has a chat template.
+        chat_template: bool,
+    },
+    /// The prompt was accepted and is being evaluated.
+    Started {
+        /// Request id.
+        id: u64,
+        /// Prompt length in tokens.
+        prompt_tokens: u32,
+    },
+    /// Generated text (whole UTF-8 characters, stop sequences withheld).
+    Token {
+        /// Request id.
+        id: u64,
+        /// The text.
+        text: String,
+    },
+    /// The generation finished.
+    Done {
+        /// Request id.
+        id: u64,
+        /// Why it ended.
+        finish_reason: FinishReason,
+        /// Counts and timings.
+        usage: Usage,
+    },
+    /// Answer to [`Command::Count`].
+    Counted {
+        /// Request id.
+        id: u64,
+        /// Prompt length in tokens.
+        prompt_tokens: u32,
+    },
+    /// The request failed.
+    Failed {
+        /// Request id.
+        id: u64,
+        /// Why.
+        error: WorkerError,
+    },
+}
