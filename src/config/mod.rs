@@ -47,6 +47,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Readiness thresholds.
     pub health: HealthConfig,
+    /// Inference engines.
+    pub engine: EngineSection,
 }
 
 /// `[server]`
@@ -121,6 +123,57 @@ pub struct HealthConfig {
     pub min_free_disk_mb: u64,
 }
 
+/// `[engine]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Model used when a request names none.
+    pub default_model: String,
+    /// Parallel sequences per model.
+    pub slots: u32,
+    /// Waiting requests beyond the slots.
+    pub queue: u32,
+    /// Context tokens per request.
+    pub ctx_per_slot: u32,
+    /// Threads per worker (0 = cores).
+    pub threads: u32,
+    /// Layers on the GPU.
+    pub gpu_layers: u32,
+    /// Per-request deadline in seconds.
+    pub request_timeout_secs: u64,
+    /// Default keep-alive (see [`parse_keep_alive`]).
+    pub keep_alive: String,
+    /// Model load deadline in seconds.
+    pub load_timeout_secs: u64,
+}
+
+/// Parses a keep-alive: a duration like `5m`, `30s`, `1h`, `250ms`, plain seconds,
+/// `0` (unload now) or any negative number (forever). `None` when malformed.
+pub fn parse_keep_alive(text: &str) -> Option<Option<std::time::Duration>> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<f64>() {
+        return if n < 0.0 {
+            Some(None)
+        } else {
+            Some(Some(std::time::Duration::from_secs_f64(n)))
+        };
+    }
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = number.trim().parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    if secs < 0.0 {
+        Some(None)
+    } else {
+        Some(Some(std::time::Duration::from_secs_f64(secs)))
+    }
+}
+
 impl Config {
     /// Database file inside the data dir.
     pub fn database_path(&self) -> PathBuf {
@@ -160,6 +213,27 @@ impl Config {
         }
         if !(1..=32).contains(&self.store.readers) {
             return Err(("store.readers", "a number from 1 to 32"));
+        }
+        if !(1..=64).contains(&self.engine.slots) {
+            return Err(("engine.slots", "a number from 1 to 64"));
+        }
+        if self.engine.queue > 4096 {
+            return Err(("engine.queue", "a number from 0 to 4096"));
+        }
+        if !(128..=1_048_576).contains(&self.engine.ctx_per_slot) {
+            return Err(("engine.ctx_per_slot", "a number of tokens from 128 to 1048576"));
+        }
+        if parse_keep_alive(&self.engine.keep_alive).is_none() {
+            return Err((
+                "engine.keep_alive",
+                "a duration such as \"5m\", \"30s\", \"0\" or \"-1\"",
+            ));
+        }
+        if self.engine.request_timeout_secs == 0 {
+            return Err(("engine.request_timeout_secs", "at least 1 second"));
+        }
+        if self.engine.load_timeout_secs == 0 {
+            return Err(("engine.load_timeout_secs", "at least 1 second"));
         }
         if self.log.level.trim().is_empty() {
             return Err(("log.level", "a filter such as \"info\""));

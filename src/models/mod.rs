@@ -7,6 +7,7 @@
 //! metadata, imports) builds on this with the chat engine.
 
 pub mod gguf;
+pub mod registry;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
