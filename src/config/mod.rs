@@ -221,7 +221,10 @@ impl Config {
             return Err(("engine.queue", "a number from 0 to 4096"));
         }
         if !(128..=1_048_576).contains(&self.engine.ctx_per_slot) {
-            return Err(("engine.ctx_per_slot", "a number of tokens from 128 to 1048576"));
+            return Err((
+                "engine.ctx_per_slot",
+                "a number of tokens from 128 to 1048576",
+            ));
         }
         if parse_keep_alive(&self.engine.keep_alive).is_none() {
             return Err((

@@ -30,7 +30,9 @@ pub enum RegistryError {
         reason: GgufError,
     },
     /// A name that cannot be a model name.
-    #[error("invalid model name `{0}`: use 1-128 letters, digits, '.', '_' or '-', not starting with '.'")]
+    #[error(
+        "invalid model name `{0}`: use 1-128 letters, digits, '.', '_' or '-', not starting with '.'"
+    )]
     BadName(String),
     /// The name is taken.
     #[error("a model named `{0}` already exists")]
@@ -88,12 +90,15 @@ impl ModelInfo {
     }
 }
 
+/// A file's identity for caching: path, size and mtime.
+type FileKey = (PathBuf, u64, SystemTime);
+
 /// The registry over one models dir. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
     dir: PathBuf,
     headers: Arc<Mutex<HashMap<PathBuf, Arc<ModelInfo>>>>,
-    digests: Arc<Mutex<HashMap<(PathBuf, u64, SystemTime), String>>>,
+    digests: Arc<Mutex<HashMap<FileKey, String>>>,
 }
 
 impl Registry {
@@ -213,7 +218,11 @@ impl Registry {
     /// Imports a local GGUF file: validates it, then hard-links it into the models dir
     /// (or copies it when it is on another file system) under `name` (default: the
     /// file's stem). The file appears atomically, complete or not at all.
-    pub fn import(&self, source: &Path, name: Option<&str>) -> Result<Arc<ModelInfo>, RegistryError> {
+    pub fn import(
+        &self,
+        source: &Path,
+        name: Option<&str>,
+    ) -> Result<Arc<ModelInfo>, RegistryError> {
         let io = |context: String| move |source| RegistryError::Io { context, source };
         gguf::read_header(source).map_err(|reason| RegistryError::Invalid {
             path: source.display().to_string(),
@@ -230,7 +239,8 @@ impl Registry {
         if self.find(&name).is_ok() {
             return Err(RegistryError::Exists(name));
         }
-        std::fs::create_dir_all(&self.dir).map_err(io(format!("creating {}", self.dir.display())))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(io(format!("creating {}", self.dir.display())))?;
         let target = self.dir.join(format!("{name}.gguf"));
         let temp = self.dir.join(format!(".{name}.gguf.importing"));
         let _ = std::fs::remove_file(&temp);
@@ -288,7 +298,15 @@ mod tests {
 
     #[test]
     fn names_that_could_escape_the_models_dir_are_refused() {
-        for bad in ["", "../x", "a/b", ".hidden", "a b", "x\0y", &"a".repeat(129)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "a b",
+            "x\0y",
+            &"a".repeat(129),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
         for good in ["SmolLM2-135M-Instruct-Q4_1", "qwen2.5-coder_0.5b"] {
@@ -304,7 +322,10 @@ mod tests {
         std::fs::write(models.join("broken.gguf"), b"GGUF\x03\0\0\0").unwrap();
         let registry = Registry::new(models.clone());
         assert!(registry.list().is_empty());
-        assert!(matches!(registry.find("broken"), Err(RegistryError::NotFound(_))));
+        assert!(matches!(
+            registry.find("broken"),
+            Err(RegistryError::NotFound(_))
+        ));
 
         let outside = dir.path().join("junk.gguf");
         std::fs::write(&outside, vec![0u8; 1000]).unwrap();
