@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::health::{self, Check, Status};
+use crate::models::registry::Registry;
 use crate::store::{DaemonRun, Store};
 use crate::telemetry::{LogLevel, Metrics};
 
@@ -21,6 +23,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The database.
     pub store: Store,
+    /// The inference workers.
+    pub engine: Engine,
+    /// The installed models.
+    pub registry: Registry,
     /// The metrics registry.
     pub metrics: Metrics,
     /// Live control of the log filter.

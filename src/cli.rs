@@ -110,6 +110,12 @@ pub enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Manage the chat models in the models dir.
+    Models {
+        /// Which operation.
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Print the version.
     Version,
     /// Internal: an inference worker process, started and supervised by `serve`.
@@ -135,6 +141,31 @@ pub enum ConfigCommand {
     Show,
     /// The commented default configuration file.
     Default,
+}
+
+/// `appliance models …`
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List installed models with their GGUF metadata.
+    List,
+    /// Show one model, including its sha256.
+    Show {
+        /// Model name.
+        name: String,
+    },
+    /// Delete a model's file.
+    Rm {
+        /// Model name.
+        name: String,
+    },
+    /// Validate a local GGUF file and add it (hard link, or copy across file systems).
+    Import {
+        /// The .gguf file.
+        path: PathBuf,
+        /// Name to register it under (default: the file name without .gguf).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 /// `appliance db …`

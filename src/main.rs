@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             if verbose {
                 eprintln!("error: {error:?}");
             } else {
-                eprintln!("error: {error}");
+                eprintln!("error: {error:#}");
             }
             ExitCode::from(appliance::commands::exit_code_for(&error))
         }

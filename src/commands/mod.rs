@@ -4,6 +4,7 @@
 mod config_cmd;
 mod db;
 mod doctor;
+mod models;
 mod serve;
 mod status;
 
@@ -39,6 +40,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             command: ConfigCommand::Show,
         } => config_cmd::show(&load()?),
         Command::Serve => serve::run(load()?),
+        Command::Models { command } => {
+            crate::telemetry::init_cli_logging(verbose);
+            models::run(&load()?, command)
+        }
         Command::Worker {
             kind: WorkerKind::Llm(args),
         } => {

@@ -14,8 +14,10 @@ use sd_notify::NotifyState;
 
 use crate::app::{AppState, VERSION};
 use crate::cli::exit;
-use crate::config::Loaded;
+use crate::config::{Config, Loaded};
+use crate::engine::{Engine, EngineConfig, KeepAlive};
 use crate::lock::InstanceLock;
+use crate::models::registry::Registry;
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::{self, Metrics};
 
@@ -64,9 +66,12 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         if let Some(run) = &unclean {
             tracing::warn!(pid = run.pid, started_at = %run.started_at, "the previous run did not stop cleanly");
         }
+        let engine = Engine::new(engine_config(&config)?, std::env::current_exe().context("locating the appliance binary for workers")?);
         let state = AppState {
             config: config.clone(),
             store: store.clone(),
+            engine: engine.clone(),
+            registry: Registry::new(config.paths.models_dir.clone()),
             metrics,
             log_level,
             started_at: SystemTime::now(),
@@ -82,6 +87,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
 
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let drained = crate::http::serve(listener, router, shutdown_signal(), grace).await?;
+        engine.shutdown().await;
         store.end_run(run_id).await?;
         tracing::info!(drained, "appliance stopped");
         anyhow::Ok(drained)
@@ -90,6 +96,31 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(lock);
     Ok(if clean { exit::OK } else { exit::FAILURE })
+}
+
+/// The engine's settings from `[engine]` (validated by `config` already).
+fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
+    let e = &config.engine;
+    let keep_alive = match crate::config::parse_keep_alive(&e.keep_alive) {
+        Some(Some(d)) => KeepAlive::For(d),
+        Some(None) => KeepAlive::Forever,
+        None => anyhow::bail!("engine.keep_alive `{}` is not a duration", e.keep_alive),
+    };
+    let threads = if e.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+    } else {
+        e.threads
+    };
+    Ok(EngineConfig {
+        slots: e.slots,
+        queue: e.queue,
+        ctx_per_slot: e.ctx_per_slot,
+        threads,
+        gpu_layers: e.gpu_layers,
+        request_timeout: Duration::from_secs(e.request_timeout_secs),
+        keep_alive,
+        load_timeout: Duration::from_secs(e.load_timeout_secs),
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT, and tells systemd the daemon is stopping.

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Body limit of JSON API routes.
     pub max_json_body_bytes: usize,
+    /// Body limit of chat and completion routes.
+    pub max_inference_body_bytes: usize,
 }
 
 /// `[paths]` — always absolute and non-empty once loaded.
@@ -207,6 +209,12 @@ impl Config {
         }
         if self.server.max_json_body_bytes < 1024 {
             return Err(("server.max_json_body_bytes", "at least 1024 bytes"));
+        }
+        if self.server.max_inference_body_bytes < self.server.max_json_body_bytes {
+            return Err((
+                "server.max_inference_body_bytes",
+                "at least server.max_json_body_bytes",
+            ));
         }
         if self.log.retention_days == 0 {
             return Err(("log.retention_days", "at least 1"));

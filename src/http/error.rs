@@ -10,6 +10,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::engine::EngineError;
+use crate::models::registry::RegistryError;
 use crate::store::StoreError;
 
 /// An error answered to an HTTP client.
@@ -54,6 +56,12 @@ pub enum ApiError {
     /// A database failure.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An inference engine failure.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A model registry failure.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// A bug or an unexpected failure inside the daemon.
     #[error("internal error: {0}")]
     Internal(String),
@@ -118,6 +126,79 @@ impl ApiError {
                     None,
                 ),
             },
+            ApiError::Engine(e) => match e {
+                EngineError::Busy { .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "overloaded",
+                    None,
+                ),
+                EngineError::ContextOverflow { .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "context_length_exceeded",
+                    Some("messages"),
+                ),
+                EngineError::InvalidRequest(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_request",
+                    None,
+                ),
+                EngineError::LoadFailed { .. } => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "model_load_failed",
+                    Some("model"),
+                ),
+                EngineError::EngineCrashed { .. } => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "engine_crashed",
+                    None,
+                ),
+                EngineError::Timeout { .. } => {
+                    (StatusCode::GATEWAY_TIMEOUT, "server_error", "timeout", None)
+                }
+                EngineError::Decode(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "inference_failed",
+                    None,
+                ),
+            },
+            ApiError::Registry(e) => match e {
+                RegistryError::NotFound(_) => (
+                    StatusCode::NOT_FOUND,
+                    "not_found_error",
+                    "model_not_found",
+                    Some("model"),
+                ),
+                RegistryError::Invalid { .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_model_file",
+                    None,
+                ),
+                RegistryError::BadName(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_model_name",
+                    Some("name"),
+                ),
+                RegistryError::Exists(_) => (
+                    StatusCode::CONFLICT,
+                    "invalid_request_error",
+                    "model_exists",
+                    Some("name"),
+                ),
+                RegistryError::Io { .. } => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "model_storage_error",
+                    None,
+                ),
+            },
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
@@ -126,27 +207,48 @@ impl ApiError {
             ),
         }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, kind, code, param) = self.parts();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+    /// Seconds a client should wait before retrying, for overload answers.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Unavailable {
+                retry_after_secs, ..
+            }
+            | ApiError::Engine(EngineError::Busy {
+                retry_after_secs, ..
+            }) => Some(*retry_after_secs),
+            _ => None,
         }
-        let body = json!({
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The OpenAI-shaped error body (also sent inside streams).
+    pub fn body(&self) -> serde_json::Value {
+        let (_, kind, code, param) = self.parts();
+        json!({
             "error": {
                 "message": self.to_string(),
                 "type": kind,
                 "param": param,
                 "code": code,
             }
-        });
-        let mut response = (status, Json(body)).into_response();
-        if let ApiError::Unavailable {
-            retry_after_secs, ..
-        } = &self
-            && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut response = (status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after()
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }

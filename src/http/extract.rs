@@ -71,3 +71,56 @@ fn from_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
         },
     }
 }
+
+/// Like [`Json`] but without requiring `Content-Type: application/json`: Ollama and
+/// llama-server accept any content type on their inference routes, and tools that talk
+/// to them (curl one-liners, some plugins) rely on it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LenientJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for LenientJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map(|l| l.0)
+            .unwrap_or_default();
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge { limit }
+                } else {
+                    ApiError::BadRequest {
+                        message: format!("cannot read request body: {}", e.body_text()),
+                        param: None,
+                    }
+                }
+            })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(&mut deserializer) {
+            Ok(value) => Ok(LenientJson(value)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if inner.is_syntax() || inner.is_eof() {
+                    Err(ApiError::BadRequest {
+                        message: format!("request body is not valid JSON: {inner}"),
+                        param: None,
+                    })
+                } else {
+                    Err(ApiError::BadRequest {
+                        message: format!("invalid request body: {path}: {inner}"),
+                        param: (path != ".").then_some(path),
+                    })
+                }
+            }
+        }
+    }
+}

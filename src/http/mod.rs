@@ -4,7 +4,10 @@
 mod assets;
 pub mod error;
 pub mod extract;
+mod inference;
 pub mod middleware;
+mod ollama;
+mod openai;
 mod routes;
 
 use std::future::Future;
@@ -15,7 +18,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
@@ -34,11 +37,29 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::Extension(extract::BodyLimit(json_limit)));
 
+    // Inference routes take longer bodies (whole conversations).
+    let inference_limit = state.config.server.max_inference_body_bytes;
+    let inference = Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{*id}", get(openai::get_model))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/version", get(ollama::version))
+        .route("/api/v1/tokenize", post(openai::tokenize))
+        .layer(DefaultBodyLimit::max(inference_limit))
+        .layer(axum::Extension(extract::BodyLimit(inference_limit)));
+
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
         .merge(api)
+        .merge(inference)
         .fallback(assets::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

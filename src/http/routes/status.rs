@@ -12,6 +12,7 @@ use crate::http::extract::Json;
 /// `GET /api/v1/status`.
 pub async fn status(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
     let instance_id = state.store.meta("instance_id").await?;
+    let loaded = state.engine.loaded().await;
     let paths = &state.config.paths;
     let started_at = jiff::Timestamp::try_from(state.started_at)
         .map(|t| t.to_string())
@@ -30,9 +31,11 @@ pub async fn status(State(state): State<AppState>) -> Result<axum::Json<Value>, 
             "log_dir": paths.log_dir,
             "runtime_dir": paths.runtime_dir,
         },
-        // Inference engines arrive with the chat issue; until then nothing can load.
-        "models": { "loaded": [] },
-        "queue": { "waiting": 0, "running": 0 },
+        "models": { "loaded": loaded.iter().map(|m| &m.name).collect::<Vec<_>>(), "workers": loaded },
+        "queue": {
+            "waiting": loaded.iter().map(|m| m.waiting).sum::<usize>(),
+            "running": loaded.iter().map(|m| m.running).sum::<usize>(),
+        },
         "log_level": state.log_level.current(),
         "previous_run_unclean": state.unclean_previous_run,
     })))

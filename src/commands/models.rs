@@ -1,0 +1,89 @@
+//! `appliance models list|show|rm|import`: the model files in the models dir.
+//!
+//! These work on the files directly (no daemon needed); a running daemon sees the
+//! change on its next listing, because the registry reads the directory each time.
+
+use anyhow::Context;
+
+use crate::cli::{ModelsCommand, exit};
+use crate::config::Loaded;
+use crate::models::registry::Registry;
+
+/// Runs one `models` subcommand.
+pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
+    let registry = Registry::new(loaded.config.paths.models_dir.clone());
+    match command {
+        ModelsCommand::List => {
+            let models = registry.list();
+            if models.is_empty() {
+                println!(
+                    "no models in {} (run `scripts/fetch-models {}` or `appliance models import FILE`)",
+                    registry.dir().display(),
+                    registry.dir().display()
+                );
+                return Ok(exit::OK);
+            }
+            println!(
+                "{:<40} {:<8} {:>7} {:<8} {:>8} {:>9}",
+                "NAME", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE"
+            );
+            for m in models {
+                println!(
+                    "{:<40} {:<8} {:>7} {:<8} {:>8} {:>8}M",
+                    m.name,
+                    m.architecture,
+                    m.parameter_size(),
+                    m.quantization,
+                    m.context_length.map(|c| c.to_string()).unwrap_or_default(),
+                    m.size / (1024 * 1024)
+                );
+            }
+        }
+        ModelsCommand::Show { name } => {
+            let info = registry.find(name)?;
+            let digest = registry.digest(&info)?;
+            println!("name           {}", info.name);
+            println!("file           {}", info.path.display());
+            println!("architecture   {}", info.architecture);
+            println!(
+                "parameters     {} ({})",
+                info.parameters,
+                info.parameter_size()
+            );
+            println!("quantization   {}", info.quantization);
+            println!(
+                "context        {}",
+                info.context_length
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "unknown".into())
+            );
+            println!("size           {} bytes", info.size);
+            println!("sha256         {digest}");
+            println!(
+                "chat template  {}",
+                if info.chat_template { "yes" } else { "no" }
+            );
+            if let Some(license) = &info.license {
+                println!("license        {license}");
+            }
+        }
+        ModelsCommand::Rm { name } => {
+            let info = registry.remove(name)?;
+            println!("removed {} ({})", info.name, info.path.display());
+        }
+        ModelsCommand::Import { path, name } => {
+            let info = registry
+                .import(path, name.as_deref())
+                .with_context(|| format!("importing {}", path.display()))?;
+            println!(
+                "imported {} ({}, {} parameters, {}) into {}",
+                info.name,
+                info.architecture,
+                info.parameter_size(),
+                info.quantization,
+                info.path.display()
+            );
+        }
+    }
+    Ok(exit::OK)
+}

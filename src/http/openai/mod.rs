@@ -1,0 +1,498 @@
+//! The OpenAI-compatible API: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
+//!
+//! Shapes follow what the official SDKs parse (see `shared/api-compat.md`): unique ids,
+//! one `created` per stream, a role-only first delta, a final empty delta with
+//! `finish_reason`, an optional usage chunk, `[DONE]`, and errors after streaming has
+//! begun sent as `data: {"error":…}`. Errors known before the first byte (unknown
+//! model, prompt too long, server busy) get their proper HTTP status instead.
+
+pub mod types;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive as SseKeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde_json::{Value, json};
+
+use crate::app::{AppState, VERSION};
+use crate::engine::{ChatMessage, Constraint, FinishReason, GenEvent, Generation, Prompt, Usage};
+
+use super::error::ApiError;
+use super::extract::LenientJson as Json;
+use super::inference::{self, WireSampling};
+use types::{
+    ChatCompletionRequest, CompletionRequest, Content, ContentPart, PromptField, ResponseFormat,
+    Sampling, UsageOut,
+};
+
+/// `GET /v1/models`.
+pub async fn list_models(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let registry = state.registry.clone();
+    let models = tokio::task::spawn_blocking(move || registry.list())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let data: Vec<Value> = models.iter().map(|m| model_object(m)).collect();
+    Ok(axum::Json(json!({"object": "list", "data": data})))
+}
+
+/// `GET /v1/models/{id}`.
+pub async fn get_model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (_, info) = inference::resolve_model(&state, &id).await?;
+    Ok(axum::Json(model_object(&info)))
+}
+
+fn model_object(m: &crate::models::registry::ModelInfo) -> Value {
+    let created = jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%.fZ", &m.modified_at)
+        .or_else(|_| m.modified_at.parse::<jiff::Timestamp>())
+        .map(|t| t.as_second())
+        .unwrap_or(0);
+    json!({
+        "id": m.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "appliance",
+        "meta": {
+            "architecture": m.architecture,
+            "parameters": m.parameters,
+            "quantization": m.quantization,
+            "context_length": m.context_length,
+            "size": m.size,
+        }
+    })
+}
+
+/// Refuses options that would otherwise be silently ignored, and converts the rest.
+fn sampling(s: &Sampling) -> Result<crate::engine::SamplingParams, ApiError> {
+    if s.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::bad_field("n", "only n = 1 is supported"));
+    }
+    if s.logprobs == Some(true) {
+        return Err(ApiError::bad_field(
+            "logprobs",
+            "logprobs are not supported",
+        ));
+    }
+    let wire = WireSampling {
+        temperature: s.temperature,
+        top_p: s.top_p,
+        top_k: s.top_k,
+        min_p: s.min_p,
+        repeat_penalty: s.repeat_penalty,
+        repeat_last_n: None,
+        frequency_penalty: s.frequency_penalty,
+        presence_penalty: s.presence_penalty,
+        seed: s.seed,
+        max_tokens: s.max_completion_tokens.or(s.max_tokens).map(i64::from),
+        stop: s.stop.clone().map(|st| st.into_vec()).unwrap_or_default(),
+    };
+    let mut params = inference::sampling_params(&wire)?;
+    params.constraint = match (&s.response_format, &s.grammar) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_field(
+                "grammar",
+                "give either `response_format` or `grammar`, not both",
+            ));
+        }
+        (_, Some(g)) => Some(Constraint::Grammar(g.clone())),
+        (None | Some(ResponseFormat::Text), None) => None,
+        (Some(ResponseFormat::JsonObject), None) => Some(Constraint::JsonObject),
+        (Some(ResponseFormat::JsonSchema { json_schema }), None) => match &json_schema.schema {
+            Some(schema) if schema.is_object() => Some(Constraint::JsonSchema(schema.to_string())),
+            _ => {
+                return Err(ApiError::bad_field(
+                    "response_format.json_schema.schema",
+                    "a JSON schema object is required",
+                ));
+            }
+        },
+    };
+    Ok(params)
+}
+
+/// OpenAI messages → engine messages (text only).
+fn flatten_messages(req: &ChatCompletionRequest) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut out = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "developer" => "system".to_string(),
+            other => other.to_string(),
+        };
+        let content = match &m.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => {
+                let mut texts = Vec::new();
+                for part in parts {
+                    match part {
+                        ContentPart::Text { text } => texts.push(text.as_str()),
+                        ContentPart::ImageUrl { .. } | ContentPart::Other => {
+                            return Err(ApiError::bad_field(
+                                &format!("messages[{i}].content"),
+                                "only text content parts are supported by this model",
+                            ));
+                        }
+                    }
+                }
+                texts.join("\n")
+            }
+        };
+        out.push(ChatMessage { role, content });
+    }
+    inference::check_messages(&out)?;
+    Ok(out)
+}
+
+/// Waits for the request to get a slot (or fail) so errors still get their status.
+async fn started(generation: &mut Generation) -> Result<u32, ApiError> {
+    match generation.next().await {
+        Some(Ok(GenEvent::Started { prompt_tokens })) => Ok(prompt_tokens),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(other)) => Err(ApiError::Internal(format!(
+            "unexpected first event {other:?}"
+        ))),
+        None => Err(ApiError::Internal(
+            "the generation ended before it started".into(),
+        )),
+    }
+}
+
+/// Drains a generation into its full text.
+pub async fn collect(
+    generation: &mut Generation,
+) -> Result<(String, FinishReason, Usage), ApiError> {
+    let mut text = String::new();
+    while let Some(event) = generation.next().await {
+        match event? {
+            GenEvent::Token(t) => text.push_str(&t),
+            GenEvent::Done {
+                finish_reason,
+                usage,
+            } => return Ok((text, finish_reason, usage)),
+            GenEvent::Started { .. } => {}
+        }
+    }
+    Err(ApiError::Internal(
+        "the generation ended without finishing".into(),
+    ))
+}
+
+fn finish_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    Json(req): Json<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::bad_field(
+            "tools",
+            "tool calling is not supported yet",
+        ));
+    }
+    let messages = flatten_messages(&req)?;
+    let params = sampling(&req.sampling)?;
+    let keep_alive = inference::keep_alive(req.sampling.keep_alive.as_ref())?;
+    let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let mut generation = state
+        .engine
+        .generate(&spec, Prompt::Chat(messages), params, keep_alive)
+        .await?;
+    started(&mut generation).await?;
+    let head = Head {
+        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        created: inference::unix_now(),
+        model: spec.name,
+    };
+    if req.sampling.stream {
+        let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
+        return Ok(sse(chat_stream(head, generation, include_usage)));
+    }
+    let (text, reason, usage) = collect(&mut generation).await?;
+    Ok(axum::Json(json!({
+        "id": head.id,
+        "object": "chat.completion",
+        "created": head.created,
+        "model": head.model,
+        "system_fingerprint": fingerprint(),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": finish_reason(reason),
+        }],
+        "usage": UsageOut::from(usage),
+    }))
+    .into_response())
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(state): State<AppState>,
+    Json(req): Json<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    if req.suffix.is_some() {
+        return Err(ApiError::bad_field(
+            "suffix",
+            "`suffix` (fill-in-the-middle) is not supported",
+        ));
+    }
+    let prompt = match req.prompt {
+        PromptField::One(p) => p,
+        PromptField::Many(mut list) if list.len() == 1 => list.remove(0),
+        PromptField::Many(_) => {
+            return Err(ApiError::bad_field(
+                "prompt",
+                "exactly one prompt per request is supported",
+            ));
+        }
+    };
+    if prompt.is_empty() {
+        return Err(ApiError::bad_field("prompt", "`prompt` must not be empty"));
+    }
+    let params = sampling(&req.sampling)?;
+    let keep_alive = inference::keep_alive(req.sampling.keep_alive.as_ref())?;
+    let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let echo = req.echo.then(|| prompt.clone());
+    let mut generation = state
+        .engine
+        .generate(&spec, Prompt::Text(prompt), params, keep_alive)
+        .await?;
+    started(&mut generation).await?;
+    let head = Head {
+        id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
+        created: inference::unix_now(),
+        model: spec.name,
+    };
+    if req.sampling.stream {
+        let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
+        return Ok(sse(text_stream(head, generation, include_usage, echo)));
+    }
+    let (text, reason, usage) = collect(&mut generation).await?;
+    let text = echo.unwrap_or_default() + &text;
+    Ok(axum::Json(json!({
+        "id": head.id,
+        "object": "text_completion",
+        "created": head.created,
+        "model": head.model,
+        "system_fingerprint": fingerprint(),
+        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(reason)}],
+        "usage": UsageOut::from(usage),
+    }))
+    .into_response())
+}
+
+fn fingerprint() -> String {
+    format!("appliance-{VERSION}")
+}
+
+/// What every chunk of one response repeats.
+struct Head {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+fn sse(stream: impl Stream<Item = Value> + Send + 'static) -> Response {
+    let events = stream.map(|value| {
+        let data = match value {
+            Value::String(s) if s == "[DONE]" => s,
+            other => other.to_string(),
+        };
+        Ok::<_, Infallible>(SseEvent::default().data(data))
+    });
+    Sse::new(events)
+        .keep_alive(SseKeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// Where a stream is.
+enum Phase {
+    Opening,
+    Streaming,
+    Closing(Vec<Value>),
+    Ended,
+}
+
+/// Drives a generation into a sequence of JSON payloads. `opening` is the first
+/// payload, `chunk` wraps text, `closing` builds the final payloads.
+fn drive(
+    generation: Generation,
+    opening: Option<Value>,
+    chunk: impl Fn(&str) -> Value + Send + Sync + 'static,
+    closing: impl Fn(FinishReason, Usage) -> Vec<Value> + Send + Sync + 'static,
+) -> impl Stream<Item = Value> + Send + 'static {
+    let chunk = std::sync::Arc::new(chunk);
+    let closing = std::sync::Arc::new(closing);
+    let state = (generation, Phase::Opening, opening);
+    stream::unfold(state, move |(mut generation, phase, mut opening)| {
+        let (chunk, closing) = (chunk.clone(), closing.clone());
+        let out = match phase {
+            Phase::Ended => None,
+            Phase::Opening => match opening.take() {
+                Some(first) => Some((first, (generation, Phase::Streaming, None))),
+                None => Some((Value::Null, (generation, Phase::Streaming, None))),
+            },
+            Phase::Closing(mut rest) => {
+                if rest.is_empty() {
+                    None
+                } else {
+                    let next = rest.remove(0);
+                    Some((next, (generation, Phase::Closing(rest), None)))
+                }
+            }
+            Phase::Streaming => {
+                return futures_util::future::Either::Left(async move {
+                    loop {
+                        match generation.next().await {
+                            Some(Ok(GenEvent::Token(text))) => {
+                                return Some((chunk(&text), (generation, Phase::Streaming, None)));
+                            }
+                            Some(Ok(GenEvent::Started { .. })) => continue,
+                            Some(Ok(GenEvent::Done {
+                                finish_reason,
+                                usage,
+                            })) => {
+                                let mut rest = closing(finish_reason, usage);
+                                rest.push(Value::String("[DONE]".into()));
+                                let first = rest.remove(0);
+                                return Some((first, (generation, Phase::Closing(rest), None)));
+                            }
+                            Some(Err(e)) => {
+                                let body = ApiError::from(e).body();
+                                return Some((body, (generation, Phase::Ended, None)));
+                            }
+                            None => return None,
+                        }
+                    }
+                });
+            }
+        };
+        futures_util::future::Either::Right(std::future::ready(out))
+    })
+    .filter(|v| std::future::ready(!v.is_null()))
+}
+
+fn chat_stream(
+    head: Head,
+    generation: Generation,
+    include_usage: bool,
+) -> impl Stream<Item = Value> + Send + 'static {
+    let chunk = {
+        let (id, created, model) = (head.id.clone(), head.created, head.model.clone());
+        move |delta: Value, finish: Option<&str>| {
+            json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "system_fingerprint": fingerprint(),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            })
+        }
+    };
+    let opening = chunk(json!({"role": "assistant", "content": ""}), None);
+    let token_chunk = chunk.clone();
+    drive(
+        generation,
+        Some(opening),
+        move |text| token_chunk(json!({"content": text}), None),
+        move |reason, usage| {
+            let mut out = vec![chunk(json!({}), Some(finish_reason(reason)))];
+            if include_usage {
+                out.push(json!({
+                    "id": head.id, "object": "chat.completion.chunk", "created": head.created,
+                    "model": head.model, "system_fingerprint": fingerprint(),
+                    "choices": [], "usage": UsageOut::from(usage),
+                }));
+            }
+            out
+        },
+    )
+}
+
+fn text_stream(
+    head: Head,
+    generation: Generation,
+    include_usage: bool,
+    echo: Option<String>,
+) -> impl Stream<Item = Value> + Send + 'static {
+    let chunk = {
+        let (id, created, model) = (head.id.clone(), head.created, head.model.clone());
+        move |text: &str, finish: Option<&str>| {
+            json!({
+                "id": id, "object": "text_completion", "created": created, "model": model,
+                "system_fingerprint": fingerprint(),
+                "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+            })
+        }
+    };
+    let opening = echo.map(|e| chunk(&e, None));
+    let token_chunk = chunk.clone();
+    drive(
+        generation,
+        opening,
+        move |text| token_chunk(text, None),
+        move |reason, usage| {
+            let mut out = vec![chunk("", Some(finish_reason(reason)))];
+            if include_usage {
+                out.push(json!({
+                    "id": head.id, "object": "text_completion", "created": head.created,
+                    "model": head.model, "choices": [], "usage": UsageOut::from(usage),
+                }));
+            }
+            out
+        },
+    )
+}
+
+/// Body of `POST /api/v1/tokenize`.
+#[derive(Debug, serde::Deserialize)]
+pub struct TokenizeRequest {
+    /// Model name.
+    #[serde(default)]
+    model: String,
+    /// Chat messages, rendered with the model's template.
+    #[serde(default)]
+    messages: Option<Vec<types::InMessage>>,
+    /// Or raw text.
+    #[serde(default)]
+    prompt: Option<String>,
+}
+
+/// `POST /api/v1/tokenize`: how many tokens a prompt is, exactly as a chat or
+/// completion request would count it (so clients can budget the context).
+pub async fn tokenize(
+    State(state): State<AppState>,
+    Json(req): Json<TokenizeRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let prompt = match (req.messages, req.prompt) {
+        (Some(messages), None) => {
+            let as_chat = ChatCompletionRequest {
+                model: req.model.clone(),
+                messages,
+                sampling: Sampling::default(),
+                tools: None,
+            };
+            Prompt::Chat(flatten_messages(&as_chat)?)
+        }
+        (None, Some(prompt)) if !prompt.is_empty() => Prompt::Text(prompt),
+        _ => {
+            return Err(ApiError::bad_field(
+                "messages",
+                "give either `messages` or a non-empty `prompt`",
+            ));
+        }
+    };
+    let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let count = state.engine.count_tokens(&spec, prompt).await?;
+    Ok(axum::Json(
+        json!({"model": spec.name, "tokens": count, "context_length": state.config.engine.ctx_per_slot}),
+    ))
+}

@@ -1,0 +1,102 @@
+"""Fixtures: the real `appliance` daemon on a free port with a temp data dir and the
+real default models (fetched by scripts/fetch-models into $TEST_MODELS_DIR)."""
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import httpx
+import pytest
+
+MODEL = "SmolLM2-135M-Instruct-Q4_1"
+
+
+def binary() -> str:
+    path = os.environ.get("APPLIANCE_BIN") or str(
+        pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/appliance/target"))
+        / "debug"
+        / "appliance"
+    )
+    assert os.path.exists(path), f"{path} missing: build with `cargo build` first (scripts/test does)"
+    return path
+
+
+def models_dir() -> str:
+    path = os.environ.get("TEST_MODELS_DIR") or str(pathlib.Path.home() / ".cache/appliance/models")
+    assert os.path.exists(os.path.join(path, MODEL + ".gguf")), (
+        f"default models missing in {path}: run scripts/fetch-models {path}"
+    )
+    return path
+
+
+class Daemon:
+    """A running `appliance serve`."""
+
+    def __init__(self, *settings: str, models: str | None = None):
+        self.root = tempfile.mkdtemp(prefix="appliance-test-")
+        config = os.path.join(self.root, "config.toml")
+        open(config, "w").close()
+        args = [binary(), "--config", config, "--data-dir", os.path.join(self.root, "data"),
+                "--log-dir", os.path.join(self.root, "logs"), "--runtime-dir", os.path.join(self.root, "run"),
+                "--models-dir", models or models_dir(), "--port", "0",
+                "--set", "log.format=json", "--set", "engine.threads=2"]
+        for s in settings:
+            args += ["--set", s]
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": self.root}
+        self.stderr = open(os.path.join(self.root, "stderr.log"), "w+")
+        self.proc = subprocess.Popen(args + ["serve"], stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+        line = self.proc.stdout.readline()
+        match = re.search(r"http://[0-9.:]+", line)
+        assert match, f"daemon did not start: {line!r} {self.log()}"
+        self.url = match.group(0)
+
+    def log(self) -> str:
+        self.stderr.flush()
+        with open(self.stderr.name) as f:
+            return f.read()
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def daemon():
+    d = Daemon()
+    yield d
+    d.stop()
+
+
+@pytest.fixture()
+def make_daemon():
+    started = []
+
+    def make(*settings, **kw):
+        d = Daemon(*settings, **kw)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+def wait_until(predicate, timeout=10.0, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
