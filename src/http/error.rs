@@ -110,6 +110,9 @@ impl ApiError {
                 None,
             ),
             ApiError::Store(e) => match e {
+                StoreError::NotFound(_) => {
+                    (StatusCode::NOT_FOUND, "not_found_error", "not_found", None)
+                }
                 StoreError::Closed => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "server_error",

@@ -2,6 +2,7 @@
 //! knows about HTTP; handlers translate between the wire and the domain modules.
 
 mod assets;
+mod conversations;
 pub mod error;
 pub mod extract;
 mod inference;
@@ -51,6 +52,26 @@ pub fn router(state: AppState) -> Router {
         .route("/api/show", post(ollama::show))
         .route("/api/version", get(ollama::version))
         .route("/api/v1/tokenize", post(openai::tokenize))
+        .route(
+            "/api/v1/conversations",
+            get(conversations::list).post(conversations::create),
+        )
+        .route("/api/v1/conversations/search", get(conversations::search))
+        .route("/api/v1/conversations/import", post(conversations::import))
+        .route(
+            "/api/v1/conversations/{id}",
+            get(conversations::get)
+                .patch(conversations::update)
+                .delete(conversations::delete),
+        )
+        .route(
+            "/api/v1/conversations/{id}/messages",
+            post(conversations::send),
+        )
+        .route(
+            "/api/v1/conversations/{id}/export",
+            get(conversations::export),
+        )
         .layer(DefaultBodyLimit::max(inference_limit))
         .layer(axum::Extension(extract::BodyLimit(inference_limit)));
 

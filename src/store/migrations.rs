@@ -15,6 +15,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_daemon_runs",
         include_str!("migrations/0002_daemon_runs.sql"),
     ),
+    (
+        "0003_conversations",
+        include_str!("migrations/0003_conversations.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

@@ -12,6 +12,7 @@
 //! timeout is set on every connection. The sqlite-vec extension is registered for every
 //! connection the process opens.
 
+pub mod conversations;
 mod migrations;
 mod runs;
 
@@ -57,6 +58,9 @@ pub enum StoreError {
         /// The underlying error.
         source: rusqlite::Error,
     },
+    /// The named kind of record does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
     /// The store's threads have stopped (the process is shutting down).
     #[error("the database threads have stopped")]
     Closed,

@@ -127,7 +127,7 @@ fn migrate_upgrades_a_previous_schema_version() {
     let version: u32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, latest);
     let marker: String = conn
         .query_row("SELECT value FROM meta WHERE key = 'marker'", [], |r| {
             r.get(0)

@@ -1,0 +1,452 @@
+//! Conversations and messages: creation, listing (newest first, keyset-paginated so it
+//! stays fast with many thousands), full-text search, and atomic appends.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Store, StoreError};
+
+/// A conversation's header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// Public id (`conv_…`).
+    pub id: String,
+    /// Title shown in lists.
+    pub title: String,
+    /// Model used for new replies.
+    pub model: String,
+    /// System prompt prepended to every exchange (may be empty).
+    pub system_prompt: String,
+    /// Sampling settings (a JSON object).
+    pub settings: Value,
+    /// RFC 3339, millisecond precision.
+    pub created_at: String,
+    /// Last change (new message, rename).
+    pub updated_at: String,
+}
+
+/// How a stored message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// A whole message.
+    Complete,
+    /// The reply stopped because the client went away.
+    CutOff,
+    /// The reply stopped because the engine failed.
+    Error,
+}
+
+impl MessageStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Complete => "complete",
+            MessageStatus::CutOff => "cut_off",
+            MessageStatus::Error => "error",
+        }
+    }
+
+    fn parse(s: &str) -> MessageStatus {
+        match s {
+            "cut_off" => MessageStatus::CutOff,
+            "error" => MessageStatus::Error,
+            _ => MessageStatus::Complete,
+        }
+    }
+}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Row id (increasing within a conversation).
+    #[serde(default)]
+    pub id: i64,
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+    /// Model that wrote it (assistant messages).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// How it ended.
+    pub status: MessageStatus,
+    /// `stop` or `length` for assistant messages.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Prompt tokens of the request that produced it.
+    #[serde(default)]
+    pub prompt_tokens: Option<i64>,
+    /// Tokens generated.
+    #[serde(default)]
+    pub completion_tokens: Option<i64>,
+    /// Prompt tokens reused from the cache.
+    #[serde(default)]
+    pub cached_tokens: Option<i64>,
+    /// Prompt evaluation time, ms.
+    #[serde(default)]
+    pub prompt_ms: Option<f64>,
+    /// Generation time, ms.
+    #[serde(default)]
+    pub generation_ms: Option<f64>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A search result.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// The matching message, when the match is in a message (not the title).
+    pub message_id: Option<i64>,
+    /// Matching text with the terms marked `[…]`.
+    pub snippet: String,
+}
+
+/// What may change on a conversation.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationPatch {
+    /// New title.
+    pub title: Option<String>,
+    /// New model.
+    pub model: Option<String>,
+    /// New system prompt.
+    pub system_prompt: Option<String>,
+    /// New settings.
+    pub settings: Option<Value>,
+}
+
+/// The current time in the store's fixed-width format (sorts as text).
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// A new conversation id.
+pub fn new_id() -> String {
+    format!("conv_{}", uuid::Uuid::new_v4().simple())
+}
+
+const CONVERSATION_COLUMNS: &str =
+    "id, title, model, system_prompt, settings, created_at, updated_at";
+const MESSAGE_COLUMNS: &str = "id, role, content, model, status, finish_reason, prompt_tokens, \
+     completion_tokens, cached_tokens, prompt_ms, generation_ms, created_at";
+
+fn conversation_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
+    let settings: String = row.get(4)?;
+    Ok(Conversation {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        model: row.get(2)?,
+        system_prompt: row.get(3)?,
+        settings: serde_json::from_str(&settings).unwrap_or(Value::Object(Default::default())),
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+    })
+}
+
+fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    let status: String = row.get(4)?;
+    Ok(Message {
+        id: row.get(0)?,
+        role: row.get(1)?,
+        content: row.get(2)?,
+        model: row.get(3)?,
+        status: MessageStatus::parse(&status),
+        finish_reason: row.get(5)?,
+        prompt_tokens: row.get(6)?,
+        completion_tokens: row.get(7)?,
+        cached_tokens: row.get(8)?,
+        prompt_ms: row.get(9)?,
+        generation_ms: row.get(10)?,
+        created_at: row.get(11)?,
+    })
+}
+
+fn get(conn: &Connection, id: &str) -> Result<Option<Conversation>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1"),
+            [id],
+            conversation_row,
+        )
+        .optional()?)
+}
+
+fn insert_messages(
+    conn: &Connection,
+    conversation: &str,
+    messages: &[Message],
+) -> Result<Vec<Message>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO messages (conversation_id, role, content, model, status, finish_reason, \
+         prompt_tokens, completion_tokens, cached_tokens, prompt_ms, generation_ms, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING {MESSAGE_COLUMNS}"
+    ))?;
+    let mut stored = Vec::with_capacity(messages.len());
+    for m in messages {
+        stored.push(stmt.query_row(
+            params![
+                conversation,
+                m.role,
+                m.content,
+                m.model,
+                m.status.as_str(),
+                m.finish_reason,
+                m.prompt_tokens,
+                m.completion_tokens,
+                m.cached_tokens,
+                m.prompt_ms,
+                m.generation_ms,
+                m.created_at
+            ],
+            message_row,
+        )?);
+    }
+    Ok(stored)
+}
+
+/// Turns free text into a safe FTS5 query: every word quoted (so no operator syntax
+/// can be injected), all required, the last one as a prefix.
+fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(16)
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    if words.is_empty() {
+        return None;
+    }
+    Some(format!("{}*", words.join(" ")))
+}
+
+impl Store {
+    /// Creates a conversation (with `id` if given and free).
+    pub async fn create_conversation(
+        &self,
+        conversation: Conversation,
+    ) -> Result<Conversation, StoreError> {
+        self.write("create_conversation", move |conn| {
+            conn.execute(
+                "INSERT INTO conversations (id, title, model, system_prompt, settings, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    conversation.id,
+                    conversation.title,
+                    conversation.model,
+                    conversation.system_prompt,
+                    conversation.settings.to_string(),
+                    conversation.created_at,
+                    conversation.updated_at
+                ],
+            )?;
+            get(conn, &conversation.id)?.ok_or(StoreError::NotFound("conversation"))
+        })
+        .await
+    }
+
+    /// One conversation.
+    pub async fn conversation(&self, id: String) -> Result<Conversation, StoreError> {
+        self.read("get_conversation", move |conn| {
+            get(conn, &id)?.ok_or(StoreError::NotFound("conversation"))
+        })
+        .await
+    }
+
+    /// A conversation's messages, oldest first.
+    pub async fn messages(&self, id: String) -> Result<Vec<Message>, StoreError> {
+        self.read("list_messages", move |conn| {
+            if get(conn, &id)?.is_none() {
+                return Err(StoreError::NotFound("conversation"));
+            }
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([id], message_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Conversations newest first; `after` is the (updated_at, id) of the last item of
+    /// the previous page.
+    pub async fn list_conversations(
+        &self,
+        limit: u32,
+        after: Option<(String, String)>,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.read("list_conversations", move |conn| {
+            let (at, id) = after.unwrap_or_else(|| ("\u{10FFFF}".to_string(), String::new()));
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+                 WHERE (updated_at, id) < (?1, ?2) \
+                 ORDER BY updated_at DESC, id DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![at, id, limit], conversation_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Changes title, model, system prompt or settings.
+    pub async fn update_conversation(
+        &self,
+        id: String,
+        patch: ConversationPatch,
+    ) -> Result<Conversation, StoreError> {
+        self.write("update_conversation", move |conn| {
+            let tx = conn.transaction()?;
+            let mut current = get(&tx, &id)?.ok_or(StoreError::NotFound("conversation"))?;
+            if let Some(t) = patch.title {
+                current.title = t;
+            }
+            if let Some(m) = patch.model {
+                current.model = m;
+            }
+            if let Some(s) = patch.system_prompt {
+                current.system_prompt = s;
+            }
+            if let Some(s) = patch.settings {
+                current.settings = s;
+            }
+            tx.execute(
+                "UPDATE conversations SET title = ?2, model = ?3, system_prompt = ?4, settings = ?5, \
+                 updated_at = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    current.title,
+                    current.model,
+                    current.system_prompt,
+                    current.settings.to_string(),
+                    now()
+                ],
+            )?;
+            let updated = get(&tx, &id)?.ok_or(StoreError::NotFound("conversation"))?;
+            tx.commit()?;
+            Ok(updated)
+        })
+        .await
+    }
+
+    /// Deletes a conversation and its messages.
+    pub async fn delete_conversation(&self, id: String) -> Result<(), StoreError> {
+        self.write("delete_conversation", move |conn| {
+            match conn.execute("DELETE FROM conversations WHERE id = ?1", [id])? {
+                0 => Err(StoreError::NotFound("conversation")),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// Appends messages in one transaction (a user turn and its reply are stored
+    /// together or not at all) and bumps `updated_at`.
+    pub async fn append_messages(
+        &self,
+        id: String,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.write("append_messages", move |conn| {
+            let tx = conn.transaction()?;
+            let updated = tx.execute(
+                "UPDATE conversations SET updated_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::NotFound("conversation"));
+            }
+            let stored = insert_messages(&tx, &id, &messages)?;
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    /// Stores a whole conversation with its messages in one transaction (import).
+    pub async fn import_conversation(
+        &self,
+        conversation: Conversation,
+        messages: Vec<Message>,
+    ) -> Result<Conversation, StoreError> {
+        self.write("import_conversation", move |conn| {
+            let tx = conn.transaction()?;
+            let mut conversation = conversation;
+            if get(&tx, &conversation.id)?.is_some() {
+                conversation.id = new_id();
+            }
+            tx.execute(
+                "INSERT INTO conversations (id, title, model, system_prompt, settings, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    conversation.id,
+                    conversation.title,
+                    conversation.model,
+                    conversation.system_prompt,
+                    conversation.settings.to_string(),
+                    conversation.created_at,
+                    conversation.updated_at
+                ],
+            )?;
+            insert_messages(&tx, &conversation.id, &messages)?;
+            let stored = get(&tx, &conversation.id)?.ok_or(StoreError::NotFound("conversation"))?;
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    /// Full-text search over titles and message contents, newest conversations first.
+    pub async fn search_conversations(
+        &self,
+        text: String,
+        limit: u32,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        self.read("search_conversations", move |conn| {
+            let Some(query) = fts_query(&text) else {
+                return Ok(Vec::new());
+            };
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {cols}, hit_message, hit_snippet FROM ( \
+                   SELECT {c_cols}, NULL AS hit_message, \
+                          snippet(conversations_fts, 0, '[', ']', '…', 12) AS hit_snippet, 0 AS pref \
+                   FROM conversations_fts JOIN conversations c ON c.seq = conversations_fts.rowid \
+                   WHERE conversations_fts MATCH ?1 \
+                   UNION ALL \
+                   SELECT {c_cols}, m.id, snippet(messages_fts, 0, '[', ']', '…', 12), 1 \
+                   FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
+                   JOIN conversations c ON c.id = m.conversation_id \
+                   WHERE messages_fts MATCH ?1 \
+                 ) ORDER BY updated_at DESC, pref, hit_message LIMIT ?2",
+                cols = CONVERSATION_COLUMNS,
+                c_cols = "c.id, c.title, c.model, c.system_prompt, c.settings, c.created_at, c.updated_at"
+            ))?;
+            let rows = stmt.query_map(params![query, limit], |row| {
+                Ok(SearchHit {
+                    conversation: conversation_row(row)?,
+                    message_id: row.get(7)?,
+                    snippet: row.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_queries_cannot_inject_syntax() {
+        assert_eq!(
+            fts_query("paris OR \"x").as_deref(),
+            Some("\"paris\" \"OR\" \"x\"*")
+        );
+        assert_eq!(fts_query("  -*()  "), None);
+        assert_eq!(fts_query("Zürich").as_deref(), Some("\"Zürich\"*"));
+    }
+}
