@@ -110,6 +110,8 @@ pub enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Chat with a model through the running daemon (streams tokens).
+    Chat(crate::commands::ChatArgs),
     /// Manage the chat models in the models dir.
     Models {
         /// Which operation.
@@ -229,4 +231,15 @@ impl GlobalArgs {
 
 fn absolute(path: &std::path::Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Catches duplicate flag names between global and subcommand options.
+        super::Cli::command().debug_assert();
+    }
 }

@@ -40,9 +40,10 @@ pub struct DaemonClient {
 impl DaemonClient {
     /// A client for `base` (e.g. `http://127.0.0.1:8470`).
     pub fn new(base: String) -> Self {
+        // No overall timeout: a chat reply streams for as long as it takes.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(600))
             .build()
             .expect("building an HTTP client with static settings");
         Self { base, http }
@@ -77,6 +78,79 @@ impl DaemonClient {
         }
         Ok(body)
     }
+}
+
+impl DaemonClient {
+    /// `POST path` with a JSON body → JSON.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let response = self.send_post(path, body).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// `POST path` and read the answer as server-sent events, calling `on_event` with
+    /// each `data:` payload parsed as JSON (`[DONE]` ends the stream).
+    pub async fn post_sse(
+        &self,
+        path: &str,
+        body: &Value,
+        mut on_event: impl FnMut(Value),
+    ) -> Result<(), ClientError> {
+        let mut response = self.send_post(path, body).await?;
+        let mut buffer = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Protocol(root_cause(&e)))?
+        {
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = find(&buffer, b"\n\n") {
+                let event: Vec<u8> = buffer.drain(..end + 2).collect();
+                for line in String::from_utf8_lossy(&event).lines() {
+                    let Some(data) = line.strip_prefix("data: ") else {
+                        continue;
+                    };
+                    if data == "[DONE]" {
+                        return Ok(());
+                    }
+                    let value: Value = serde_json::from_str(data)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    on_event(value);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_post(&self, path: &str, body: &Value) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response =
+            self.http
+                .post(&url)
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    url: self.base.clone(),
+                    reason: root_cause(&e),
+                })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or_default();
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("no message")
+            .to_string();
+        Err(ClientError::Status { status, message })
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {

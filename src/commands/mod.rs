@@ -1,6 +1,7 @@
 //! One function per subcommand. Commands load the configuration, do their work and
 //! return an exit code; errors carry enough context for a one-line message.
 
+mod chat;
 mod config_cmd;
 mod db;
 mod doctor;
@@ -9,6 +10,8 @@ mod serve;
 mod status;
 
 use anyhow::Context;
+
+pub use chat::ChatArgs;
 
 use crate::cli::{Cli, Command, ConfigCommand, DbCommand, WorkerKind, exit};
 use crate::client::ClientError;
@@ -40,6 +43,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             command: ConfigCommand::Show,
         } => config_cmd::show(&load()?),
         Command::Serve => serve::run(load()?),
+        Command::Chat(args) => {
+            crate::telemetry::init_cli_logging(verbose);
+            chat::run(&load()?, args)
+        }
         Command::Models { command } => {
             crate::telemetry::init_cli_logging(verbose);
             models::run(&load()?, command)

@@ -294,20 +294,6 @@ pub async fn send(
         role: "user".into(),
         content: body.content.clone(),
     });
-    let user = Message {
-        id: 0,
-        role: "user".into(),
-        content: body.content.clone(),
-        model: None,
-        status: MessageStatus::Complete,
-        finish_reason: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        cached_tokens: None,
-        prompt_ms: None,
-        generation_ms: None,
-        created_at: conv::now(),
-    };
     let mut generation = state
         .engine
         .generate(&spec, Prompt::Chat(prompt), params, None)
@@ -334,13 +320,7 @@ pub async fn send(
         };
         state.store.update_conversation(id.clone(), patch).await?;
     }
-    let recorder = Recorder {
-        store: state.store.clone(),
-        conversation: id,
-        model: spec.name,
-        user: Some(user),
-        text: String::new(),
-    };
+    let recorder = Recorder::new(state.store.clone(), id, spec.name, body.content.clone());
     if body.stream.unwrap_or(true) {
         Ok(stream_reply(recorder, generation))
     } else {
@@ -376,24 +356,64 @@ pub async fn send(
     }
 }
 
-/// Owns the pending user turn and the reply so far; stores them exactly once —
-/// complete, errored, or (when dropped early because the client left) cut off.
-struct Recorder {
+/// Owns the pending user turn and the reply so far, and stores them exactly once:
+/// through [`Recorder::save`] when the caller wants the stored rows back, otherwise
+/// when dropped — with the outcome set by [`Recorder::outcome`], or `cut_off` when the
+/// stream was dropped early because the client left.
+pub(super) struct Recorder {
     store: Store,
     conversation: String,
     model: String,
     user: Option<Message>,
-    text: String,
+    /// The reply so far.
+    pub(super) text: String,
+    outcome: (MessageStatus, Option<FinishReason>, Option<Usage>),
 }
 
 impl Recorder {
-    fn messages(
+    /// Starts recording a user turn in `conversation`.
+    pub(super) fn new(
+        store: Store,
+        conversation: String,
+        model: String,
+        user_content: String,
+    ) -> Recorder {
+        Recorder {
+            store,
+            conversation,
+            model,
+            user: Some(Message {
+                id: 0,
+                role: "user".into(),
+                content: user_content,
+                model: None,
+                status: MessageStatus::Complete,
+                finish_reason: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                cached_tokens: None,
+                prompt_ms: None,
+                generation_ms: None,
+                created_at: conv::now(),
+            }),
+            text: String::new(),
+            outcome: (MessageStatus::CutOff, None, None),
+        }
+    }
+
+    /// Records how the reply ended (stored when the recorder is dropped).
+    pub(super) fn outcome(
         &mut self,
         status: MessageStatus,
         reason: Option<FinishReason>,
         usage: Option<Usage>,
-    ) -> Option<Vec<Message>> {
+    ) {
+        self.outcome = (status, reason, usage);
+    }
+
+    fn messages(&mut self) -> Option<Vec<Message>> {
         let user = self.user.take()?;
+        let (status, reason, usage) = self.outcome;
         let reply = Message {
             id: 0,
             role: "assistant".into(),
@@ -414,14 +434,16 @@ impl Recorder {
         Some(vec![user, reply])
     }
 
-    async fn save(
+    /// Stores the exchange now and returns the stored (user, reply).
+    pub(super) async fn save(
         &mut self,
         status: MessageStatus,
         reason: Option<FinishReason>,
         usage: Option<Usage>,
     ) -> Result<(Message, Message), ApiError> {
+        self.outcome(status, reason, usage);
         let messages = self
-            .messages(status, reason, usage)
+            .messages()
             .ok_or_else(|| ApiError::Internal("the exchange was already stored".into()))?;
         let mut stored = self
             .store
@@ -435,11 +457,11 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        if let Some(messages) = self.messages(MessageStatus::CutOff, None, None) {
+        if let Some(messages) = self.messages() {
             let (store, id) = (self.store.clone(), self.conversation.clone());
             tokio::spawn(async move {
                 if let Err(e) = store.append_messages(id, messages).await {
-                    tracing::error!(error = %e, "could not store a cut-off reply");
+                    tracing::error!(error = %e, "could not store a reply");
                 }
             });
         }

@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 
 use crate::app::{AppState, VERSION};
 use crate::engine::{ChatMessage, Constraint, FinishReason, GenEvent, Generation, Prompt, Usage};
+use crate::store::conversations::MessageStatus;
 
+use super::conversations::Recorder;
 use super::error::ApiError;
 use super::extract::LenientJson as Json;
 use super::inference::{self, WireSampling};
@@ -204,11 +206,26 @@ pub async fn chat_completions(
     let params = sampling(&req.sampling)?;
     let keep_alive = inference::keep_alive(req.sampling.keep_alive.as_ref())?;
     let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let last_user = match (&req.conversation_id, messages.last()) {
+        (None, _) => None,
+        (Some(id), Some(last)) if last.role == "user" => {
+            state.store.conversation(id.clone()).await?;
+            Some((id.clone(), last.content.clone()))
+        }
+        (Some(_), _) => {
+            return Err(ApiError::bad_field(
+                "conversation_id",
+                "to store the exchange, the last message must be the user's",
+            ));
+        }
+    };
     let mut generation = state
         .engine
         .generate(&spec, Prompt::Chat(messages), params, keep_alive)
         .await?;
     started(&mut generation).await?;
+    let recorder = last_user
+        .map(|(id, content)| Recorder::new(state.store.clone(), id, spec.name.clone(), content));
     let head = Head {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         created: inference::unix_now(),
@@ -216,9 +233,22 @@ pub async fn chat_completions(
     };
     if req.sampling.stream {
         let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
-        return Ok(sse(chat_stream(head, generation, include_usage)));
+        return Ok(sse(chat_stream(head, generation, include_usage, recorder)));
     }
-    let (text, reason, usage) = collect(&mut generation).await?;
+    let (text, reason, usage) = match collect(&mut generation).await {
+        Ok(done) => done,
+        Err(e) => {
+            if let Some(mut r) = recorder {
+                r.outcome(MessageStatus::Error, None, None);
+            }
+            return Err(e);
+        }
+    };
+    if let Some(mut r) = recorder {
+        r.text = text.clone();
+        r.save(MessageStatus::Complete, Some(reason), Some(usage))
+            .await?;
+    }
     Ok(axum::Json(json!({
         "id": head.id,
         "object": "chat.completion",
@@ -327,58 +357,91 @@ enum Phase {
 /// payload, `chunk` wraps text, `closing` builds the final payloads.
 fn drive(
     generation: Generation,
+    recorder: Option<Recorder>,
     opening: Option<Value>,
     chunk: impl Fn(&str) -> Value + Send + Sync + 'static,
     closing: impl Fn(FinishReason, Usage) -> Vec<Value> + Send + Sync + 'static,
 ) -> impl Stream<Item = Value> + Send + 'static {
     let chunk = std::sync::Arc::new(chunk);
     let closing = std::sync::Arc::new(closing);
-    let state = (generation, Phase::Opening, opening);
-    stream::unfold(state, move |(mut generation, phase, mut opening)| {
-        let (chunk, closing) = (chunk.clone(), closing.clone());
-        let out = match phase {
-            Phase::Ended => None,
-            Phase::Opening => match opening.take() {
-                Some(first) => Some((first, (generation, Phase::Streaming, None))),
-                None => Some((Value::Null, (generation, Phase::Streaming, None))),
-            },
-            Phase::Closing(mut rest) => {
-                if rest.is_empty() {
-                    None
-                } else {
-                    let next = rest.remove(0);
-                    Some((next, (generation, Phase::Closing(rest), None)))
-                }
-            }
-            Phase::Streaming => {
-                return futures_util::future::Either::Left(async move {
-                    loop {
-                        match generation.next().await {
-                            Some(Ok(GenEvent::Token(text))) => {
-                                return Some((chunk(&text), (generation, Phase::Streaming, None)));
-                            }
-                            Some(Ok(GenEvent::Started { .. })) => continue,
-                            Some(Ok(GenEvent::Done {
-                                finish_reason,
-                                usage,
-                            })) => {
-                                let mut rest = closing(finish_reason, usage);
-                                rest.push(Value::String("[DONE]".into()));
-                                let first = rest.remove(0);
-                                return Some((first, (generation, Phase::Closing(rest), None)));
-                            }
-                            Some(Err(e)) => {
-                                let body = ApiError::from(e).body();
-                                return Some((body, (generation, Phase::Ended, None)));
-                            }
-                            None => return None,
-                        }
+    let state = (generation, Phase::Opening, opening, recorder);
+    stream::unfold(
+        state,
+        move |(mut generation, phase, mut opening, mut recorder)| {
+            let (chunk, closing) = (chunk.clone(), closing.clone());
+            let out = match phase {
+                Phase::Ended => None,
+                Phase::Opening => match opening.take() {
+                    Some(first) => Some((first, (generation, Phase::Streaming, None, recorder))),
+                    None => Some((Value::Null, (generation, Phase::Streaming, None, recorder))),
+                },
+                Phase::Closing(mut rest) => {
+                    if rest.is_empty() {
+                        None
+                    } else {
+                        let next = rest.remove(0);
+                        Some((next, (generation, Phase::Closing(rest), None, recorder)))
                     }
-                });
-            }
-        };
-        futures_util::future::Either::Right(std::future::ready(out))
-    })
+                }
+                Phase::Streaming => {
+                    return futures_util::future::Either::Left(async move {
+                        loop {
+                            match generation.next().await {
+                                Some(Ok(GenEvent::Token(text))) => {
+                                    if let Some(r) = recorder.as_mut() {
+                                        r.text.push_str(&text);
+                                    }
+                                    return Some((
+                                        chunk(&text),
+                                        (generation, Phase::Streaming, None, recorder),
+                                    ));
+                                }
+                                Some(Ok(GenEvent::Started { .. })) => continue,
+                                Some(Ok(GenEvent::Done {
+                                    finish_reason,
+                                    usage,
+                                })) => {
+                                    if let Some(mut r) = recorder.take()
+                                        && let Err(e) = r
+                                            .save(
+                                                MessageStatus::Complete,
+                                                Some(finish_reason),
+                                                Some(usage),
+                                            )
+                                            .await
+                                    {
+                                        return Some((
+                                            e.body(),
+                                            (generation, Phase::Ended, None, None),
+                                        ));
+                                    }
+                                    let mut rest = closing(finish_reason, usage);
+                                    rest.push(Value::String("[DONE]".into()));
+                                    let first = rest.remove(0);
+                                    return Some((
+                                        first,
+                                        (generation, Phase::Closing(rest), None, None),
+                                    ));
+                                }
+                                Some(Err(e)) => {
+                                    if let Some(r) = recorder.as_mut() {
+                                        r.outcome(MessageStatus::Error, None, None);
+                                    }
+                                    let body = ApiError::from(e).body();
+                                    return Some((
+                                        body,
+                                        (generation, Phase::Ended, None, recorder),
+                                    ));
+                                }
+                                None => return None,
+                            }
+                        }
+                    });
+                }
+            };
+            futures_util::future::Either::Right(std::future::ready(out))
+        },
+    )
     .filter(|v| std::future::ready(!v.is_null()))
 }
 
@@ -386,6 +449,7 @@ fn chat_stream(
     head: Head,
     generation: Generation,
     include_usage: bool,
+    recorder: Option<Recorder>,
 ) -> impl Stream<Item = Value> + Send + 'static {
     let chunk = {
         let (id, created, model) = (head.id.clone(), head.created, head.model.clone());
@@ -401,6 +465,7 @@ fn chat_stream(
     let token_chunk = chunk.clone();
     drive(
         generation,
+        recorder,
         Some(opening),
         move |text| token_chunk(json!({"content": text}), None),
         move |reason, usage| {
@@ -437,6 +502,7 @@ fn text_stream(
     let token_chunk = chunk.clone();
     drive(
         generation,
+        None,
         opening,
         move |text| token_chunk(text, None),
         move |reason, usage| {
@@ -479,6 +545,7 @@ pub async fn tokenize(
                 messages,
                 sampling: Sampling::default(),
                 tools: None,
+                conversation_id: None,
             };
             Prompt::Chat(flatten_messages(&as_chat)?)
         }

@@ -154,6 +154,10 @@ pub struct ChatCompletionRequest {
     /// Tools (not supported yet: refused when non-empty).
     #[serde(default)]
     pub tools: Option<Vec<Value>>,
+    /// Also store the last user message and the reply in this conversation
+    /// (appliance extension).
+    #[serde(default)]
+    pub conversation_id: Option<String>,
 }
 
 /// `prompt`: a string or a list of strings.
