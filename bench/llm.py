@@ -33,6 +33,8 @@ import httpx
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/appliance/target"))
+# Build where the scripts build, so the release build is shared.
+os.environ["CARGO_TARGET_DIR"] = str(TARGET)
 MODELS = pathlib.Path(os.environ.get("TEST_MODELS_DIR", pathlib.Path.home() / ".cache/appliance/models"))
 MODEL = "SmolLM2-135M-Instruct-Q4_1"
 STORY = "Write a long, detailed story about a lighthouse keeper and a storm. Do not stop early."

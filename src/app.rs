@@ -56,10 +56,33 @@ impl AppState {
             ),
         });
         let config = self.config.clone();
+        let registry = self.registry.clone();
         let blocking = tokio::task::spawn_blocking(move || {
+            let default_model = &config.engine.default_model;
+            let model = match registry.find(default_model) {
+                Ok(info) => Check::ok(
+                    "default_model",
+                    format!(
+                        "{} ({} {}, {}) is installed and its header is valid",
+                        info.name,
+                        info.architecture,
+                        info.parameter_size(),
+                        info.quantization
+                    ),
+                ),
+                Err(e) => Check::fail(
+                    "default_model",
+                    e.to_string(),
+                    format!(
+                        "run `scripts/fetch-models {}` or set engine.default_model to an installed model",
+                        registry.dir().display()
+                    ),
+                ),
+            };
             vec![
                 health::disk_space(&config.paths.data_dir, config.health.min_free_disk_mb),
                 health::dir_writable("data_dir", &config.paths.data_dir),
+                model,
             ]
         })
         .await;

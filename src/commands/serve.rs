@@ -66,7 +66,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         if let Some(run) = &unclean {
             tracing::warn!(pid = run.pid, started_at = %run.started_at, "the previous run did not stop cleanly");
         }
-        let engine = Engine::new(engine_config(&config)?, std::env::current_exe().context("locating the appliance binary for workers")?);
+        let exe = std::env::current_exe().context("locating the appliance binary for workers")?;
+        let engine = Engine::new(engine_config(&config)?, exe, metrics.clone());
         let state = AppState {
             config: config.clone(),
             store: store.clone(),

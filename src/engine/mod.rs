@@ -26,6 +26,8 @@ use tokio::sync::Mutex;
 
 pub use protocol::{ChatMessage, Constraint, FinishReason, Prompt, SamplingParams, Usage};
 use supervisor::LlmWorker;
+
+use crate::telemetry::Metrics;
 pub use supervisor::{GenEvent, Generation};
 
 /// Errors a caller of the engine can act on.
@@ -156,6 +158,7 @@ pub struct Engine {
 struct Inner {
     config: EngineConfig,
     exe: PathBuf,
+    metrics: Metrics,
     workers: Mutex<HashMap<String, Arc<LlmWorker>>>,
     next_id: AtomicU64,
 }
@@ -163,11 +166,12 @@ struct Inner {
 impl Engine {
     /// An engine that starts workers from `exe` (normally `std::env::current_exe()`).
     /// Spawns the idle reaper on the current runtime.
-    pub fn new(config: EngineConfig, exe: PathBuf) -> Engine {
+    pub fn new(config: EngineConfig, exe: PathBuf, metrics: Metrics) -> Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
                 exe,
+                metrics,
                 workers: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
             }),
@@ -201,7 +205,15 @@ impl Engine {
         }
         // Loading holds the map lock: concurrent first requests wait for one load
         // instead of starting several workers for the same model.
-        let worker = Arc::new(LlmWorker::spawn(&self.inner.exe, model, &self.inner.config).await?);
+        let worker = Arc::new(
+            LlmWorker::spawn(
+                &self.inner.exe,
+                model,
+                &self.inner.config,
+                self.inner.metrics.clone(),
+            )
+            .await?,
+        );
         workers.insert(model.name.clone(), worker.clone());
         Ok(worker)
     }

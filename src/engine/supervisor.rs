@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::protocol::{Command, Event, FinishReason, Prompt, SamplingParams, Usage, WorkerError};
 use super::{EngineConfig, EngineError, KeepAlive, LoadedModel, ModelSpec};
+use crate::telemetry::Metrics;
 
 /// What a generation yields.
 #[derive(Debug, Clone)]
@@ -46,6 +47,7 @@ struct Shared {
     /// Idle deadline after the last request, `None` = never.
     expires: Mutex<Option<Instant>>,
     in_flight: AtomicUsize,
+    metrics: Metrics,
 }
 
 /// The daemon's handle on one worker process.
@@ -68,6 +70,7 @@ impl LlmWorker {
         exe: &Path,
         model: &ModelSpec,
         config: &EngineConfig,
+        metrics: Metrics,
     ) -> Result<LlmWorker, EngineError> {
         let load_failed = |detail: String| EngineError::LoadFailed {
             model: model.name.clone(),
@@ -135,6 +138,7 @@ impl LlmWorker {
             running: AtomicUsize::new(0),
             expires: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
+            metrics,
         });
         spawn_event_reader(shared.clone(), stdout, stderr_tail);
         Ok(LlmWorker {
@@ -352,14 +356,14 @@ impl Generation {
         }
         let event = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
             Err(_) => {
-                self.finish();
+                self.fail();
                 let _ = self.commands.send(Command::Cancel { id: self.id });
                 return Some(Err(EngineError::Timeout {
                     secs: self.timeout.as_secs(),
                 }));
             }
             Ok(None) => {
-                self.finish();
+                self.fail();
                 return Some(Err(EngineError::EngineCrashed {
                     model: self.shared.name.clone(),
                     detail: "the worker stopped answering".into(),
@@ -369,7 +373,7 @@ impl Generation {
         };
         let event = match event {
             Err(e) => {
-                self.finish();
+                self.fail();
                 return Some(Err(e));
             }
             Ok(event) => event,
@@ -387,13 +391,25 @@ impl Generation {
                 ..
             } => {
                 self.finish();
+                let outcome = match finish_reason {
+                    FinishReason::Stop => "stop",
+                    FinishReason::Length => "length",
+                    FinishReason::Cancelled => "cancelled",
+                };
+                self.shared.metrics.llm_request(
+                    &self.shared.name,
+                    outcome,
+                    usage.prompt_tokens.into(),
+                    usage.cached_tokens.into(),
+                    usage.completion_tokens.into(),
+                );
                 Ok(GenEvent::Done {
                     finish_reason,
                     usage,
                 })
             }
             Event::Failed { error, .. } => {
-                self.finish();
+                self.fail();
                 Err(worker_error(error))
             }
             Event::Ready { .. } | Event::Counted { .. } => {
@@ -401,6 +417,15 @@ impl Generation {
                 Err(EngineError::Decode(format!("unexpected event {event:?}")))
             }
         })
+    }
+
+    fn fail(&mut self) {
+        if !self.finished {
+            self.shared
+                .metrics
+                .llm_request(&self.shared.name, "error", 0, 0, 0);
+        }
+        self.finish();
     }
 
     fn finish(&mut self) {
@@ -423,6 +448,9 @@ impl Drop for Generation {
         if !self.finished {
             // The client went away: stop generating for it.
             let _ = self.commands.send(Command::Cancel { id: self.id });
+            self.shared
+                .metrics
+                .llm_request(&self.shared.name, "cancelled", 0, 0, 0);
             self.finish();
         }
     }

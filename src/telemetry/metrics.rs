@@ -73,6 +73,20 @@ struct State {
     http_durations: BTreeMap<String, Histogram>,
     http_in_flight: i64,
     db_calls: BTreeMap<&'static str, Histogram>,
+    llm_requests: BTreeMap<(String, &'static str), u64>,
+    llm_prompt_tokens: BTreeMap<String, u64>,
+    llm_cached_tokens: BTreeMap<String, u64>,
+    llm_generated_tokens: BTreeMap<String, u64>,
+}
+
+/// A gauge whose samples are read at scrape time (e.g. busy slots per model).
+pub struct Gauge {
+    /// Metric name.
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// `(label set without braces, value)` pairs.
+    pub samples: Vec<(String, f64)>,
 }
 
 /// The metrics registry. Cheap to clone; all clones share state.
@@ -127,14 +141,43 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// A generation ended with `outcome` (`stop`, `length`, `cancelled`, `error`).
+    pub fn llm_request(
+        &self,
+        model: &str,
+        outcome: &'static str,
+        prompt: u64,
+        cached: u64,
+        generated: u64,
+    ) {
+        let mut state = self.lock();
+        *state
+            .llm_requests
+            .entry((model.to_string(), outcome))
+            .or_default() += 1;
+        *state
+            .llm_prompt_tokens
+            .entry(model.to_string())
+            .or_default() += prompt;
+        *state
+            .llm_cached_tokens
+            .entry(model.to_string())
+            .or_default() += cached;
+        *state
+            .llm_generated_tokens
+            .entry(model.to_string())
+            .or_default() += generated;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the counters inconsistent in a
         // way that matters; keep serving metrics.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Renders every metric in the Prometheus text format.
-    pub fn render(&self, process: &ProcessStats) -> String {
+    /// Renders every metric in the Prometheus text format, with `gauges` read by the
+    /// caller at scrape time.
+    pub fn render(&self, process: &ProcessStats, gauges: &[Gauge]) -> String {
         let state = self.lock().clone_for_render();
         let mut out = String::with_capacity(4096);
         let header = |out: &mut String, name: &str, kind: &str, help: &str| {
@@ -248,6 +291,52 @@ impl Metrics {
                 &format!("op=\"{}\"", escape(op)),
             );
         }
+
+        header(
+            &mut out,
+            "appliance_llm_requests_total",
+            "counter",
+            "Finished generations by model and outcome.",
+        );
+        for ((model, outcome), count) in &state.llm_requests {
+            let _ = writeln!(
+                out,
+                "appliance_llm_requests_total{{model=\"{}\",outcome=\"{outcome}\"}} {count}",
+                escape(model)
+            );
+        }
+        for (name, help, map) in [
+            (
+                "appliance_llm_prompt_tokens_total",
+                "Prompt tokens of finished generations, by model.",
+                &state.llm_prompt_tokens,
+            ),
+            (
+                "appliance_llm_cached_prompt_tokens_total",
+                "Prompt tokens reused from the KV cache instead of evaluated, by model.",
+                &state.llm_cached_tokens,
+            ),
+            (
+                "appliance_llm_generated_tokens_total",
+                "Tokens generated, by model.",
+                &state.llm_generated_tokens,
+            ),
+        ] {
+            header(&mut out, name, "counter", help);
+            for (model, count) in map {
+                let _ = writeln!(out, "{name}{{model=\"{}\"}} {count}", escape(model));
+            }
+        }
+        for gauge in gauges {
+            header(&mut out, gauge.name, "gauge", gauge.help);
+            for (labels, value) in &gauge.samples {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{} {value}", gauge.name);
+                } else {
+                    let _ = writeln!(out, "{}{{{labels}}} {value}", gauge.name);
+                }
+            }
+        }
         out
     }
 }
@@ -260,6 +349,10 @@ impl State {
             http_durations: self.http_durations.clone(),
             http_in_flight: self.http_in_flight,
             db_calls: self.db_calls.clone(),
+            llm_requests: self.llm_requests.clone(),
+            llm_prompt_tokens: self.llm_prompt_tokens.clone(),
+            llm_cached_tokens: self.llm_cached_tokens.clone(),
+            llm_generated_tokens: self.llm_generated_tokens.clone(),
         }
     }
 }
@@ -283,7 +376,7 @@ mod tests {
         metrics.http_finished("/healthz", "GET", 200, Duration::from_millis(3));
         metrics.http_started();
         metrics.http_finished("/healthz", "GET", 200, Duration::from_secs(100));
-        let text = metrics.render(&ProcessStats::default());
+        let text = metrics.render(&ProcessStats::default(), &[]);
         assert!(text.contains(
             "appliance_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 2"
         ));

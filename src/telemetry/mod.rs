@@ -8,5 +8,5 @@ mod metrics;
 mod process;
 
 pub use logging::{LogGuard, LogInitError, LogLevel, init_cli_logging, init_daemon_logging};
-pub use metrics::Metrics;
+pub use metrics::{Gauge, Metrics};
 pub use process::{ProcessStats, process_stats};

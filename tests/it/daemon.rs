@@ -8,7 +8,7 @@ use crate::support::{Dirs, TestApp, non_empty, wait_for};
 
 #[tokio::test]
 async fn health_ready_metrics_and_request_ids() {
-    let dirs = Dirs::new();
+    let dirs = Dirs::with_models();
     let app = TestApp::spawn(&dirs);
 
     let health = app.get("/healthz").send().await.unwrap();
@@ -25,7 +25,10 @@ async fn health_ready_metrics_and_request_ids() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["database", "disk_space", "data_dir"]);
+    assert_eq!(
+        names,
+        ["database", "disk_space", "data_dir", "default_model"]
+    );
 
     // A client's request id is echoed and appears in the request's log lines.
     let echoed = app
@@ -232,7 +235,7 @@ async fn second_instance_fails_fast_naming_the_pid_and_kill_9_never_blocks_a_res
 
 #[tokio::test]
 async fn readyz_is_503_with_the_failing_check_named() {
-    let dirs = Dirs::new();
+    let dirs = Dirs::with_models();
     // More free disk than any test machine has: the disk check must fail.
     let app = TestApp::spawn_with(&dirs, &["--set", "health.min_free_disk_mb=1000000000"]);
     let response = app.get("/readyz").send().await.unwrap();
@@ -247,7 +250,7 @@ async fn readyz_is_503_with_the_failing_check_named() {
 
 #[tokio::test]
 async fn status_command_reports_the_running_daemon() {
-    let dirs = Dirs::new();
+    let dirs = Dirs::with_models();
     let app = TestApp::spawn(&dirs);
     let port = app.url.rsplit(':').next().unwrap().to_string();
     let out = dirs.run(&["--port", &port, "status"]);
@@ -309,5 +312,21 @@ async fn embedded_status_page_has_types_and_etags() {
             .to_str()
             .unwrap()
             .contains("javascript")
+    );
+}
+
+#[tokio::test]
+async fn readyz_fails_without_the_default_model() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    let response = app.get("/readyz").send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["failing"][0]["name"], "default_model");
+    assert!(
+        body["failing"][0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("scripts/fetch-models")
     );
 }

@@ -161,3 +161,20 @@ def test_second_turn_reuses_the_cached_prefix(daemon):
     second = client.chat.completions.create(model=MODEL, messages=history, temperature=0, max_tokens=20)
     cached = second.usage.prompt_tokens_details.cached_tokens
     assert cached >= first.usage.prompt_tokens - 2, (cached, first.usage.prompt_tokens)
+
+
+def test_request_deadline_cancels_and_answers_504(make_daemon):
+    d = make_daemon("engine.request_timeout_secs=1", "engine.slots=1")
+    httpx.post(d.url + "/api/generate", json={"model": MODEL, "prompt": ""}, timeout=60).raise_for_status()
+    # The grammar forbids ending early: the reply must run past the deadline.
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Count from one to one thousand."}],
+            "max_tokens": 4000, "temperature": 0, "grammar": 'root ::= l l l l l l l l l l l l l l l l\nl ::= [a-z]{60} "\\n"'}
+    t0 = time.time()
+    r = httpx.post(d.url + "/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 504, r.text
+    assert r.json()["error"]["code"] == "timeout"
+    assert time.time() - t0 < 10
+    # The slot was freed by the cancel.
+    assert wait_until(lambda: httpx.get(d.url + "/api/ps").json()["models"][0]["running"] == 0, timeout=5)
+    metrics = httpx.get(d.url + "/metrics").text
+    assert 'appliance_llm_requests_total{model="SmolLM2-135M-Instruct-Q4_1",outcome="error"} 1' in metrics

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::app::{self, AppState};
-use crate::telemetry;
+use crate::telemetry::{self, Gauge};
 
 /// `GET /healthz`: 200 while the process runs and its runtime answers.
 pub async fn healthz() -> impl IntoResponse {
@@ -40,12 +40,44 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let process = tokio::task::spawn_blocking(telemetry::process_stats)
         .await
         .unwrap_or_default();
+    let loaded = state.engine.loaded().await;
+    let per_model = |value: fn(&crate::engine::LoadedModel) -> f64| -> Vec<(String, f64)> {
+        loaded
+            .iter()
+            .map(|m| {
+                let name = m.name.replace(['"', '\\', '\n'], "_");
+                (format!("model=\"{name}\""), value(m))
+            })
+            .collect()
+    };
+    let gauges = [
+        Gauge {
+            name: "appliance_llm_loaded_models",
+            help: "Chat models loaded in worker processes.",
+            samples: vec![(String::new(), loaded.len() as f64)],
+        },
+        Gauge {
+            name: "appliance_llm_requests_running",
+            help: "Generations holding a slot, by model.",
+            samples: per_model(|m| m.running as f64),
+        },
+        Gauge {
+            name: "appliance_llm_requests_waiting",
+            help: "Admitted generations waiting for a slot, by model.",
+            samples: per_model(|m| m.waiting as f64),
+        },
+        Gauge {
+            name: "appliance_llm_slots",
+            help: "Parallel sequences per loaded model.",
+            samples: per_model(|m| m.slots as f64),
+        },
+    ];
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&process),
+        state.metrics.render(&process, &gauges),
     )
         .into_response()
 }
