@@ -330,3 +330,29 @@ async fn readyz_fails_without_the_default_model() {
             .contains("scripts/fetch-models")
     );
 }
+
+#[tokio::test]
+async fn tells_systemd_ready_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dirs = Dirs::new();
+    let socket_path = dirs.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let app = TestApp::spawn_env(
+        &dirs,
+        &[],
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "READY=1");
+    // READY=1 comes once the daemon answers.
+    assert_eq!(app.get("/healthz").send().await.unwrap().status(), 200);
+    app.signal("TERM");
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "STOPPING=1");
+    let (status, _) = app.wait(Duration::from_secs(10));
+    assert!(status.success());
+}

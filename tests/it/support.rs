@@ -110,8 +110,14 @@ impl TestApp {
     }
 
     pub fn spawn_with(dirs: &Dirs, extra: &[&str]) -> TestApp {
+        Self::spawn_env(dirs, extra, &[])
+    }
+
+    /// Like [`TestApp::spawn_with`], with extra environment variables.
+    pub fn spawn_env(dirs: &Dirs, extra: &[&str], env: &[(&str, &str)]) -> TestApp {
         let mut child = dirs
             .command()
+            .envs(env.iter().copied())
             .args(["--port", "0", "--set", "log.format=json"])
             .args(extra)
             .arg("serve")
