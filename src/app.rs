@@ -3,9 +3,10 @@
 //! [`AppState`] is what every HTTP handler receives: cheap handles to the store,
 //! metrics and configuration. It is built once by `serve` and cloned per request.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::auth::throttle::LoginThrottle;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::health::{self, Check, Status};
@@ -35,6 +36,10 @@ pub struct AppState {
     pub started_at: SystemTime,
     /// The previous run, when it did not stop cleanly.
     pub unclean_previous_run: Option<DaemonRun>,
+    /// The one-time first-run setup token, while no user exists.
+    pub setup_token: Arc<Mutex<Option<String>>>,
+    /// Failed-login bookkeeping.
+    pub login_throttle: LoginThrottle,
 }
 
 impl AppState {

@@ -79,6 +79,9 @@ pub struct GlobalArgs {
     /// Log filter [log.level], e.g. `debug` or `info,appliance=trace`.
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// API key for commands that talk to the daemon [client.api_key].
+    #[arg(long, global = true, value_name = "KEY")]
+    pub api_key: Option<String>,
     /// Set any configuration key, e.g. `--set store.readers=4` (repeatable).
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -112,6 +115,20 @@ pub enum Command {
     },
     /// Chat with a model through the running daemon (streams tokens).
     Chat(crate::commands::ChatArgs),
+    /// Manage user accounts (on this host, directly in the database).
+    Users {
+        /// Which operation.
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Manage API keys (on this host, directly in the database).
+    Keys {
+        /// Which operation.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Show the audit log.
+    Audit(AuditArgs),
     /// Manage the chat models in the models dir.
     Models {
         /// Which operation.
@@ -143,6 +160,89 @@ pub enum ConfigCommand {
     Show,
     /// The commented default configuration file.
     Default,
+}
+
+/// `appliance users …`
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List users.
+    List,
+    /// Create a user (a random password is printed unless --password-stdin).
+    Add {
+        /// User name.
+        name: String,
+        /// Make them an administrator.
+        #[arg(long, conflicts_with = "role")]
+        admin: bool,
+        /// Role: admin, user or readonly (default user).
+        #[arg(long)]
+        role: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user (their sessions end, their keys stop working).
+    Disable {
+        /// User name.
+        name: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// User name.
+        name: String,
+    },
+    /// Delete a user with their keys, sessions and conversations.
+    Delete {
+        /// User name.
+        name: String,
+    },
+    /// Set a new password (a random one is printed unless --password-stdin).
+    Passwd {
+        /// User name.
+        name: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// `appliance keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; the key alone is printed on stdout, once.
+    Create {
+        /// Owner's user name.
+        #[arg(long)]
+        owner: String,
+        /// A label.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Comma-separated scopes (chat, embeddings, audio, images, documents, admin) or `all`.
+        #[arg(long, default_value = "chat")]
+        scopes: String,
+        /// Days until it expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this user's keys.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// The key id (the part after `apl_`).
+        id: String,
+    },
+}
+
+/// `appliance audit`
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    /// How many entries, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
 }
 
 /// `appliance models …`
@@ -203,6 +303,9 @@ impl GlobalArgs {
         }
         if let Some(v) = &self.log_level {
             push("log.level", v.clone(), "--log-level");
+        }
+        if let Some(v) = &self.api_key {
+            push("client.api_key", v.clone(), "--api-key");
         }
         for pair in &self.set {
             let (key, value) = pair.split_once('=').ok_or_else(|| {

@@ -35,32 +35,37 @@ pub enum ClientError {
 pub struct DaemonClient {
     base: String,
     http: reqwest::Client,
+    api_key: Option<String>,
 }
 
 impl DaemonClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:8470`).
-    pub fn new(base: String) -> Self {
+    /// A client for `base` (e.g. `http://127.0.0.1:8470`) sending `api_key` if set.
+    pub fn new(base: String, api_key: &str) -> Self {
         // No overall timeout: a chat reply streams for as long as it takes.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .read_timeout(Duration::from_secs(600))
             .build()
             .expect("building an HTTP client with static settings");
-        Self { base, http }
+        let api_key = (!api_key.is_empty()).then(|| api_key.to_string());
+        Self {
+            base,
+            http,
+            api_key,
+        }
     }
 
     /// `GET path` → JSON.
     pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                reason: root_cause(&e),
-            })?;
+        let mut request = self.http.get(&url);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: root_cause(&e),
+        })?;
         let status = response.status();
         let body: Value = response
             .json()
@@ -126,16 +131,14 @@ impl DaemonClient {
 
     async fn send_post(&self, path: &str, body: &Value) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
-        let response =
-            self.http
-                .post(&url)
-                .json(body)
-                .send()
-                .await
-                .map_err(|e| ClientError::Unreachable {
-                    url: self.base.clone(),
-                    reason: root_cause(&e),
-                })?;
+        let mut request = self.http.post(&url).json(body);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: root_cause(&e),
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }

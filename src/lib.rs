@@ -8,6 +8,7 @@
 //! Dependencies point one way: `commands → app → {http, store, models, gpu, health,
 //! telemetry, lock} → config`. `store` and the engines never import `http`.
 //!
+//! - [`auth`]: roles, scopes, password hashing, key/session token formats, [`auth::Principal`].
 //! - [`cli`]: clap definitions, flag → configuration mapping, exit codes.
 //! - [`commands`]: one function per subcommand; `serve` assembles the daemon.
 //! - [`config`]: the only reader of configuration files and the environment.
@@ -24,6 +25,7 @@
 //! - [`client`]: the CLI's HTTP client for a running daemon.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod commands;

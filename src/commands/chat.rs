@@ -36,7 +36,7 @@ pub struct ChatArgs {
 
 /// Runs the chat.
 pub fn run(loaded: &Loaded, args: &ChatArgs) -> anyhow::Result<u8> {
-    let client = DaemonClient::new(loaded.config.local_url());
+    let client = DaemonClient::new(loaded.config.local_url(), &loaded.config.client.api_key);
     super::block_on(async move {
         match &args.prompt {
             Some(prompt) => one_shot(&client, args, prompt).await,

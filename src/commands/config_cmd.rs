@@ -23,7 +23,13 @@ pub fn show(loaded: &Loaded) -> anyhow::Result<u8> {
             println!("\n[{this_section}]");
             section = this_section;
         }
-        println!("{:<width$}  # {source}", assignment(key, value));
+        // Secrets are never printed, only whether they are set.
+        let shown = if key.ends_with("api_key") && value.as_str().is_some_and(|v| !v.is_empty()) {
+            toml::Value::String("(set)".into())
+        } else {
+            value.clone()
+        };
+        println!("{:<width$}  # {source}", assignment(key, &shown));
     }
     Ok(exit::OK)
 }

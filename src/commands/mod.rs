@@ -1,6 +1,7 @@
 //! One function per subcommand. Commands load the configuration, do their work and
 //! return an exit code; errors carry enough context for a one-line message.
 
+mod accounts;
 mod chat;
 mod config_cmd;
 mod db;
@@ -46,6 +47,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Chat(args) => {
             crate::telemetry::init_cli_logging(verbose);
             chat::run(&load()?, args)
+        }
+        Command::Users { command } => {
+            crate::telemetry::init_cli_logging(verbose);
+            accounts::users(&load()?, command)
+        }
+        Command::Keys { command } => {
+            crate::telemetry::init_cli_logging(verbose);
+            accounts::keys(&load()?, command)
+        }
+        Command::Audit(args) => {
+            crate::telemetry::init_cli_logging(verbose);
+            accounts::audit_log(&load()?, args)
         }
         Command::Models { command } => {
             crate::telemetry::init_cli_logging(verbose);

@@ -13,6 +13,7 @@ use anyhow::Context;
 use sd_notify::NotifyState;
 
 use crate::app::{AppState, VERSION};
+use crate::auth::throttle::LoginThrottle;
 use crate::cli::exit;
 use crate::config::{Config, Loaded};
 use crate::engine::{Engine, EngineConfig, KeepAlive};
@@ -66,6 +67,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         if let Some(run) = &unclean {
             tracing::warn!(pid = run.pid, started_at = %run.started_at, "the previous run did not stop cleanly");
         }
+        let setup_token = Arc::new(std::sync::Mutex::new(None));
         let exe = std::env::current_exe().context("locating the appliance binary for workers")?;
         let engine = Engine::new(engine_config(&config)?, exe, metrics.clone());
         let state = AppState {
@@ -77,6 +79,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             log_level,
             started_at: SystemTime::now(),
             unclean_previous_run: unclean,
+            setup_token: setup_token.clone(),
+            login_throttle: LoginThrottle::new(config.auth.login_free_failures),
         };
         let router = crate::http::router(state);
 
@@ -84,6 +88,19 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         let url = format!("http://{local}");
         tracing::info!(%url, version = VERSION, ready_ms, data_dir = %config.paths.data_dir.display(), "appliance ready");
         println!("appliance {VERSION} listening on {url} (ready in {ready_ms:.0} ms)");
+        if config.auth.enabled && store.count_users().await? == 0 {
+            let token = crate::auth::random_hex(16);
+            println!(
+                "first run: no users yet. Create the administrator with the one-time token {token}:\n  \
+                 POST {url}/api/v1/setup {{\"token\": \"{token}\", \"name\": …, \"password\": …}}\n  \
+                 or on this host: appliance users add --admin NAME"
+            );
+            tracing::warn!("no users exist: first-run setup is open with the printed one-time token");
+            if let Ok(mut slot) = setup_token.lock() {
+                *slot = Some(token);
+            }
+        }
+
         notify(&[NotifyState::Ready]);
 
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);

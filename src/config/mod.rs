@@ -49,6 +49,30 @@ pub struct Config {
     pub health: HealthConfig,
     /// Inference engines.
     pub engine: EngineSection,
+    /// Authentication.
+    pub auth: AuthSection,
+    /// What CLI commands send to the daemon.
+    pub client: ClientSection,
+}
+
+/// `[client]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// API key for `status`/`chat` (empty: none).
+    pub api_key: String,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Require credentials.
+    pub enabled: bool,
+    /// Session lifetime in hours.
+    pub session_hours: u64,
+    /// Failures before login delays start.
+    pub login_free_failures: u32,
 }
 
 /// `[server]`
@@ -239,6 +263,15 @@ impl Config {
                 "engine.keep_alive",
                 "a duration such as \"5m\", \"30s\", \"0\" or \"-1\"",
             ));
+        }
+        if !self.auth.enabled && !self.server.bind.is_loopback() {
+            return Err((
+                "auth.enabled",
+                "true while server.bind is not a loopback address (the daemon refuses to serve a network without authentication)",
+            ));
+        }
+        if !(1..=24 * 365).contains(&self.auth.session_hours) {
+            return Err(("auth.session_hours", "a number of hours from 1 to 8760"));
         }
         if self.engine.request_timeout_secs == 0 {
             return Err(("engine.request_timeout_secs", "at least 1 second"));

@@ -21,9 +21,10 @@ use crate::app::AppState;
 use crate::engine::{ChatMessage, FinishReason, GenEvent, Generation, Prompt, Usage};
 use crate::store::Store;
 use crate::store::conversations::{
-    self as conv, Conversation, ConversationPatch, Message, MessageStatus,
+    self as conv, Conversation, ConversationPatch, Message, MessageStatus, Owner,
 };
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::Json;
 use super::inference::{self, WireSampling};
@@ -104,6 +105,7 @@ pub struct CreateBody {
 /// `POST /api/v1/conversations`.
 pub async fn create(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Json(body): Json<CreateBody>,
 ) -> Result<Response, ApiError> {
     let title = body.title.unwrap_or_else(|| DEFAULT_TITLE.to_string());
@@ -116,15 +118,18 @@ pub async fn create(
     let at = conv::now();
     let created = state
         .store
-        .create_conversation(Conversation {
-            id: conv::new_id(),
-            title,
-            model: model.name.clone(),
-            system_prompt,
-            settings,
-            created_at: at.clone(),
-            updated_at: at,
-        })
+        .create_conversation(
+            Conversation {
+                id: conv::new_id(),
+                title,
+                model: model.name.clone(),
+                system_prompt,
+                settings,
+                created_at: at.clone(),
+                updated_at: at,
+            },
+            caller.owner_id(),
+        )
         .await?;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
@@ -142,6 +147,7 @@ pub struct ListQuery {
 /// `cursor` from the previous page's `next_cursor`.
 pub async fn list(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(50);
@@ -161,7 +167,10 @@ pub async fn list(
                 })?,
         ),
     };
-    let page = state.store.list_conversations(limit, after).await?;
+    let page = state
+        .store
+        .list_conversations(limit, after, caller.owner_filter())
+        .await?;
     let next_cursor = (page.len() == limit as usize)
         .then(|| page.last().map(|c| format!("{}~{}", c.updated_at, c.id)))
         .flatten();
@@ -181,21 +190,29 @@ pub struct SearchQuery {
 /// `GET /api/v1/conversations/search?q=…`: full-text search of titles and messages.
 pub async fn search(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Query(q): Query<SearchQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_text("q", &q.q, 500)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
-    let hits = state.store.search_conversations(q.q, limit).await?;
+    let hits = state
+        .store
+        .search_conversations(q.q, limit, caller.owner_filter())
+        .await?;
     Ok(axum::Json(json!({ "data": hits })))
 }
 
 /// `GET /api/v1/conversations/{id}`.
 pub async fn get(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let conversation = state.store.conversation(id.clone()).await?;
-    let messages = state.store.messages(id).await?;
+    let conversation = state
+        .store
+        .conversation(id.clone(), caller.owner_filter())
+        .await?;
+    let messages = state.store.messages(id, caller.owner_filter()).await?;
     Ok(axum::Json(
         json!({ "conversation": conversation, "messages": messages }),
     ))
@@ -204,6 +221,7 @@ pub async fn get(
 /// `PATCH /api/v1/conversations/{id}`.
 pub async fn update(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     Json(body): Json<CreateBody>,
 ) -> Result<axum::Json<Conversation>, ApiError> {
@@ -230,16 +248,23 @@ pub async fn update(
         settings: body.settings,
     };
     Ok(axum::Json(
-        state.store.update_conversation(id, patch).await?,
+        state
+            .store
+            .update_conversation(id, patch, caller.owner_filter())
+            .await?,
     ))
 }
 
 /// `DELETE /api/v1/conversations/{id}`.
 pub async fn delete(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.delete_conversation(id).await?;
+    state
+        .store
+        .delete_conversation(id, caller.owner_filter())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -260,6 +285,7 @@ pub struct SendBody {
 /// reply.
 pub async fn send(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     Json(body): Json<SendBody>,
 ) -> Result<Response, ApiError> {
@@ -270,8 +296,14 @@ pub async fn send(
         ));
     }
     check_text("content", &body.content, 1_000_000)?;
-    let conversation = state.store.conversation(id.clone()).await?;
-    let history = state.store.messages(id.clone()).await?;
+    let conversation = state
+        .store
+        .conversation(id.clone(), caller.owner_filter())
+        .await?;
+    let history = state
+        .store
+        .messages(id.clone(), caller.owner_filter())
+        .await?;
     let mut settings = conversation.settings.clone();
     if let (Some(Value::Object(over)), Value::Object(base)) = (&body.settings, &mut settings) {
         base.extend(over.clone());
@@ -318,9 +350,18 @@ pub async fn send(
             title: Some(title),
             ..Default::default()
         };
-        state.store.update_conversation(id.clone(), patch).await?;
+        state
+            .store
+            .update_conversation(id.clone(), patch, caller.owner_filter())
+            .await?;
     }
-    let recorder = Recorder::new(state.store.clone(), id, spec.name, body.content.clone());
+    let recorder = Recorder::new(
+        state.store.clone(),
+        id,
+        caller.owner_filter(),
+        spec.name,
+        body.content.clone(),
+    );
     if body.stream.unwrap_or(true) {
         Ok(stream_reply(recorder, generation))
     } else {
@@ -363,6 +404,7 @@ pub async fn send(
 pub(super) struct Recorder {
     store: Store,
     conversation: String,
+    owner: Owner,
     model: String,
     user: Option<Message>,
     /// The reply so far.
@@ -375,12 +417,14 @@ impl Recorder {
     pub(super) fn new(
         store: Store,
         conversation: String,
+        owner: Owner,
         model: String,
         user_content: String,
     ) -> Recorder {
         Recorder {
             store,
             conversation,
+            owner,
             model,
             user: Some(Message {
                 id: 0,
@@ -447,7 +491,7 @@ impl Recorder {
             .ok_or_else(|| ApiError::Internal("the exchange was already stored".into()))?;
         let mut stored = self
             .store
-            .append_messages(self.conversation.clone(), messages)
+            .append_messages(self.conversation.clone(), messages, self.owner)
             .await?;
         let reply = stored.pop().expect("two messages stored");
         let user = stored.pop().expect("two messages stored");
@@ -458,9 +502,9 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         if let Some(messages) = self.messages() {
-            let (store, id) = (self.store.clone(), self.conversation.clone());
+            let (store, id, owner) = (self.store.clone(), self.conversation.clone(), self.owner);
             tokio::spawn(async move {
-                if let Err(e) = store.append_messages(id, messages).await {
+                if let Err(e) = store.append_messages(id, messages, owner).await {
                     tracing::error!(error = %e, "could not store a reply");
                 }
             });
@@ -527,11 +571,18 @@ const EXPORT_FORMAT: &str = "appliance.conversation.v1";
 /// `GET /api/v1/conversations/{id}/export?format=json|markdown`.
 pub async fn export(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let conversation = state.store.conversation(id.clone()).await?;
-    let messages = state.store.messages(id.clone()).await?;
+    let conversation = state
+        .store
+        .conversation(id.clone(), caller.owner_filter())
+        .await?;
+    let messages = state
+        .store
+        .messages(id.clone(), caller.owner_filter())
+        .await?;
     let file = |ext: &str| format!("attachment; filename=\"{id}.{ext}\"");
     match q.format.as_deref().unwrap_or("json") {
         "json" => {
@@ -599,6 +650,7 @@ pub async fn export(
 /// id when it is free).
 pub async fn import(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Json(doc): Json<ExportDocument>,
 ) -> Result<Response, ApiError> {
     if doc.format != EXPORT_FORMAT {
@@ -633,7 +685,7 @@ pub async fn import(
     }
     let stored = state
         .store
-        .import_conversation(doc.conversation, doc.messages)
+        .import_conversation(doc.conversation, doc.messages, caller.owner_id())
         .await?;
     Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
 }

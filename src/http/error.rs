@@ -34,6 +34,20 @@ pub enum ApiError {
     /// The body's media type is not accepted.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No or invalid credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A per-user or per-client limit was hit; retry after the given seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Why.
+        message: String,
+        /// Suggested wait.
+        retry_after_secs: u64,
+    },
     /// No such route or resource.
     #[error("{0}")]
     NotFound(String),
@@ -96,6 +110,21 @@ impl ApiError {
                 "unsupported_media_type",
                 None,
             ),
+            ApiError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "unauthorized",
+                None,
+            ),
+            ApiError::Forbidden(_) => {
+                (StatusCode::FORBIDDEN, "permission_error", "forbidden", None)
+            }
+            ApiError::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limited",
+                None,
+            ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error", "not_found", None),
             ApiError::MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -113,6 +142,12 @@ impl ApiError {
                 StoreError::NotFound(_) => {
                     (StatusCode::NOT_FOUND, "not_found_error", "not_found", None)
                 }
+                StoreError::Conflict(_) => (
+                    StatusCode::CONFLICT,
+                    "invalid_request_error",
+                    "conflict",
+                    None,
+                ),
                 StoreError::Closed => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "server_error",
@@ -217,6 +252,9 @@ impl ApiError {
             ApiError::Unavailable {
                 retry_after_secs, ..
             }
+            | ApiError::TooManyRequests {
+                retry_after_secs, ..
+            }
             | ApiError::Engine(EngineError::Busy {
                 retry_after_secs, ..
             }) => Some(*retry_after_secs),
@@ -254,6 +292,11 @@ impl IntoResponse for ApiError {
             && let Ok(value) = HeaderValue::from_str(&secs.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

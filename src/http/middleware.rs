@@ -38,7 +38,13 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let method = req.method().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
 
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        route = %route,
+        user = tracing::field::Empty
+    );
     state.metrics.http_started();
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();

@@ -1,7 +1,9 @@
 //! The HTTP server: routes, wire formats and status codes. Nothing outside this module
 //! knows about HTTP; handlers translate between the wire and the domain modules.
 
+mod accounts;
 mod assets;
+pub mod auth;
 mod conversations;
 pub mod error;
 pub mod extract;
@@ -23,66 +25,357 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
+use crate::auth::Scope;
+pub use auth::Access;
 pub use error::ApiError;
 pub use middleware::REQUEST_ID;
+
+/// One route: method, path template, who may call it, and how large a body it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// HTTP method.
+    pub method: Method,
+    /// axum path template.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// Whether it takes the larger inference body limit.
+    pub large_body: bool,
+}
+
+type Handler = axum::routing::MethodRouter<AppState>;
+
+/// Every route of the API, with its access policy. The router is built from this list
+/// and nothing else, so no route can exist without a declared policy; a test walks it.
+fn table() -> Vec<(RouteSpec, Handler)> {
+    use Access::{Admin, Authenticated, Public, Read, Write};
+    use axum::routing::{delete, patch, put};
+    const CHAT: Scope = Scope::Chat;
+    let r =
+        |method: Method, path: &'static str, access: Access, large_body: bool, handler: Handler| {
+            (
+                RouteSpec {
+                    method,
+                    path,
+                    access,
+                    large_body,
+                },
+                handler,
+            )
+        };
+    vec![
+        r(
+            Method::GET,
+            "/healthz",
+            Public,
+            false,
+            get(routes::health::healthz),
+        ),
+        r(
+            Method::GET,
+            "/readyz",
+            Public,
+            false,
+            get(routes::health::readyz),
+        ),
+        r(
+            Method::GET,
+            "/metrics",
+            Admin,
+            false,
+            get(routes::health::metrics),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/status",
+            Authenticated,
+            false,
+            get(routes::status::status),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/log-level",
+            Admin,
+            false,
+            get(routes::status::get_log_level),
+        ),
+        r(
+            Method::PUT,
+            "/api/v1/log-level",
+            Admin,
+            false,
+            put(routes::status::set_log_level),
+        ),
+        // Accounts.
+        r(
+            Method::POST,
+            "/api/v1/setup",
+            Public,
+            false,
+            post(accounts::setup),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/auth/login",
+            Public,
+            false,
+            post(accounts::login),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/auth/logout",
+            Authenticated,
+            false,
+            post(accounts::logout),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/auth/me",
+            Authenticated,
+            false,
+            get(accounts::me),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/auth/password",
+            Authenticated,
+            false,
+            post(accounts::change_password),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/keys",
+            Authenticated,
+            false,
+            get(accounts::list_keys),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/keys",
+            Authenticated,
+            false,
+            post(accounts::create_key),
+        ),
+        r(
+            Method::DELETE,
+            "/api/v1/keys/{id}",
+            Authenticated,
+            false,
+            delete(accounts::revoke_key),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/users",
+            Admin,
+            false,
+            get(accounts::list_users),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/users",
+            Admin,
+            false,
+            post(accounts::create_user),
+        ),
+        r(
+            Method::PATCH,
+            "/api/v1/users/{id}",
+            Admin,
+            false,
+            patch(accounts::update_user),
+        ),
+        r(
+            Method::DELETE,
+            "/api/v1/users/{id}",
+            Admin,
+            false,
+            delete(accounts::delete_user),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/audit",
+            Admin,
+            false,
+            get(accounts::audit_log),
+        ),
+        // OpenAI.
+        r(
+            Method::POST,
+            "/v1/chat/completions",
+            Write(CHAT),
+            true,
+            post(openai::chat_completions),
+        ),
+        r(
+            Method::POST,
+            "/v1/completions",
+            Write(CHAT),
+            true,
+            post(openai::completions),
+        ),
+        r(
+            Method::GET,
+            "/v1/models",
+            Authenticated,
+            false,
+            get(openai::list_models),
+        ),
+        r(
+            Method::GET,
+            "/v1/models/{*id}",
+            Authenticated,
+            false,
+            get(openai::get_model),
+        ),
+        // Ollama.
+        r(
+            Method::POST,
+            "/api/chat",
+            Write(CHAT),
+            true,
+            post(ollama::chat),
+        ),
+        r(
+            Method::POST,
+            "/api/generate",
+            Write(CHAT),
+            true,
+            post(ollama::generate),
+        ),
+        r(
+            Method::GET,
+            "/api/tags",
+            Authenticated,
+            false,
+            get(ollama::tags),
+        ),
+        r(
+            Method::GET,
+            "/api/ps",
+            Authenticated,
+            false,
+            get(ollama::ps),
+        ),
+        r(
+            Method::POST,
+            "/api/show",
+            Authenticated,
+            false,
+            post(ollama::show),
+        ),
+        r(
+            Method::GET,
+            "/api/version",
+            Public,
+            false,
+            get(ollama::version),
+        ),
+        // Native chat.
+        r(
+            Method::POST,
+            "/api/v1/tokenize",
+            Read(CHAT),
+            true,
+            post(openai::tokenize),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/conversations",
+            Read(CHAT),
+            false,
+            get(conversations::list),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/conversations",
+            Write(CHAT),
+            false,
+            post(conversations::create),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/conversations/search",
+            Read(CHAT),
+            false,
+            get(conversations::search),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/conversations/import",
+            Write(CHAT),
+            true,
+            post(conversations::import),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/conversations/{id}",
+            Read(CHAT),
+            false,
+            get(conversations::get),
+        ),
+        r(
+            Method::PATCH,
+            "/api/v1/conversations/{id}",
+            Write(CHAT),
+            false,
+            patch(conversations::update),
+        ),
+        r(
+            Method::DELETE,
+            "/api/v1/conversations/{id}",
+            Write(CHAT),
+            false,
+            delete(conversations::delete),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/conversations/{id}/messages",
+            Write(CHAT),
+            true,
+            post(conversations::send),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/conversations/{id}/export",
+            Read(CHAT),
+            false,
+            get(conversations::export),
+        ),
+    ]
+}
+
+/// Every route and its policy (for the route-walk test and documentation).
+pub fn route_specs() -> Vec<RouteSpec> {
+    table().into_iter().map(|(spec, _)| spec).collect()
+}
 
 /// Builds the router with every route, limit and middleware.
 pub fn router(state: AppState) -> Router {
     let json_limit = state.config.server.max_json_body_bytes;
-    let api = Router::new()
-        .route("/api/v1/status", get(routes::status::status))
-        .route(
-            "/api/v1/log-level",
-            get(routes::status::get_log_level).put(routes::status::set_log_level),
-        )
-        .layer(DefaultBodyLimit::max(json_limit))
-        .layer(axum::Extension(extract::BodyLimit(json_limit)));
-
-    // Inference routes take longer bodies (whole conversations).
     let inference_limit = state.config.server.max_inference_body_bytes;
-    let inference = Router::new()
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/completions", post(openai::completions))
-        .route("/v1/models", get(openai::list_models))
-        .route("/v1/models/{*id}", get(openai::get_model))
-        .route("/api/chat", post(ollama::chat))
-        .route("/api/generate", post(ollama::generate))
-        .route("/api/tags", get(ollama::tags))
-        .route("/api/ps", get(ollama::ps))
-        .route("/api/show", post(ollama::show))
-        .route("/api/version", get(ollama::version))
-        .route("/api/v1/tokenize", post(openai::tokenize))
-        .route(
-            "/api/v1/conversations",
-            get(conversations::list).post(conversations::create),
-        )
-        .route("/api/v1/conversations/search", get(conversations::search))
-        .route("/api/v1/conversations/import", post(conversations::import))
-        .route(
-            "/api/v1/conversations/{id}",
-            get(conversations::get)
-                .patch(conversations::update)
-                .delete(conversations::delete),
-        )
-        .route(
-            "/api/v1/conversations/{id}/messages",
-            post(conversations::send),
-        )
-        .route(
-            "/api/v1/conversations/{id}/export",
-            get(conversations::export),
-        )
-        .layer(DefaultBodyLimit::max(inference_limit))
-        .layer(axum::Extension(extract::BodyLimit(inference_limit)));
-
-    Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
-        .merge(api)
-        .merge(inference)
+    let mut router = Router::new();
+    for (spec, handler) in table() {
+        let limit = if spec.large_body {
+            inference_limit
+        } else {
+            json_limit
+        };
+        let handler: Handler = handler
+            .route_layer(axum::middleware::from_fn_with_state(
+                spec.access,
+                auth::enforce,
+            ))
+            .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(limit))
+            .layer::<_, std::convert::Infallible>(axum::Extension(extract::BodyLimit(limit)));
+        router = router.route(spec.path, handler);
+    }
+    router
         .fallback(assets::fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,

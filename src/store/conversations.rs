@@ -165,11 +165,18 @@ fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
-fn get(conn: &Connection, id: &str) -> Result<Option<Conversation>, StoreError> {
+/// Owner filter: `Some(user)` limits to that user's conversations, `None` (admins)
+/// sees all.
+pub type Owner = Option<i64>;
+
+fn get(conn: &Connection, id: &str, owner: Owner) -> Result<Option<Conversation>, StoreError> {
     Ok(conn
         .query_row(
-            &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1"),
-            [id],
+            &format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+                 WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)"
+            ),
+            params![id, owner],
             conversation_row,
         )
         .optional()?)
@@ -223,43 +230,58 @@ fn fts_query(text: &str) -> Option<String> {
     Some(format!("{}*", words.join(" ")))
 }
 
+const INSERT_CONVERSATION: &str = "INSERT INTO conversations \
+     (id, title, model, system_prompt, settings, created_at, updated_at, user_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+fn insert_conversation(
+    conn: &Connection,
+    c: &Conversation,
+    user_id: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        INSERT_CONVERSATION,
+        params![
+            c.id,
+            c.title,
+            c.model,
+            c.system_prompt,
+            c.settings.to_string(),
+            c.created_at,
+            c.updated_at,
+            user_id
+        ],
+    )?;
+    Ok(())
+}
+
 impl Store {
-    /// Creates a conversation (with `id` if given and free).
+    /// Creates a conversation owned by `user_id`.
     pub async fn create_conversation(
         &self,
         conversation: Conversation,
+        user_id: Option<i64>,
     ) -> Result<Conversation, StoreError> {
         self.write("create_conversation", move |conn| {
-            conn.execute(
-                "INSERT INTO conversations (id, title, model, system_prompt, settings, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    conversation.id,
-                    conversation.title,
-                    conversation.model,
-                    conversation.system_prompt,
-                    conversation.settings.to_string(),
-                    conversation.created_at,
-                    conversation.updated_at
-                ],
-            )?;
-            get(conn, &conversation.id)?.ok_or(StoreError::NotFound("conversation"))
+            insert_conversation(conn, &conversation, user_id)?;
+            get(conn, &conversation.id, None)?.ok_or(StoreError::NotFound("conversation"))
         })
         .await
     }
 
-    /// One conversation.
-    pub async fn conversation(&self, id: String) -> Result<Conversation, StoreError> {
+    /// One conversation (`NotFound` also when `owner` does not own it: ids are not
+    /// confirmed to people who may not see them).
+    pub async fn conversation(&self, id: String, owner: Owner) -> Result<Conversation, StoreError> {
         self.read("get_conversation", move |conn| {
-            get(conn, &id)?.ok_or(StoreError::NotFound("conversation"))
+            get(conn, &id, owner)?.ok_or(StoreError::NotFound("conversation"))
         })
         .await
     }
 
     /// A conversation's messages, oldest first.
-    pub async fn messages(&self, id: String) -> Result<Vec<Message>, StoreError> {
+    pub async fn messages(&self, id: String, owner: Owner) -> Result<Vec<Message>, StoreError> {
         self.read("list_messages", move |conn| {
-            if get(conn, &id)?.is_none() {
+            if get(conn, &id, owner)?.is_none() {
                 return Err(StoreError::NotFound("conversation"));
             }
             let mut stmt = conn.prepare_cached(&format!(
@@ -277,15 +299,16 @@ impl Store {
         &self,
         limit: u32,
         after: Option<(String, String)>,
+        owner: Owner,
     ) -> Result<Vec<Conversation>, StoreError> {
         self.read("list_conversations", move |conn| {
             let (at, id) = after.unwrap_or_else(|| ("\u{10FFFF}".to_string(), String::new()));
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {CONVERSATION_COLUMNS} FROM conversations \
-                 WHERE (updated_at, id) < (?1, ?2) \
+                 WHERE (updated_at, id) < (?1, ?2) AND (?4 IS NULL OR user_id = ?4) \
                  ORDER BY updated_at DESC, id DESC LIMIT ?3"
             ))?;
-            let rows = stmt.query_map(params![at, id, limit], conversation_row)?;
+            let rows = stmt.query_map(params![at, id, limit, owner], conversation_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -296,10 +319,11 @@ impl Store {
         &self,
         id: String,
         patch: ConversationPatch,
+        owner: Owner,
     ) -> Result<Conversation, StoreError> {
         self.write("update_conversation", move |conn| {
             let tx = conn.transaction()?;
-            let mut current = get(&tx, &id)?.ok_or(StoreError::NotFound("conversation"))?;
+            let mut current = get(&tx, &id, owner)?.ok_or(StoreError::NotFound("conversation"))?;
             if let Some(t) = patch.title {
                 current.title = t;
             }
@@ -324,7 +348,7 @@ impl Store {
                     now()
                 ],
             )?;
-            let updated = get(&tx, &id)?.ok_or(StoreError::NotFound("conversation"))?;
+            let updated = get(&tx, &id, None)?.ok_or(StoreError::NotFound("conversation"))?;
             tx.commit()?;
             Ok(updated)
         })
@@ -332,9 +356,12 @@ impl Store {
     }
 
     /// Deletes a conversation and its messages.
-    pub async fn delete_conversation(&self, id: String) -> Result<(), StoreError> {
+    pub async fn delete_conversation(&self, id: String, owner: Owner) -> Result<(), StoreError> {
         self.write("delete_conversation", move |conn| {
-            match conn.execute("DELETE FROM conversations WHERE id = ?1", [id])? {
+            match conn.execute(
+                "DELETE FROM conversations WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)",
+                params![id, owner],
+            )? {
                 0 => Err(StoreError::NotFound("conversation")),
                 _ => Ok(()),
             }
@@ -348,12 +375,13 @@ impl Store {
         &self,
         id: String,
         messages: Vec<Message>,
+        owner: Owner,
     ) -> Result<Vec<Message>, StoreError> {
         self.write("append_messages", move |conn| {
             let tx = conn.transaction()?;
             let updated = tx.execute(
-                "UPDATE conversations SET updated_at = ?2 WHERE id = ?1",
-                params![id, now()],
+                "UPDATE conversations SET updated_at = ?2 WHERE id = ?1 AND (?3 IS NULL OR user_id = ?3)",
+                params![id, now(), owner],
             )?;
             if updated == 0 {
                 return Err(StoreError::NotFound("conversation"));
@@ -365,33 +393,24 @@ impl Store {
         .await
     }
 
-    /// Stores a whole conversation with its messages in one transaction (import).
+    /// Stores a whole conversation with its messages in one transaction (import),
+    /// keeping its id when it is free.
     pub async fn import_conversation(
         &self,
         conversation: Conversation,
         messages: Vec<Message>,
+        user_id: Option<i64>,
     ) -> Result<Conversation, StoreError> {
         self.write("import_conversation", move |conn| {
             let tx = conn.transaction()?;
             let mut conversation = conversation;
-            if get(&tx, &conversation.id)?.is_some() {
+            if get(&tx, &conversation.id, None)?.is_some() {
                 conversation.id = new_id();
             }
-            tx.execute(
-                "INSERT INTO conversations (id, title, model, system_prompt, settings, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    conversation.id,
-                    conversation.title,
-                    conversation.model,
-                    conversation.system_prompt,
-                    conversation.settings.to_string(),
-                    conversation.created_at,
-                    conversation.updated_at
-                ],
-            )?;
+            insert_conversation(&tx, &conversation, user_id)?;
             insert_messages(&tx, &conversation.id, &messages)?;
-            let stored = get(&tx, &conversation.id)?.ok_or(StoreError::NotFound("conversation"))?;
+            let stored =
+                get(&tx, &conversation.id, None)?.ok_or(StoreError::NotFound("conversation"))?;
             tx.commit()?;
             Ok(stored)
         })
@@ -403,6 +422,7 @@ impl Store {
         &self,
         text: String,
         limit: u32,
+        owner: Owner,
     ) -> Result<Vec<SearchHit>, StoreError> {
         self.read("search_conversations", move |conn| {
             let Some(query) = fts_query(&text) else {
@@ -413,17 +433,17 @@ impl Store {
                    SELECT {c_cols}, NULL AS hit_message, \
                           snippet(conversations_fts, 0, '[', ']', '…', 12) AS hit_snippet, 0 AS pref \
                    FROM conversations_fts JOIN conversations c ON c.seq = conversations_fts.rowid \
-                   WHERE conversations_fts MATCH ?1 \
+                   WHERE conversations_fts MATCH ?1 AND (?3 IS NULL OR c.user_id = ?3) \
                    UNION ALL \
                    SELECT {c_cols}, m.id, snippet(messages_fts, 0, '[', ']', '…', 12), 1 \
                    FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
                    JOIN conversations c ON c.id = m.conversation_id \
-                   WHERE messages_fts MATCH ?1 \
+                   WHERE messages_fts MATCH ?1 AND (?3 IS NULL OR c.user_id = ?3) \
                  ) ORDER BY updated_at DESC, pref, hit_message LIMIT ?2",
                 cols = CONVERSATION_COLUMNS,
                 c_cols = "c.id, c.title, c.model, c.system_prompt, c.settings, c.created_at, c.updated_at"
             ))?;
-            let rows = stmt.query_map(params![query, limit], |row| {
+            let rows = stmt.query_map(params![query, limit, owner], |row| {
                 Ok(SearchHit {
                     conversation: conversation_row(row)?,
                     message_id: row.get(7)?,

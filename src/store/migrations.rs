@@ -19,6 +19,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_conversations",
         include_str!("migrations/0003_conversations.sql"),
     ),
+    (
+        "0004_accounts",
+        include_str!("migrations/0004_accounts.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

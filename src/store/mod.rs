@@ -12,6 +12,7 @@
 //! timeout is set on every connection. The sqlite-vec extension is registered for every
 //! connection the process opens.
 
+pub mod accounts;
 pub mod conversations;
 mod migrations;
 mod runs;
@@ -61,6 +62,9 @@ pub enum StoreError {
     /// The named kind of record does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A unique value is already taken (or a one-time action was already done).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
     /// The store's threads have stopped (the process is shutting down).
     #[error("the database threads have stopped")]
     Closed,

@@ -123,7 +123,8 @@ async fn sigterm_lets_in_flight_requests_finish_and_releases_the_lock() {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     let body = reqwest::Body::wrap_stream(tokio_stream(rx));
     let in_flight = tokio::spawn(
-        reqwest::Client::new()
+        app.http
+            .clone()
             .put(url)
             .header("content-type", "application/json")
             .body(body)
@@ -161,7 +162,8 @@ async fn grace_period_cuts_off_requests_that_never_finish() {
     let url = format!("{}/api/v1/log-level", app.url);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     let _in_flight = tokio::spawn(
-        reqwest::Client::new()
+        app.http
+            .clone()
             .put(url)
             .header("content-type", "application/json")
             .body(reqwest::Body::wrap_stream(tokio_stream(rx)))
@@ -253,7 +255,7 @@ async fn status_command_reports_the_running_daemon() {
     let dirs = Dirs::with_models();
     let app = TestApp::spawn(&dirs);
     let port = app.url.rsplit(':').next().unwrap().to_string();
-    let out = dirs.run(&["--port", &port, "status"]);
+    let out = dirs.run(&["--port", &port, "--api-key", &app.key, "status"]);
     assert_eq!(out.code(), 0, "{out:?}");
     assert!(
         out.stdout.contains(&format!("pid {}", app.pid())),
@@ -264,7 +266,7 @@ async fn status_command_reports_the_running_daemon() {
     assert!(out.stdout.contains(&dirs.data().display().to_string()));
     assert!(out.stdout.contains("none loaded"));
 
-    let json = dirs.run(&["--port", &port, "status", "--json"]);
+    let json = dirs.run(&["--port", &port, "--api-key", &app.key, "status", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(value["pid"], app.pid());
 

@@ -95,11 +95,34 @@ impl Output {
     }
 }
 
+impl Dirs {
+    /// Creates an administrator and an all-scopes key with the CLI (as a person would
+    /// on the host) and returns the key.
+    pub fn admin_key(&self) -> String {
+        let add = self.run(&["users", "add", "--admin", "admin"]);
+        // A second daemon on the same data dir re-uses the administrator.
+        assert!(
+            add.code() == 0 || add.stderr.contains("already exists"),
+            "{add:?}"
+        );
+        let key = self.run(&[
+            "keys", "create", "--owner", "admin", "--scopes", "all", "--name", "tests",
+        ]);
+        assert_eq!(key.code(), 0, "{key:?}");
+        key.stdout.trim().to_string()
+    }
+}
+
 /// A running daemon.
 pub struct TestApp {
     pub child: Child,
     pub url: String,
+    /// Sends the admin key on every request.
     pub http: reqwest::Client,
+    /// Sends no credentials.
+    pub anonymous: reqwest::Client,
+    /// The administrator's API key.
+    pub key: String,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
@@ -115,6 +138,7 @@ impl TestApp {
 
     /// Like [`TestApp::spawn_with`], with extra environment variables.
     pub fn spawn_env(dirs: &Dirs, extra: &[&str], env: &[(&str, &str)]) -> TestApp {
+        let key = dirs.admin_key();
         let mut child = dirs
             .command()
             .envs(env.iter().copied())
@@ -154,10 +178,20 @@ impl TestApp {
                 );
             }
         };
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        );
         TestApp {
             child,
             url,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            anonymous: reqwest::Client::new(),
+            key,
             stderr: Some(stderr),
         }
     }

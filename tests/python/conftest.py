@@ -36,17 +36,27 @@ def models_dir() -> str:
 class Daemon:
     """A running `appliance serve`."""
 
-    def __init__(self, *settings: str, models: str | None = None):
+    def __init__(self, *settings: str, models: str | None = None, auth: bool = True):
         self.root = tempfile.mkdtemp(prefix="appliance-test-")
         config = os.path.join(self.root, "config.toml")
         open(config, "w").close()
-        args = [binary(), "--config", config, "--data-dir", os.path.join(self.root, "data"),
+        base = [binary(), "--config", config, "--data-dir", os.path.join(self.root, "data"),
                 "--log-dir", os.path.join(self.root, "logs"), "--runtime-dir", os.path.join(self.root, "run"),
-                "--models-dir", models or models_dir(), "--port", "0",
-                "--set", "log.format=json", "--set", "engine.threads=2"]
+                "--models-dir", models or models_dir()]
+        self.base = base
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": self.root}
+        self.key = None
+        if auth:
+            # An administrator and an all-scopes key, made with the CLI as a person would.
+            subprocess.run(base + ["users", "add", "--admin", "admin"], check=True, capture_output=True, env=env)
+            out = subprocess.run(base + ["keys", "create", "--owner", "admin", "--scopes", "all"],
+                                 check=True, capture_output=True, text=True, env=env)
+            self.key = out.stdout.strip()
+        else:
+            settings = settings + ("auth.enabled=false",)
+        args = base + ["--port", "0", "--set", "log.format=json", "--set", "engine.threads=2"]
         for s in settings:
             args += ["--set", s]
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": self.root}
         self.stderr = open(os.path.join(self.root, "stderr.log"), "w+")
         self.proc = subprocess.Popen(args + ["serve"], stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         line = self.proc.stdout.readline()
@@ -59,8 +69,12 @@ class Daemon:
         with open(self.stderr.name) as f:
             return f.read()
 
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120)
+        return httpx.Client(base_url=self.url, timeout=120, headers=self.headers)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -84,6 +98,9 @@ def make_daemon():
     started = []
 
     def make(*settings, **kw):
+        # Engine behaviour tests run without authentication (loopback only); the
+        # access-control tests live in tests/it/auth.rs and test_auth_clients.py.
+        kw.setdefault("auth", False)
         d = Daemon(*settings, **kw)
         started.append(d)
         return d

@@ -10,7 +10,7 @@ from conftest import binary
 
 def run_chat(daemon, args, stdin=None):
     port = daemon.url.rsplit(":", 1)[1]
-    return subprocess.run([binary(), "--port", port, "chat", *args], input=stdin, capture_output=True,
+    return subprocess.run([binary(), "--port", port, "--api-key", daemon.key, "chat", *args], input=stdin, capture_output=True,
                           text=True, timeout=120, env={"PATH": os.environ["PATH"], "HOME": daemon.root})
 
 
@@ -25,7 +25,7 @@ def test_interactive_session_is_stored_as_a_conversation(daemon):
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout and "Rome" in out.stdout
     conv_id = out.stderr.split("conversation ", 1)[1].split()[0]
-    messages = httpx.get(f"{daemon.url}/api/v1/conversations/{conv_id}").json()["messages"]
+    messages = httpx.get(f"{daemon.url}/api/v1/conversations/{conv_id}", headers=daemon.headers).json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     # It can be continued later.
     again = run_chat(daemon, ["--conversation", conv_id], stdin="")

@@ -139,7 +139,7 @@ def test_sending_to_a_missing_conversation_is_404(http):
 def test_openai_requests_can_store_into_a_conversation(daemon, http):
     import openai
     conv = new_conversation(http)
-    client = openai.OpenAI(base_url=daemon.url + "/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=daemon.url + "/v1", api_key=daemon.key, max_retries=0)
     question = [{"role": "user", "content": "What is the capital of France?"}]
     r = client.chat.completions.create(model=MODEL, messages=question, temperature=0, max_tokens=30,
                                        extra_body={"conversation_id": conv["id"]})

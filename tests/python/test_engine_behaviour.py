@@ -152,7 +152,7 @@ def test_corrupt_or_truncated_gguf_is_refused_and_the_daemon_lives(make_daemon, 
 
 
 def test_second_turn_reuses_the_cached_prefix(daemon):
-    client = openai.OpenAI(base_url=daemon.url + "/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=daemon.url + "/v1", api_key=daemon.key, max_retries=0)
     history = [{"role": "system", "content": "You are a helpful geography assistant. " * 20},
                {"role": "user", "content": "What is the capital of France?"}]
     first = client.chat.completions.create(model=MODEL, messages=history, temperature=0, max_tokens=20)

@@ -12,7 +12,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France? Answer i
 
 @pytest.fixture(scope="module")
 def client(daemon):
-    return ollama.Client(host=daemon.url)
+    return ollama.Client(host=daemon.url, headers={"Authorization": f"Bearer {daemon.key}"})
 
 
 def test_chat_non_streaming(client):

@@ -14,7 +14,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France? Answer i
 
 @pytest.fixture(scope="module")
 def client(daemon):
-    return openai.OpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=daemon.url + "/v1", api_key=daemon.key, max_retries=0)
 
 
 def tokens_of(daemon, messages):

@@ -21,6 +21,7 @@ use crate::app::{AppState, VERSION};
 use crate::engine::{ChatMessage, Constraint, FinishReason, GenEvent, Generation, Prompt, Usage};
 use crate::store::conversations::MessageStatus;
 
+use super::auth::Caller;
 use super::conversations::Recorder;
 use super::error::ApiError;
 use super::extract::LenientJson as Json;
@@ -194,6 +195,7 @@ fn finish_reason(reason: FinishReason) -> &'static str {
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Json(req): Json<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
@@ -209,7 +211,10 @@ pub async fn chat_completions(
     let last_user = match (&req.conversation_id, messages.last()) {
         (None, _) => None,
         (Some(id), Some(last)) if last.role == "user" => {
-            state.store.conversation(id.clone()).await?;
+            state
+                .store
+                .conversation(id.clone(), caller.owner_filter())
+                .await?;
             Some((id.clone(), last.content.clone()))
         }
         (Some(_), _) => {
@@ -224,8 +229,15 @@ pub async fn chat_completions(
         .generate(&spec, Prompt::Chat(messages), params, keep_alive)
         .await?;
     started(&mut generation).await?;
-    let recorder = last_user
-        .map(|(id, content)| Recorder::new(state.store.clone(), id, spec.name.clone(), content));
+    let recorder = last_user.map(|(id, content)| {
+        Recorder::new(
+            state.store.clone(),
+            id,
+            caller.owner_filter(),
+            spec.name.clone(),
+            content,
+        )
+    });
     let head = Head {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         created: inference::unix_now(),

@@ -1,0 +1,221 @@
+//! Authentication and authorization at the HTTP boundary.
+//!
+//! [`authenticate`] runs on every request and turns credentials (an API key as
+//! `Authorization: Bearer apl_…`, or the session cookie) into a [`Principal`] request
+//! extension. Every route declares an [`Access`] in the route table (`http::routes`);
+//! [`enforce`] checks it, including CSRF for state-changing cookie requests. Handlers
+//! receive the principal through the [`Caller`] extractor and scope their queries to it.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::auth::{self, Credential, Principal, Role, Scope};
+
+use super::error::ApiError;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "appliance_session";
+/// The header carrying the CSRF token of a cookie session.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (health, setup, login, the web assets).
+    Public,
+    /// Any signed-in user or valid key, whatever its scopes.
+    Authenticated,
+    /// A key with this scope, or a session; read-only accounts may call it too.
+    Read(Scope),
+    /// A key with this scope, or a session; not read-only accounts.
+    Write(Scope),
+    /// Admins (keys need the admin scope too).
+    Admin,
+}
+
+/// Why credentials were refused, kept for [`enforce`] to report.
+#[derive(Debug, Clone)]
+struct Refused(&'static str);
+
+/// Resolves the request's credentials into a [`Principal`] extension.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if !state.config.auth.enabled {
+        req.extensions_mut().insert(Principal::anonymous_admin());
+        return next.run(req).await;
+    }
+    match resolve(&state, req.headers()).await {
+        Ok(Some(principal)) => {
+            tracing::Span::current().record("user", principal.name.as_str());
+            req.extensions_mut().insert(principal);
+        }
+        Ok(None) => {}
+        Err(Refusal::Credentials(why)) => {
+            req.extensions_mut().insert(Refused(why));
+        }
+        Err(Refusal::Store(e)) => return ApiError::from(e).into_response(),
+    }
+    next.run(req).await
+}
+
+enum Refusal {
+    Credentials(&'static str),
+    Store(crate::store::StoreError),
+}
+
+impl From<crate::store::StoreError> for Refusal {
+    fn from(e: crate::store::StoreError) -> Self {
+        Refusal::Store(e)
+    }
+}
+
+async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, Refusal> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let text = value.to_str().unwrap_or_default();
+        let key = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        let Some((id, secret)) = auth::parse_api_key(key) else {
+            return Err(Refusal::Credentials("the API key is malformed"));
+        };
+        let Some((key, hash, user)) = state.store.api_key_for_auth(id.to_string()).await? else {
+            return Err(Refusal::Credentials("the API key is not valid"));
+        };
+        if !auth::constant_time_eq(&auth::sha256_hex(secret), &hash) {
+            return Err(Refusal::Credentials("the API key is not valid"));
+        }
+        if key.revoked_at.is_some() {
+            return Err(Refusal::Credentials("the API key has been revoked"));
+        }
+        if key
+            .expires_at
+            .as_deref()
+            .is_some_and(|at| at <= crate::store::conversations::now().as_str())
+        {
+            return Err(Refusal::Credentials("the API key has expired"));
+        }
+        if user.disabled {
+            return Err(Refusal::Credentials("the API key's user is disabled"));
+        }
+        return Ok(Some(Principal {
+            user_id: user.id,
+            name: user.name,
+            role: user.role,
+            credential: Credential::ApiKey {
+                id: key.id,
+                scopes: key.scopes,
+            },
+        }));
+    }
+    let Some(token) = session_cookie(headers) else {
+        return Ok(None);
+    };
+    let Some((session, user)) = state.store.session(auth::sha256_hex(&token)).await? else {
+        return Err(Refusal::Credentials(
+            "the session has expired or was revoked; log in again",
+        ));
+    };
+    if user.disabled {
+        return Err(Refusal::Credentials("this account is disabled"));
+    }
+    Ok(Some(Principal {
+        user_id: user.id,
+        name: user.name,
+        role: user.role,
+        credential: Credential::Session {
+            csrf: session.csrf_token,
+        },
+    }))
+}
+
+/// The session token from the `Cookie` header, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Checks a route's [`Access`] against the request's principal.
+pub async fn enforce(State(access): State<Access>, req: Request, next: Next) -> Response {
+    if access == Access::Public {
+        return next.run(req).await;
+    }
+    let refused = req.extensions().get::<Refused>().map(|r| r.0);
+    let Some(principal) = req.extensions().get::<Principal>() else {
+        let message = refused
+            .unwrap_or("authentication required: send `Authorization: Bearer <API key>` or log in");
+        return ApiError::Unauthorized(message.to_string()).into_response();
+    };
+    if let Err(e) = permitted(principal, access) {
+        return e.into_response();
+    }
+    if let Credential::Session { csrf } = &principal.credential {
+        let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !safe && !auth::constant_time_eq(sent, csrf) {
+            return ApiError::Forbidden(format!(
+                "missing or wrong `{CSRF_HEADER}` header for a cookie-authenticated request"
+            ))
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn permitted(principal: &Principal, access: Access) -> Result<(), ApiError> {
+    let missing = |scope: Scope| {
+        ApiError::Forbidden(format!("this API key does not have the `{scope}` scope"))
+    };
+    match access {
+        Access::Public | Access::Authenticated => Ok(()),
+        Access::Read(scope) if principal.has_scope(scope) => Ok(()),
+        Access::Read(scope) => Err(missing(scope)),
+        Access::Write(_) if principal.role == Role::Readonly => Err(ApiError::Forbidden(
+            "read-only accounts cannot do this".to_string(),
+        )),
+        Access::Write(scope) if principal.has_scope(scope) => Ok(()),
+        Access::Write(scope) => Err(missing(scope)),
+        Access::Admin if principal.is_admin() => Ok(()),
+        Access::Admin if principal.role == Role::Admin => Err(missing(Scope::Admin)),
+        Access::Admin => Err(ApiError::Forbidden("administrators only".to_string())),
+    }
+}
+
+/// The authenticated caller, for handlers behind a non-public route.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| ApiError::Unauthorized("authentication required".to_string()))
+    }
+}
+
+/// The client's address, for the audit log and throttling.
+pub fn client_ip(parts_ext: &axum::http::Extensions) -> Option<String> {
+    parts_ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}

@@ -1,0 +1,454 @@
+//! Accounts and access control against the real daemon: the route walk, first-run
+//! setup, sessions with CSRF, throttling, key scopes, and cross-user isolation.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use appliance::http::{Access, route_specs};
+
+use crate::support::{Dirs, TestApp};
+
+/// A concrete path for a route template.
+fn concrete(path: &str) -> String {
+    path.replace("{*id}", "some-model").replace("{id}", "1")
+}
+
+/// A user with a key of the given scopes, made with the CLI.
+fn user_key(dirs: &Dirs, name: &str, role: &str, scopes: &str) -> String {
+    let add = dirs.run(&["users", "add", name, "--role", role]);
+    assert_eq!(add.code(), 0, "{add:?}");
+    let key = dirs.run(&["keys", "create", "--owner", name, "--scopes", scopes]);
+    assert_eq!(key.code(), 0, "{key:?}");
+    key.stdout.trim().to_string()
+}
+
+async fn call(app: &TestApp, method: Method, path: &str, key: Option<&str>) -> StatusCode {
+    let mut req = app
+        .anonymous
+        .request(method, format!("{}{path}", app.url))
+        .header("content-type", "application/json")
+        .body("{}");
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    req.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn every_route_requires_the_right_credentials() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    let chat_user = user_key(&dirs, "carol", "user", "chat");
+    let embed_only = user_key(&dirs, "erin", "user", "embeddings");
+    let readonly = user_key(&dirs, "rita", "readonly", "chat");
+    let specs = route_specs();
+    assert!(specs.len() > 30, "the walk covers the whole table");
+    for spec in &specs {
+        let path = concrete(spec.path);
+        let anonymous = call(&app, spec.method.clone(), &path, None).await;
+        let bogus = call(
+            &app,
+            spec.method.clone(),
+            &path,
+            Some("apl_000000000000_0000"),
+        )
+        .await;
+        match spec.access {
+            Access::Public => {
+                assert_ne!(
+                    anonymous,
+                    StatusCode::UNAUTHORIZED,
+                    "{} {}",
+                    spec.method,
+                    spec.path
+                );
+                continue;
+            }
+            _ => {
+                assert_eq!(
+                    anonymous,
+                    StatusCode::UNAUTHORIZED,
+                    "{} {} without credentials",
+                    spec.method,
+                    spec.path
+                );
+                assert_eq!(
+                    bogus,
+                    StatusCode::UNAUTHORIZED,
+                    "{} {} with a malformed key",
+                    spec.method,
+                    spec.path
+                );
+            }
+        }
+        let as_user = call(&app, spec.method.clone(), &path, Some(&chat_user)).await;
+        let as_embed = call(&app, spec.method.clone(), &path, Some(&embed_only)).await;
+        let as_readonly = call(&app, spec.method.clone(), &path, Some(&readonly)).await;
+        let what = format!("{} {}", spec.method, spec.path);
+        match spec.access {
+            Access::Admin => {
+                assert_eq!(as_user, StatusCode::FORBIDDEN, "{what} as a user");
+                assert_eq!(as_readonly, StatusCode::FORBIDDEN, "{what} as read-only");
+            }
+            Access::Write(_) => {
+                assert_ne!(as_user, StatusCode::FORBIDDEN, "{what} as a chat user");
+                assert_eq!(
+                    as_embed,
+                    StatusCode::FORBIDDEN,
+                    "{what} with an embeddings key"
+                );
+                assert_eq!(as_readonly, StatusCode::FORBIDDEN, "{what} as read-only");
+            }
+            Access::Read(_) => {
+                assert_ne!(as_user, StatusCode::FORBIDDEN, "{what} as a chat user");
+                assert_eq!(
+                    as_embed,
+                    StatusCode::FORBIDDEN,
+                    "{what} with an embeddings key"
+                );
+                assert_ne!(as_readonly, StatusCode::FORBIDDEN, "{what} as read-only");
+            }
+            Access::Authenticated => {
+                for (who, status) in [
+                    ("user", as_user),
+                    ("embeddings key", as_embed),
+                    ("read-only", as_readonly),
+                ] {
+                    assert_ne!(status, StatusCode::UNAUTHORIZED, "{what} as {who}");
+                    assert_ne!(status, StatusCode::FORBIDDEN, "{what} as {who}");
+                }
+            }
+            Access::Public => unreachable!(),
+        }
+    }
+    // Unknown routes are 404 for everyone, not a way around the table.
+    assert_eq!(
+        call(&app, Method::GET, "/api/v1/secret", None).await,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn first_run_setup_creates_the_admin_once() {
+    let dirs = Dirs::new();
+    // Start without any user: the daemon prints a one-time token.
+    let mut child = dirs
+        .command()
+        .args(["--port", "0", "serve"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let setup = lines.next().unwrap().unwrap();
+    assert!(setup.starts_with("first run"), "{setup}");
+    let token = setup
+        .split("one-time token ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let http = reqwest::Client::new();
+    let post = |body: Value| http.post(format!("{url}/api/v1/setup")).json(&body).send();
+
+    let wrong =
+        post(json!({"token": "0".repeat(32), "name": "root", "password": "long enough pw"}))
+            .await
+            .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let weak = post(json!({"token": token, "name": "root", "password": "short"}))
+        .await
+        .unwrap();
+    assert_eq!(weak.status(), 400);
+    let ok = post(json!({"token": token, "name": "root", "password": "long enough pw"}))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 201);
+    assert_eq!(ok.json::<Value>().await.unwrap()["role"], "admin");
+    let again = post(json!({"token": token, "name": "eve", "password": "long enough pw"}))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 403);
+    let login = http
+        .post(format!("{url}/api/v1/auth/login"))
+        .json(&json!({"name": "root", "password": "long enough pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn sessions_use_strict_cookies_csrf_and_can_be_revoked() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    let pw = dirs.run(&["users", "passwd", "admin"]);
+    let password = pw
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .unwrap()
+        .to_string();
+    let jar = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let login = jar
+        .post(format!("{}/api/v1/auth/login", app.url))
+        .json(&json!({"name": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let csrf = login.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let me = jar
+        .get(format!("{}/api/v1/auth/me", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<Value>().await.unwrap()["via"], "session");
+    // A state-changing request without the CSRF header is refused…
+    let body = json!({"name": "ui", "scopes": ["chat"]});
+    let no_csrf = jar
+        .post(format!("{}/api/v1/keys", app.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), 403);
+    // …and accepted with it.
+    let with_csrf = jar
+        .post(format!("{}/api/v1/keys", app.url))
+        .header("x-csrf-token", &csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_csrf.status(), 201);
+    let logout = jar
+        .post(format!("{}/api/v1/auth/logout", app.url))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    // The server-side session is gone even if a client kept the cookie.
+    let replay = app
+        .anonymous
+        .get(format!("{}/api/v1/auth/me", app.url))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 401);
+}
+
+#[tokio::test]
+async fn login_errors_are_identical_and_throttled() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    let login = |name: &'static str, password: &'static str| {
+        app.anonymous
+            .post(format!("{}/api/v1/auth/login", app.url))
+            .json(&json!({"name": name, "password": password}))
+            .send()
+    };
+    let unknown = login("nobody", "whatever pw").await.unwrap();
+    let unknown_status = unknown.status();
+    let unknown_body = unknown.json::<Value>().await.unwrap();
+    let wrong = login("admin", "whatever pw").await.unwrap();
+    assert_eq!(unknown_status, 401);
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        unknown_body["error"]["message"],
+        wrong.json::<Value>().await.unwrap()["error"]["message"]
+    );
+    for _ in 0..5 {
+        login("admin", "whatever pw").await.unwrap();
+    }
+    let throttled = login("admin", "whatever pw").await.unwrap();
+    assert_eq!(throttled.status(), 429);
+    assert!(throttled.headers().contains_key("retry-after"));
+    // Failures are audited, without the password.
+    let audit = dirs.run(&["audit", "--limit", "20"]);
+    assert!(audit.stdout.contains("login"), "{}", audit.stdout);
+    assert!(!audit.stdout.contains("whatever pw"));
+}
+
+#[tokio::test]
+async fn users_cannot_reach_each_others_resources() {
+    let dirs = Dirs::with_models();
+    let app = TestApp::spawn(&dirs);
+    let alice = user_key(&dirs, "alice", "user", "chat");
+    let bob = user_key(&dirs, "bob", "user", "chat");
+    let as_ = |key: &str, method: Method, path: &str| {
+        app.anonymous
+            .request(method, format!("{}{path}", app.url))
+            .bearer_auth(key.to_string())
+    };
+    let created: Value = as_(&alice, Method::POST, "/api/v1/conversations")
+        .json(&json!({"title": "alice's secret plans"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/conversations/{id}");
+    for (method, p, body) in [
+        (Method::GET, path.clone(), json!({})),
+        (Method::PATCH, path.clone(), json!({"title": "mine now"})),
+        (Method::GET, format!("{path}/export"), json!({})),
+        (
+            Method::POST,
+            format!("{path}/messages"),
+            json!({"content": "hi"}),
+        ),
+        (Method::DELETE, path.clone(), json!({})),
+    ] {
+        let r = as_(&bob, method.clone(), &p)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "bob: {method} {p}");
+    }
+    let bob_list: Value = as_(&bob, Method::GET, "/api/v1/conversations")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bob_list["data"].as_array().unwrap().len(), 0);
+    let bob_search: Value = as_(&bob, Method::GET, "/api/v1/conversations/search?q=secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bob_search["data"].as_array().unwrap().len(), 0);
+    // Alice still has it; the admin sees it.
+    assert_eq!(
+        as_(&alice, Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(app.get(&path).send().await.unwrap().status(), 200);
+    // Keys: bob can neither see nor revoke alice's.
+    let alice_keys: Value = as_(&alice, Method::GET, "/api/v1/keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alice_key_id = alice_keys["data"][0]["id"].as_str().unwrap().to_string();
+    let bob_keys: Value = as_(&bob, Method::GET, "/api/v1/keys?all=true")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        bob_keys["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["user_name"] == "bob")
+    );
+    let revoke = as_(
+        &bob,
+        Method::DELETE,
+        &format!("/api/v1/keys/{alice_key_id}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(revoke.status(), 404);
+    assert_eq!(
+        as_(&alice, Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "alice's key still works"
+    );
+    // A revoked or disabled credential stops working at once.
+    let revoked = as_(
+        &alice,
+        Method::DELETE,
+        &format!("/api/v1/keys/{alice_key_id}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(
+        as_(&alice, Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(dirs.run(&["users", "disable", "bob"]).code(), 0);
+    assert_eq!(
+        as_(&bob, Method::GET, "/api/v1/conversations")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn an_embeddings_only_key_cannot_chat() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    let key = user_key(&dirs, "emma", "user", "embeddings");
+    let r = app
+        .anonymous
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(&key)
+        .json(&json!({"model": "x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "permission_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`chat` scope")
+    );
+}
