@@ -39,7 +39,8 @@ impl LoginThrottle {
         keys.iter()
             .filter_map(|k| entries.get(*k))
             .filter(|e| e.locked_until > now)
-            .map(|e| (e.locked_until - now).as_secs().max(1))
+            // Rounded up: a client that waits the advertised time is let in.
+            .map(|e| (e.locked_until - now).as_millis().div_ceil(1000).max(1) as u64)
             .max()
     }
 
