@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub bind: IpAddr,
     /// TCP port (0 picks a free one, useful for tests).
     pub port: u16,
+    /// Host names accepted in `Host`/`Origin` besides IPs and localhost.
+    pub allowed_hosts: Vec<String>,
     /// Seconds in-flight requests get to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
     /// Body limit of JSON API routes.

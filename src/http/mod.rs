@@ -5,6 +5,7 @@ mod accounts;
 mod assets;
 pub mod auth;
 mod conversations;
+mod defences;
 pub mod error;
 pub mod extract;
 mod inference;
@@ -375,6 +376,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            defences::defend,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

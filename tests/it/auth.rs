@@ -452,3 +452,59 @@ async fn an_embeddings_only_key_cannot_chat() {
             .contains("`chat` scope")
     );
 }
+
+#[tokio::test]
+async fn foreign_hosts_and_origins_are_refused_and_headers_are_set() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    // A DNS-rebinding page reaches us under the attacker's name.
+    let rebound = app
+        .get("/api/v1/status")
+        .header("host", "attacker.example:8470")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    assert!(rebound.text().await.unwrap().contains("attacker.example"));
+    // A cross-site form or fetch cannot change state even with a cookie or key.
+    let cross = app
+        .request(Method::PUT, "/api/v1/log-level")
+        .header("origin", "https://attacker.example")
+        .json(&json!({"level": "debug"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    let same = app
+        .request(Method::PUT, "/api/v1/log-level")
+        .header("origin", app.url.clone())
+        .json(&json!({"level": "debug"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 200);
+    let page = app
+        .anonymous
+        .get(format!("{}/", app.url))
+        .send()
+        .await
+        .unwrap();
+    let h = page.headers();
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+}
+
+#[tokio::test]
+async fn auth_cannot_be_disabled_on_a_network_address() {
+    let dirs = Dirs::new();
+    let out = dirs.run(&["--bind", "0.0.0.0", "--set", "auth.enabled=false", "serve"]);
+    assert_eq!(out.code(), 3, "{out:?}");
+    assert!(out.stderr.contains("auth.enabled"), "{}", out.stderr);
+}

@@ -1,0 +1,126 @@
+//! Web defences every response gets: a Host allow-list (a DNS-rebinding page cannot
+//! reach a loopback daemon under its own name), Origin checks on state-changing
+//! requests, and security headers suited to the embedded UI.
+
+use std::net::IpAddr;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+
+use super::error::ApiError;
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+                   form-action 'self'; frame-ancestors 'none'";
+
+/// Whether `host` (a Host header value or an origin's host, with or without port) is
+/// one this daemon answers to: IP literals (a rebinding attacker's page can only use
+/// its own domain name), `localhost`, and `server.allowed_hosts`.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name))
+}
+
+/// The middleware.
+pub async fn defend(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let allowed = &state.config.server.allowed_hosts;
+    if let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        && !host_allowed(host, allowed)
+    {
+        return secure(
+            ApiError::Forbidden(format!(
+                "host `{host}` is not one this server answers to; add it to server.allowed_hosts"
+            ))
+            .into_response(),
+        );
+    }
+    let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if state_changing
+        && let Some(origin) = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+    {
+        let host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or("");
+        if origin == "null" || !host_allowed(host, allowed) {
+            return secure(
+                ApiError::Forbidden(format!("cross-origin request from `{origin}` refused"))
+                    .into_response(),
+            );
+        }
+    }
+    secure(next.run(req).await)
+}
+
+fn secure(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn rebinding_names_are_refused_and_local_ones_accepted() {
+        let none: Vec<String> = Vec::new();
+        for ok in [
+            "127.0.0.1:8470",
+            "localhost:8470",
+            "[::1]:8470",
+            "10.0.0.5",
+            "LOCALHOST",
+            "app.localhost:1",
+        ] {
+            assert!(host_allowed(ok, &none), "{ok}");
+        }
+        for bad in [
+            "evil.example:8470",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+        ] {
+            assert!(!host_allowed(bad, &none), "{bad}");
+        }
+        assert!(host_allowed(
+            "ai.internal:443",
+            &["ai.internal".to_string()]
+        ));
+    }
+}
