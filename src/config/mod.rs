@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub port: u16,
     /// Host names accepted in `Host`/`Origin` besides IPs and localhost.
     pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed cross-origin access (CORS).
+    pub cors_origins: Vec<String>,
     /// Seconds in-flight requests get to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
     /// Body limit of JSON API routes.
@@ -235,6 +237,16 @@ impl Config {
         }
         if self.server.max_json_body_bytes < 1024 {
             return Err(("server.max_json_body_bytes", "at least 1024 bytes"));
+        }
+        if self.server.cors_origins.iter().any(|o| {
+            !(o.starts_with("http://") || o.starts_with("https://"))
+                || o.ends_with('/')
+                || axum::http::HeaderValue::from_str(o).is_err()
+        }) {
+            return Err((
+                "server.cors_origins",
+                "origins such as \"https://webui.example\" (scheme and host, no path)",
+            ));
         }
         if self.server.max_inference_body_bytes < self.server.max_json_body_bytes {
             return Err((

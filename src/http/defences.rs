@@ -38,6 +38,37 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
         || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name))
 }
 
+/// CORS for the configured origins (none by default).
+pub fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::HeaderName;
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-csrf-token"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
 /// The middleware.
 pub async fn defend(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let allowed = &state.config.server.allowed_hosts;
@@ -65,7 +96,8 @@ pub async fn defend(State(state): State<AppState>, req: Request, next: Next) -> 
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"))
             .unwrap_or("");
-        if origin == "null" || !host_allowed(host, allowed) {
+        let listed = state.config.server.cors_origins.iter().any(|o| o == origin);
+        if !listed && (origin == "null" || !host_allowed(host, allowed)) {
             return secure(
                 ApiError::Forbidden(format!("cross-origin request from `{origin}` refused"))
                     .into_response(),

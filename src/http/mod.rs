@@ -352,6 +352,7 @@ pub fn route_specs() -> Vec<RouteSpec> {
 
 /// Builds the router with every route, limit and middleware.
 pub fn router(state: AppState) -> Router {
+    let cors = defences::cors(&state.config.server.cors_origins);
     let json_limit = state.config.server.max_json_body_bytes;
     let inference_limit = state.config.server.max_inference_body_bytes;
     let mut router = Router::new();
@@ -370,7 +371,7 @@ pub fn router(state: AppState) -> Router {
             .layer::<_, std::convert::Infallible>(axum::Extension(extract::BodyLimit(limit)));
         router = router.route(spec.path, handler);
     }
-    router
+    let mut app = router
         .fallback(assets::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -380,12 +381,15 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             defences::defend,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::observe,
-        ))
-        .with_state(state)
+        ));
+    if let Some(cors) = cors {
+        app = app.layer(cors);
+    }
+    app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::observe,
+    ))
+    .with_state(state)
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {

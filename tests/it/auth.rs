@@ -508,3 +508,51 @@ async fn auth_cannot_be_disabled_on_a_network_address() {
     assert_eq!(out.code(), 3, "{out:?}");
     assert!(out.stderr.contains("auth.enabled"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_follows_the_allow_list() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn_with(
+        &dirs,
+        &["--set", r#"server.cors_origins=["https://webui.example"]"#],
+    );
+    let preflight = |origin: &'static str| {
+        app.anonymous
+            .request(Method::OPTIONS, format!("{}/v1/chat/completions", app.url))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://webui.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://webui.example"
+    );
+    let other = preflight("https://elsewhere.example").await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    // A listed origin may also change state (with credentials).
+    let put = app
+        .request(Method::PUT, "/api/v1/log-level")
+        .header("origin", "https://webui.example")
+        .json(&json!({"level": "info"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+
+    let plain_dirs = Dirs::new();
+    let plain = TestApp::spawn(&plain_dirs);
+    let r = plain
+        .anonymous
+        .request(Method::OPTIONS, format!("{}/v1/models", plain.url))
+        .header("origin", "https://webui.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+}
