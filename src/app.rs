@@ -10,6 +10,7 @@ use crate::auth::throttle::LoginThrottle;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::health::{self, Check, Status};
+use crate::limits::Limiter;
 use crate::models::registry::Registry;
 use crate::store::{DaemonRun, Store};
 use crate::telemetry::{LogLevel, Metrics};
@@ -40,6 +41,8 @@ pub struct AppState {
     pub setup_token: Arc<Mutex<Option<String>>>,
     /// Failed-login bookkeeping.
     pub login_throttle: LoginThrottle,
+    /// Rate limits, quotas and usage.
+    pub limits: Limiter,
 }
 
 impl AppState {

@@ -129,6 +129,8 @@ pub enum Command {
     },
     /// Show the audit log.
     Audit(AuditArgs),
+    /// Show usage per user and day.
+    Usage(UsageArgs),
     /// Manage the chat models in the models dir.
     Models {
         /// Which operation.
@@ -196,6 +198,26 @@ pub enum UsersCommand {
         /// User name.
         name: String,
     },
+    /// Override the global [limits] for one user (0 = unlimited).
+    Limits {
+        /// User name.
+        name: String,
+        /// Requests per minute.
+        #[arg(long)]
+        requests_per_minute: Option<u32>,
+        /// Generated tokens per UTC day.
+        #[arg(long)]
+        daily_tokens: Option<u64>,
+        /// Audio minutes per UTC day.
+        #[arg(long)]
+        daily_audio_minutes: Option<u64>,
+        /// Images per UTC day.
+        #[arg(long)]
+        daily_images: Option<u64>,
+        /// Remove every override (back to the global limits).
+        #[arg(long)]
+        clear: bool,
+    },
     /// Set a new password (a random one is printed unless --password-stdin).
     Passwd {
         /// User name.
@@ -235,6 +257,17 @@ pub enum KeysCommand {
         /// The key id (the part after `apl_`).
         id: String,
     },
+}
+
+/// `appliance usage`
+#[derive(Debug, Clone, clap::Args)]
+pub struct UsageArgs {
+    /// Only this user.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// How many days back.
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
 }
 
 /// `appliance audit`

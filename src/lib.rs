@@ -21,6 +21,7 @@
 //! - [`gpu`]: NVML, the only module that talks to the NVIDIA driver.
 //! - [`health`]: checks shared by `doctor` and `/readyz`.
 //! - [`telemetry`]: logging, Prometheus metrics, process statistics.
+//! - [`limits`]: per-user rate limits, daily quotas and usage accounting.
 //! - [`lock`]: the single-instance lock.
 //! - [`client`]: the CLI's HTTP client for a running daemon.
 
@@ -34,6 +35,7 @@ pub mod engine;
 pub mod gpu;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod lock;
 pub mod models;
 pub mod store;

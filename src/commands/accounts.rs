@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::auth::{self, Role, Scope};
-use crate::cli::{AuditArgs, KeysCommand, UsersCommand, exit};
+use crate::cli::{AuditArgs, KeysCommand, UsageArgs, UsersCommand, exit};
 use crate::config::Loaded;
 use crate::store::accounts::AuditEntry;
 use crate::store::conversations::now;
+use crate::store::usage::LimitOverrides;
 use crate::store::{Store, StoreOptions};
 
 fn open(loaded: &Loaded) -> anyhow::Result<Store> {
@@ -48,6 +49,17 @@ async fn audit(
         })
         .await?;
     Ok(())
+}
+
+/// Writes one audit entry for a CLI action that does not otherwise open the store.
+pub fn record(
+    loaded: &Loaded,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    let store = open(loaded)?;
+    super::block_on(async move { audit(&store, action, target, detail).await })?
 }
 
 /// The password from stdin (`--password-stdin`), or a new random one that is printed.
@@ -150,6 +162,29 @@ pub fn users(loaded: &Loaded, command: &UsersCommand) -> anyhow::Result<u8> {
                     "deleted {} with their keys, sessions and conversations",
                     user.name
                 );
+            }
+            UsersCommand::Limits {
+                name,
+                requests_per_minute,
+                daily_tokens,
+                daily_audio_minutes,
+                daily_images,
+                clear,
+            } => {
+                let user = user_id(&store, name).await?;
+                let mut limits = if *clear {
+                    LimitOverrides::default()
+                } else {
+                    store.user_limits(user.id).await?
+                };
+                limits.requests_per_minute = requests_per_minute.or(limits.requests_per_minute);
+                limits.daily_generated_tokens = daily_tokens.or(limits.daily_generated_tokens);
+                limits.daily_audio_minutes = daily_audio_minutes.or(limits.daily_audio_minutes);
+                limits.daily_images = daily_images.or(limits.daily_images);
+                store.set_user_limits(user.id, limits).await?;
+                audit(&store, "user.limits", &user.name, serde_json::json!(limits)).await?;
+                println!("limits of {}: {}", user.name, serde_json::json!(limits));
+                println!("(a running daemon applies them within 30 s)");
             }
             UsersCommand::Passwd {
                 name,
@@ -266,6 +301,32 @@ pub fn keys(loaded: &Loaded, command: &KeysCommand) -> anyhow::Result<u8> {
                 .await?;
                 println!("revoked {id} ({})", key.user_name);
             }
+        }
+        anyhow::Ok(exit::OK)
+    })?
+}
+
+/// `appliance usage`: requests and tokens per user and day.
+pub fn usage(loaded: &Loaded, args: &UsageArgs) -> anyhow::Result<u8> {
+    let store = open(loaded)?;
+    super::block_on(async move {
+        let owner = match &args.owner {
+            Some(name) => Some(user_id(&store, name).await?.id),
+            None => None,
+        };
+        let since = (jiff::Timestamp::now()
+            - jiff::SignedDuration::from_hours(24 * (args.days.max(1) as i64 - 1)))
+        .strftime("%Y-%m-%d")
+        .to_string();
+        println!(
+            "{:<10} {:<20} {:>9} {:>13} {:>16}",
+            "DAY", "USER", "REQUESTS", "PROMPT TOKENS", "GENERATED TOKENS"
+        );
+        for r in store.usage(owner, since).await? {
+            println!(
+                "{:<10} {:<20} {:>9} {:>13} {:>16}",
+                r.day, r.user_name, r.requests, r.prompt_tokens, r.generated_tokens
+            );
         }
         anyhow::Ok(exit::OK)
     })?

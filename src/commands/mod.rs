@@ -56,6 +56,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::telemetry::init_cli_logging(verbose);
             accounts::keys(&load()?, command)
         }
+        Command::Usage(args) => {
+            crate::telemetry::init_cli_logging(verbose);
+            accounts::usage(&load()?, args)
+        }
         Command::Audit(args) => {
             crate::telemetry::init_cli_logging(verbose);
             accounts::audit_log(&load()?, args)

@@ -69,12 +69,24 @@ pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
         }
         ModelsCommand::Rm { name } => {
             let info = registry.remove(name)?;
+            super::accounts::record(
+                loaded,
+                "model.delete",
+                &info.name,
+                serde_json::json!({"file": info.path}),
+            )?;
             println!("removed {} ({})", info.name, info.path.display());
         }
         ModelsCommand::Import { path, name } => {
             let info = registry
                 .import(path, name.as_deref())
                 .with_context(|| format!("importing {}", path.display()))?;
+            super::accounts::record(
+                loaded,
+                "model.import",
+                &info.name,
+                serde_json::json!({"source": path, "bytes": info.size}),
+            )?;
             println!(
                 "imported {} ({}, {} parameters, {}) into {}",
                 info.name,

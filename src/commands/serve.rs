@@ -17,6 +17,7 @@ use crate::auth::throttle::LoginThrottle;
 use crate::cli::exit;
 use crate::config::{Config, Loaded};
 use crate::engine::{Engine, EngineConfig, KeepAlive};
+use crate::limits::Limiter;
 use crate::lock::InstanceLock;
 use crate::models::registry::Registry;
 use crate::store::{Store, StoreOptions};
@@ -68,6 +69,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             tracing::warn!(pid = run.pid, started_at = %run.started_at, "the previous run did not stop cleanly");
         }
         let setup_token = Arc::new(std::sync::Mutex::new(None));
+        let limits = Limiter::new(config.limits, store.clone());
         let exe = std::env::current_exe().context("locating the appliance binary for workers")?;
         let engine = Engine::new(engine_config(&config)?, exe, metrics.clone());
         let state = AppState {
@@ -81,6 +83,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             unclean_previous_run: unclean,
             setup_token: setup_token.clone(),
             login_throttle: LoginThrottle::new(config.auth.login_free_failures),
+            limits: limits.clone(),
         };
         let router = crate::http::router(state);
 
@@ -106,6 +109,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let drained = crate::http::serve(listener, router, shutdown_signal(), grace).await?;
         engine.shutdown().await;
+        limits.flush().await?;
         store.end_run(run_id).await?;
         tracing::info!(drained, "appliance stopped");
         anyhow::Ok(drained)

@@ -53,6 +53,22 @@ pub struct Config {
     pub auth: AuthSection,
     /// What CLI commands send to the daemon.
     pub client: ClientSection,
+    /// Per-user rate limits and daily quotas.
+    pub limits: Limits,
+}
+
+/// `[limits]` (also the shape of per-user overrides); 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per minute.
+    pub requests_per_minute: u32,
+    /// Generated tokens per UTC day.
+    pub daily_generated_tokens: u64,
+    /// Audio minutes per UTC day.
+    pub daily_audio_minutes: u64,
+    /// Images per UTC day.
+    pub daily_images: u64,
 }
 
 /// `[client]`

@@ -28,7 +28,7 @@ pub use protocol::{ChatMessage, Constraint, FinishReason, Prompt, SamplingParams
 use supervisor::LlmWorker;
 
 use crate::telemetry::Metrics;
-pub use supervisor::{GenEvent, Generation};
+pub use supervisor::{FinishHook, GenEvent, Generation};
 
 /// Errors a caller of the engine can act on.
 #[derive(Debug, Clone, thiserror::Error)]

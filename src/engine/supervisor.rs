@@ -245,6 +245,9 @@ impl LlmWorker {
             load_time,
             _in_flight: guard,
             shared: self.shared.clone(),
+            prompt_tokens: 0,
+            tokens_seen: 0,
+            on_finish: None,
         })
     }
 
@@ -341,12 +344,30 @@ pub struct Generation {
     load_time: Duration,
     shared: Arc<Shared>,
     _in_flight: InFlight,
+    prompt_tokens: u32,
+    tokens_seen: u32,
+    on_finish: Option<FinishHook>,
 }
+
+/// Called once when a generation ends, however it ends, with (prompt tokens, generated
+/// tokens) — for usage accounting.
+pub type FinishHook = Box<dyn FnOnce(u32, u32) + Send>;
 
 impl Generation {
     /// How long loading the model took before this request (zero when it was loaded).
     pub fn load_time(&self) -> Duration {
         self.load_time
+    }
+
+    /// Registers the [`FinishHook`].
+    pub fn on_finish(&mut self, hook: FinishHook) {
+        self.on_finish = Some(hook);
+    }
+
+    fn report(&mut self, prompt: u32, generated: u32) {
+        if let Some(hook) = self.on_finish.take() {
+            hook(prompt, generated);
+        }
     }
 
     /// The next event; `None` after `Done` or an error.
@@ -381,10 +402,14 @@ impl Generation {
         Some(match event {
             Event::Started { prompt_tokens, .. } => {
                 self.started = true;
+                self.prompt_tokens = prompt_tokens;
                 self.shared.running.fetch_add(1, Ordering::AcqRel);
                 Ok(GenEvent::Started { prompt_tokens })
             }
-            Event::Token { text, .. } => Ok(GenEvent::Token(text)),
+            Event::Token { text, .. } => {
+                self.tokens_seen += 1;
+                Ok(GenEvent::Token(text))
+            }
             Event::Done {
                 finish_reason,
                 usage,
@@ -396,6 +421,7 @@ impl Generation {
                     FinishReason::Length => "length",
                     FinishReason::Cancelled => "cancelled",
                 };
+                self.report(usage.prompt_tokens, usage.completion_tokens);
                 self.shared.metrics.llm_request(
                     &self.shared.name,
                     outcome,
@@ -421,6 +447,7 @@ impl Generation {
 
     fn fail(&mut self) {
         if !self.finished {
+            self.report(self.prompt_tokens, self.tokens_seen);
             self.shared
                 .metrics
                 .llm_request(&self.shared.name, "error", 0, 0, 0);
@@ -448,6 +475,7 @@ impl Drop for Generation {
         if !self.finished {
             // The client went away: stop generating for it.
             let _ = self.commands.send(Command::Cancel { id: self.id });
+            self.report(self.prompt_tokens, self.tokens_seen);
             self.shared
                 .metrics
                 .llm_request(&self.shared.name, "cancelled", 0, 0, 0);

@@ -12,6 +12,7 @@ use crate::app::AppState;
 use crate::auth::{self, Credential, Role, Scope};
 use crate::store::accounts::{AuditEntry, User};
 use crate::store::conversations::now;
+use crate::store::usage::LimitOverrides;
 
 use super::auth::{Caller, SESSION_COOKIE, session_cookie};
 use super::error::ApiError;
@@ -509,6 +510,9 @@ pub struct UpdateUserBody {
     /// A new password (an admin reset).
     #[serde(default)]
     password: Option<String>,
+    /// Per-user limit overrides (`null` fields fall back to the global limits).
+    #[serde(default)]
+    limits: Option<LimitOverrides>,
 }
 
 /// `PATCH /api/v1/users/{id}` (admins): role, disable/enable, password reset.
@@ -536,6 +540,10 @@ pub async fn update_user(
         .store
         .update_user(id, hash, role, body.disabled)
         .await?;
+    if let Some(limits) = body.limits {
+        state.store.set_user_limits(id, limits).await?;
+        state.limits.invalidate(id);
+    }
     audit(
         &state,
         Some(&caller.name),
@@ -543,7 +551,7 @@ pub async fn update_user(
         Some(&user.name),
         None,
         true,
-        json!({"role": role.map(|r| r.as_str()), "disabled": body.disabled, "password_reset": reset}),
+        json!({"role": role.map(|r| r.as_str()), "disabled": body.disabled, "password_reset": reset, "limits": body.limits}),
     );
     Ok(axum::Json(user))
 }
@@ -572,6 +580,42 @@ pub async fn delete_user(
         json!({}),
     );
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /api/v1/usage`.
+#[derive(Debug, Deserialize)]
+pub struct UsageQuery {
+    /// How many days back (default 30).
+    #[serde(default)]
+    days: Option<u32>,
+    /// Admins: everyone's usage.
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /api/v1/usage`: the caller's usage per day and effective limits (admins:
+/// `?all=true` for every user).
+pub async fn usage(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(q): Query<UsageQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let days = q.days.unwrap_or(30).clamp(1, 366);
+    let since = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * (days as i64 - 1)))
+        .strftime("%Y-%m-%d")
+        .to_string();
+    state.limits.flush().await?;
+    let owner = if q.all && caller.is_admin() {
+        None
+    } else {
+        caller.owner_id()
+    };
+    let rows = state.store.usage(owner, since).await?;
+    let limits = match caller.owner_id() {
+        Some(id) => Some(state.limits.effective(id).await?),
+        None => None,
+    };
+    Ok(axum::Json(json!({"data": rows, "limits": limits})))
 }
 
 /// Query of `GET /api/v1/audit`.

@@ -147,7 +147,11 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Checks a route's [`Access`] against the request's principal.
-pub async fn enforce(State(access): State<Access>, req: Request, next: Next) -> Response {
+pub async fn enforce(
+    State((state, access)): State<(AppState, Access)>,
+    req: Request,
+    next: Next,
+) -> Response {
     if access == Access::Public {
         return next.run(req).await;
     }
@@ -159,6 +163,22 @@ pub async fn enforce(State(access): State<Access>, req: Request, next: Next) -> 
     };
     if let Err(e) = permitted(principal, access) {
         return e.into_response();
+    }
+    if principal.user_id > 0 {
+        match state.limits.request(principal.user_id).await {
+            Ok(Ok(())) => {}
+            Ok(Err(exceeded)) => {
+                return ApiError::TooManyRequests {
+                    message: format!(
+                        "user `{}` has reached {}; retry in {} s",
+                        principal.name, exceeded.what, exceeded.retry_after_secs
+                    ),
+                    retry_after_secs: exceeded.retry_after_secs,
+                }
+                .into_response();
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        }
     }
     if let Credential::Session { csrf } = &principal.credential {
         let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);

@@ -326,10 +326,8 @@ pub async fn send(
         role: "user".into(),
         content: body.content.clone(),
     });
-    let mut generation = state
-        .engine
-        .generate(&spec, Prompt::Chat(prompt), params, None)
-        .await?;
+    let mut generation =
+        inference::generate(&state, &caller, &spec, Prompt::Chat(prompt), params, None).await?;
     match generation.next().await {
         Some(Ok(GenEvent::Started { .. })) => {}
         Some(Err(e)) => return Err(e.into()),

@@ -41,6 +41,39 @@ pub async fn resolve_model(
     ))
 }
 
+/// Starts a generation on behalf of `caller`: checks their daily token quota first and
+/// records the tokens when it ends, however it ends.
+pub async fn generate(
+    state: &AppState,
+    caller: &crate::auth::Principal,
+    spec: &crate::engine::ModelSpec,
+    prompt: crate::engine::Prompt,
+    params: SamplingParams,
+    keep_alive: Option<KeepAlive>,
+) -> Result<crate::engine::Generation, ApiError> {
+    let user = caller.user_id;
+    if user > 0
+        && let Err(exceeded) = state.limits.check_tokens(user).await?
+    {
+        return Err(ApiError::TooManyRequests {
+            message: format!(
+                "user `{}` has used {}; it resets at midnight UTC",
+                caller.name, exceeded.what
+            ),
+            retry_after_secs: exceeded.retry_after_secs,
+        });
+    }
+    let mut generation = state
+        .engine
+        .generate(spec, prompt, params, keep_alive)
+        .await?;
+    let limits = state.limits.clone();
+    generation.on_finish(Box::new(move |prompt, generated| {
+        limits.record_tokens(user, prompt, generated)
+    }));
+    Ok(generation)
+}
+
 /// Checks `value` is within `range`, naming `param` otherwise.
 fn check_range(param: &str, value: Option<f32>, min: f32, max: f32) -> Result<(), ApiError> {
     match value {

@@ -1,7 +1,7 @@
 //! The HTTP server: routes, wire formats and status codes. Nothing outside this module
 //! knows about HTTP; handlers translate between the wire and the domain modules.
 
-mod accounts;
+pub(crate) mod accounts;
 mod assets;
 pub mod auth;
 mod conversations;
@@ -48,6 +48,7 @@ type Handler = axum::routing::MethodRouter<AppState>;
 
 /// Every route of the API, with its access policy. The router is built from this list
 /// and nothing else, so no route can exist without a declared policy; a test walks it.
+#[rustfmt::skip]
 fn table() -> Vec<(RouteSpec, Handler)> {
     use Access::{Admin, Authenticated, Public, Read, Write};
     use axum::routing::{delete, patch, put};
@@ -65,283 +66,50 @@ fn table() -> Vec<(RouteSpec, Handler)> {
             )
         };
     vec![
-        r(
-            Method::GET,
-            "/healthz",
-            Public,
-            false,
-            get(routes::health::healthz),
-        ),
-        r(
-            Method::GET,
-            "/readyz",
-            Public,
-            false,
-            get(routes::health::readyz),
-        ),
-        r(
-            Method::GET,
-            "/metrics",
-            Admin,
-            false,
-            get(routes::health::metrics),
-        ),
-        r(
-            Method::GET,
-            "/api/v1/status",
-            Authenticated,
-            false,
-            get(routes::status::status),
-        ),
-        r(
-            Method::GET,
-            "/api/v1/log-level",
-            Admin,
-            false,
-            get(routes::status::get_log_level),
-        ),
-        r(
-            Method::PUT,
-            "/api/v1/log-level",
-            Admin,
-            false,
-            put(routes::status::set_log_level),
-        ),
+        r(Method::GET, "/healthz", Public, false, get(routes::health::healthz)),
+        r(Method::GET, "/readyz", Public, false, get(routes::health::readyz)),
+        r(Method::GET, "/metrics", Admin, false, get(routes::health::metrics)),
+        r(Method::GET, "/api/v1/status", Authenticated, false, get(routes::status::status)),
+        r(Method::GET, "/api/v1/log-level", Admin, false, get(routes::status::get_log_level)),
+        r(Method::PUT, "/api/v1/log-level", Admin, false, put(routes::status::set_log_level)),
         // Accounts.
-        r(
-            Method::POST,
-            "/api/v1/setup",
-            Public,
-            false,
-            post(accounts::setup),
-        ),
-        r(
-            Method::POST,
-            "/api/v1/auth/login",
-            Public,
-            false,
-            post(accounts::login),
-        ),
-        r(
-            Method::POST,
-            "/api/v1/auth/logout",
-            Authenticated,
-            false,
-            post(accounts::logout),
-        ),
-        r(
-            Method::GET,
-            "/api/v1/auth/me",
-            Authenticated,
-            false,
-            get(accounts::me),
-        ),
-        r(
-            Method::POST,
-            "/api/v1/auth/password",
-            Authenticated,
-            false,
-            post(accounts::change_password),
-        ),
-        r(
-            Method::GET,
-            "/api/v1/keys",
-            Authenticated,
-            false,
-            get(accounts::list_keys),
-        ),
-        r(
-            Method::POST,
-            "/api/v1/keys",
-            Authenticated,
-            false,
-            post(accounts::create_key),
-        ),
-        r(
-            Method::DELETE,
-            "/api/v1/keys/{id}",
-            Authenticated,
-            false,
-            delete(accounts::revoke_key),
-        ),
-        r(
-            Method::GET,
-            "/api/v1/users",
-            Admin,
-            false,
-            get(accounts::list_users),
-        ),
-        r(
-            Method::POST,
-            "/api/v1/users",
-            Admin,
-            false,
-            post(accounts::create_user),
-        ),
-        r(
-            Method::PATCH,
-            "/api/v1/users/{id}",
-            Admin,
-            false,
-            patch(accounts::update_user),
-        ),
-        r(
-            Method::DELETE,
-            "/api/v1/users/{id}",
-            Admin,
-            false,
-            delete(accounts::delete_user),
-        ),
-        r(
-            Method::GET,
-            "/api/v1/audit",
-            Admin,
-            false,
-            get(accounts::audit_log),
-        ),
+        r(Method::POST, "/api/v1/setup", Public, false, post(accounts::setup)),
+        r(Method::POST, "/api/v1/auth/login", Public, false, post(accounts::login)),
+        r(Method::POST, "/api/v1/auth/logout", Authenticated, false, post(accounts::logout)),
+        r(Method::GET, "/api/v1/auth/me", Authenticated, false, get(accounts::me)),
+        r(Method::POST, "/api/v1/auth/password", Authenticated, false, post(accounts::change_password)),
+        r(Method::GET, "/api/v1/keys", Authenticated, false, get(accounts::list_keys)),
+        r(Method::POST, "/api/v1/keys", Authenticated, false, post(accounts::create_key)),
+        r(Method::DELETE, "/api/v1/keys/{id}", Authenticated, false, delete(accounts::revoke_key)),
+        r(Method::GET, "/api/v1/users", Admin, false, get(accounts::list_users)),
+        r(Method::POST, "/api/v1/users", Admin, false, post(accounts::create_user)),
+        r(Method::PATCH, "/api/v1/users/{id}", Admin, false, patch(accounts::update_user)),
+        r(Method::DELETE, "/api/v1/users/{id}", Admin, false, delete(accounts::delete_user)),
+        r(Method::GET, "/api/v1/audit", Admin, false, get(accounts::audit_log)),
+        r(Method::GET, "/api/v1/usage", Authenticated, false, get(accounts::usage)),
         // OpenAI.
-        r(
-            Method::POST,
-            "/v1/chat/completions",
-            Write(CHAT),
-            true,
-            post(openai::chat_completions),
-        ),
-        r(
-            Method::POST,
-            "/v1/completions",
-            Write(CHAT),
-            true,
-            post(openai::completions),
-        ),
-        r(
-            Method::GET,
-            "/v1/models",
-            Authenticated,
-            false,
-            get(openai::list_models),
-        ),
-        r(
-            Method::GET,
-            "/v1/models/{*id}",
-            Authenticated,
-            false,
-            get(openai::get_model),
-        ),
+        r(Method::POST, "/v1/chat/completions", Write(CHAT), true, post(openai::chat_completions)),
+        r(Method::POST, "/v1/completions", Write(CHAT), true, post(openai::completions)),
+        r(Method::GET, "/v1/models", Authenticated, false, get(openai::list_models)),
+        r(Method::GET, "/v1/models/{*id}", Authenticated, false, get(openai::get_model)),
         // Ollama.
-        r(
-            Method::POST,
-            "/api/chat",
-            Write(CHAT),
-            true,
-            post(ollama::chat),
-        ),
-        r(
-            Method::POST,
-            "/api/generate",
-            Write(CHAT),
-            true,
-            post(ollama::generate),
-        ),
-        r(
-            Method::GET,
-            "/api/tags",
-            Authenticated,
-            false,
-            get(ollama::tags),
-        ),
-        r(
-            Method::GET,
-            "/api/ps",
-            Authenticated,
-            false,
-            get(ollama::ps),
-        ),
-        r(
-            Method::POST,
-            "/api/show",
-            Authenticated,
-            false,
-            post(ollama::show),
-        ),
-        r(
-            Method::GET,
-            "/api/version",
-            Public,
-            false,
-            get(ollama::version),
-        ),
+        r(Method::POST, "/api/chat", Write(CHAT), true, post(ollama::chat)),
+        r(Method::POST, "/api/generate", Write(CHAT), true, post(ollama::generate)),
+        r(Method::GET, "/api/tags", Authenticated, false, get(ollama::tags)),
+        r(Method::GET, "/api/ps", Authenticated, false, get(ollama::ps)),
+        r(Method::POST, "/api/show", Authenticated, false, post(ollama::show)),
+        r(Method::GET, "/api/version", Public, false, get(ollama::version)),
         // Native chat.
-        r(
-            Method::POST,
-            "/api/v1/tokenize",
-            Read(CHAT),
-            true,
-            post(openai::tokenize),
-        ),
-        r(
-            Method::GET,
-            "/api/v1/conversations",
-            Read(CHAT),
-            false,
-            get(conversations::list),
-        ),
-        r(
-            Method::POST,
-            "/api/v1/conversations",
-            Write(CHAT),
-            false,
-            post(conversations::create),
-        ),
-        r(
-            Method::GET,
-            "/api/v1/conversations/search",
-            Read(CHAT),
-            false,
-            get(conversations::search),
-        ),
-        r(
-            Method::POST,
-            "/api/v1/conversations/import",
-            Write(CHAT),
-            true,
-            post(conversations::import),
-        ),
-        r(
-            Method::GET,
-            "/api/v1/conversations/{id}",
-            Read(CHAT),
-            false,
-            get(conversations::get),
-        ),
-        r(
-            Method::PATCH,
-            "/api/v1/conversations/{id}",
-            Write(CHAT),
-            false,
-            patch(conversations::update),
-        ),
-        r(
-            Method::DELETE,
-            "/api/v1/conversations/{id}",
-            Write(CHAT),
-            false,
-            delete(conversations::delete),
-        ),
-        r(
-            Method::POST,
-            "/api/v1/conversations/{id}/messages",
-            Write(CHAT),
-            true,
-            post(conversations::send),
-        ),
-        r(
-            Method::GET,
-            "/api/v1/conversations/{id}/export",
-            Read(CHAT),
-            false,
-            get(conversations::export),
-        ),
+        r(Method::POST, "/api/v1/tokenize", Read(CHAT), true, post(openai::tokenize)),
+        r(Method::GET, "/api/v1/conversations", Read(CHAT), false, get(conversations::list)),
+        r(Method::POST, "/api/v1/conversations", Write(CHAT), false, post(conversations::create)),
+        r(Method::GET, "/api/v1/conversations/search", Read(CHAT), false, get(conversations::search)),
+        r(Method::POST, "/api/v1/conversations/import", Write(CHAT), true, post(conversations::import)),
+        r(Method::GET, "/api/v1/conversations/{id}", Read(CHAT), false, get(conversations::get)),
+        r(Method::PATCH, "/api/v1/conversations/{id}", Write(CHAT), false, patch(conversations::update)),
+        r(Method::DELETE, "/api/v1/conversations/{id}", Write(CHAT), false, delete(conversations::delete)),
+        r(Method::POST, "/api/v1/conversations/{id}/messages", Write(CHAT), true, post(conversations::send)),
+        r(Method::GET, "/api/v1/conversations/{id}/export", Read(CHAT), false, get(conversations::export)),
     ]
 }
 
@@ -364,7 +132,7 @@ pub fn router(state: AppState) -> Router {
         };
         let handler: Handler = handler
             .route_layer(axum::middleware::from_fn_with_state(
-                spec.access,
+                (state.clone(), spec.access),
                 auth::enforce,
             ))
             .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(limit))

@@ -21,6 +21,7 @@ use crate::engine::{
 };
 use crate::models::registry::ModelInfo;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::LenientJson as Json;
 use super::inference::{self, WireSampling};
@@ -195,6 +196,7 @@ fn line(kind: Kind, model: &str, text: &str, done: bool) -> serde_json::Map<Stri
 /// `POST /api/chat`.
 pub async fn chat(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Json(req): Json<ChatRequest>,
 ) -> Result<Response, OllamaError> {
     let started = Instant::now();
@@ -223,10 +225,15 @@ pub async fn chat(
     }
     inference::check_messages(&messages)?;
     let params = params(req.options.as_ref(), req.format.as_ref())?;
-    let generation = state
-        .engine
-        .generate(&spec, Prompt::Chat(messages), params, keep_alive)
-        .await?;
+    let generation = inference::generate(
+        &state,
+        &caller,
+        &spec,
+        Prompt::Chat(messages),
+        params,
+        keep_alive,
+    )
+    .await?;
     respond(
         Kind::Chat,
         spec.name,
@@ -240,6 +247,7 @@ pub async fn chat(
 /// `POST /api/generate`.
 pub async fn generate(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Json(req): Json<GenerateRequest>,
 ) -> Result<Response, OllamaError> {
     let started = Instant::now();
@@ -277,10 +285,8 @@ pub async fn generate(
         Prompt::Chat(messages)
     };
     let params = params(req.options.as_ref(), req.format.as_ref())?;
-    let generation = state
-        .engine
-        .generate(&spec, prompt, params, keep_alive)
-        .await?;
+    let generation =
+        inference::generate(&state, &caller, &spec, prompt, params, keep_alive).await?;
     respond(
         Kind::Generate,
         spec.name,

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_accounts",
         include_str!("migrations/0004_accounts.sql"),
     ),
+    ("0005_usage", include_str!("migrations/0005_usage.sql")),
 ];
 
 /// The schema version this build writes.

@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod conversations;
 mod migrations;
 mod runs;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once, mpsc};

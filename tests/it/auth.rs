@@ -556,3 +556,25 @@ async fn cors_is_off_by_default_and_follows_the_allow_list() {
         .unwrap();
     assert!(!r.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn request_rate_is_limited_per_user_with_retry_after() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn_with(&dirs, &["--set", "limits.requests_per_minute=5"]);
+    for i in 0..5 {
+        let r = app.get("/api/v1/auth/me").send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    let limited = app.get("/api/v1/auth/me").send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    // Health checks are not rate limited.
+    assert_eq!(app.get("/healthz").send().await.unwrap().status(), 200);
+}

@@ -25,3 +25,29 @@ def test_ollama_client_with_and_without_a_key(daemon):
     with pytest.raises(ollama.ResponseError) as err:
         ollama.Client(host=daemon.url).chat(model=MODEL, messages=QUESTION)
     assert err.value.status_code == 401
+
+
+def test_daily_token_quota_gives_429_and_usage_is_recorded(make_daemon):
+    import subprocess, os, httpx
+    d = make_daemon(auth=True)
+    env = {"PATH": os.environ["PATH"], "HOME": d.root}
+    subprocess.run(d.base + ["users", "limits", "admin", "--daily-tokens", "12"], check=True, capture_output=True, env=env)
+    client = openai.OpenAI(base_url=d.url + "/v1", api_key=d.key, max_retries=0)
+    story = [{"role": "user", "content": "Write a long story about a dragon."}]
+    statuses = []
+    for _ in range(5):
+        try:
+            client.chat.completions.create(model=MODEL, messages=story, max_tokens=8, temperature=0)
+            statuses.append(200)
+        except openai.RateLimitError as e:
+            statuses.append(429)
+            assert int(e.response.headers["retry-after"]) > 0
+            assert "daily quota of 12 generated tokens" in str(e)
+            break
+    assert statuses[-1] == 429 and statuses.count(200) == 2, statuses
+    usage = httpx.get(d.url + "/api/v1/usage", headers=d.headers).json()
+    assert usage["limits"]["daily_generated_tokens"] == 12
+    today = usage["data"][0]
+    assert today["generated_tokens"] == 16 and today["requests"] >= 3
+    cli = subprocess.run(d.base + ["usage"], capture_output=True, text=True, env=env)
+    assert "admin" in cli.stdout and "16" in cli.stdout

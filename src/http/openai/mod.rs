@@ -224,10 +224,15 @@ pub async fn chat_completions(
             ));
         }
     };
-    let mut generation = state
-        .engine
-        .generate(&spec, Prompt::Chat(messages), params, keep_alive)
-        .await?;
+    let mut generation = inference::generate(
+        &state,
+        &caller,
+        &spec,
+        Prompt::Chat(messages),
+        params,
+        keep_alive,
+    )
+    .await?;
     started(&mut generation).await?;
     let recorder = last_user.map(|(id, content)| {
         Recorder::new(
@@ -280,6 +285,7 @@ pub async fn chat_completions(
 /// `POST /v1/completions`.
 pub async fn completions(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Json(req): Json<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     if req.suffix.is_some() {
@@ -305,10 +311,15 @@ pub async fn completions(
     let keep_alive = inference::keep_alive(req.sampling.keep_alive.as_ref())?;
     let (spec, _) = inference::resolve_model(&state, &req.model).await?;
     let echo = req.echo.then(|| prompt.clone());
-    let mut generation = state
-        .engine
-        .generate(&spec, Prompt::Text(prompt), params, keep_alive)
-        .await?;
+    let mut generation = inference::generate(
+        &state,
+        &caller,
+        &spec,
+        Prompt::Text(prompt),
+        params,
+        keep_alive,
+    )
+    .await?;
     started(&mut generation).await?;
     let head = Head {
         id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::{AppState, VERSION};
+use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::Json;
 
@@ -52,6 +53,7 @@ pub struct LogLevelRequest {
 /// `PUT /api/v1/log-level`: changes the log filter without a restart.
 pub async fn set_log_level(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Json(body): Json<LogLevelRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
     if body.level.len() > 512 {
@@ -65,6 +67,15 @@ pub async fn set_log_level(
         .set(&body.level)
         .map_err(|e| ApiError::bad_field("level", e.to_string()))?;
     tracing::info!(level = %body.level, "log level changed");
+    crate::http::accounts::audit(
+        &state,
+        Some(&caller.name),
+        "config.log_level",
+        Some("log.level"),
+        None,
+        true,
+        json!({"level": body.level}),
+    );
     Ok(axum::Json(json!({ "level": state.log_level.current() })))
 }
 
