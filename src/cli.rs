@@ -131,6 +131,12 @@ pub enum Command {
     Audit(AuditArgs),
     /// Show usage per user and day.
     Usage(UsageArgs),
+    /// TLS certificates.
+    Tls {
+        /// Which operation.
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// Manage the chat models in the models dir.
     Models {
         /// Which operation.
@@ -257,6 +263,13 @@ pub enum KeysCommand {
         /// The key id (the part after `apl_`).
         id: String,
     },
+}
+
+/// `appliance tls …`
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make a self-signed certificate and key for first use of HTTPS.
+    SelfSigned(crate::commands::SelfSignedArgs),
 }
 
 /// `appliance usage`

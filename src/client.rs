@@ -40,11 +40,24 @@ pub struct DaemonClient {
 
 impl DaemonClient {
     /// A client for `base` (e.g. `http://127.0.0.1:8470`) sending `api_key` if set.
+    /// For `https` the daemon's own certificate (`tls.cert`) is trusted besides the
+    /// system's roots, so a self-signed certificate works on this host.
     pub fn new(base: String, api_key: &str) -> Self {
+        Self::with_tls(base, api_key, None)
+    }
+
+    /// [`DaemonClient::new`] trusting the PEM certificates in `cert` too.
+    pub fn with_tls(base: String, api_key: &str, cert: Option<&std::path::Path>) -> Self {
+        tls_provider();
         // No overall timeout: a chat reply streams for as long as it takes.
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .read_timeout(Duration::from_secs(600))
+            .read_timeout(Duration::from_secs(600));
+        if let Some(pem) = cert.and_then(|c| std::fs::read(c).ok()) {
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default();
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             .build()
             .expect("building an HTTP client with static settings");
         let api_key = (!api_key.is_empty()).then(|| api_key.to_string());
@@ -150,6 +163,12 @@ impl DaemonClient {
             .to_string();
         Err(ClientError::Status { status, message })
     }
+}
+
+/// Installs the process's TLS implementation (ring) once; every rustls user (the
+/// daemon's HTTPS listener, this client) needs it before its first handshake.
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

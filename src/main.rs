@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         }
     };
     let verbose = cli.global.verbose;
+    // One TLS implementation for the whole process (server and CLI client): ring.
+    appliance::client::tls_provider();
     match appliance::commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

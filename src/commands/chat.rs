@@ -36,7 +36,14 @@ pub struct ChatArgs {
 
 /// Runs the chat.
 pub fn run(loaded: &Loaded, args: &ChatArgs) -> anyhow::Result<u8> {
-    let client = DaemonClient::new(loaded.config.local_url(), &loaded.config.client.api_key);
+    let client = DaemonClient::with_tls(
+        loaded.config.local_url(),
+        &loaded.config.client.api_key,
+        loaded
+            .config
+            .tls_enabled()
+            .then_some(loaded.config.tls.cert.as_path()),
+    );
     super::block_on(async move {
         match &args.prompt {
             Some(prompt) => one_shot(&client, args, prompt).await,

@@ -9,12 +9,14 @@ mod doctor;
 mod models;
 mod serve;
 mod status;
+mod tls;
 
 use anyhow::Context;
 
 pub use chat::ChatArgs;
+pub use tls::SelfSignedArgs;
 
-use crate::cli::{Cli, Command, ConfigCommand, DbCommand, WorkerKind, exit};
+use crate::cli::{Cli, Command, ConfigCommand, DbCommand, TlsCommand, WorkerKind, exit};
 use crate::client::ClientError;
 use crate::config::{self, ConfigError, Environment, Loaded};
 use crate::lock::LockError;
@@ -56,6 +58,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::telemetry::init_cli_logging(verbose);
             accounts::keys(&load()?, command)
         }
+        Command::Tls {
+            command: TlsCommand::SelfSigned(args),
+        } => tls::self_signed(&load()?, args),
         Command::Usage(args) => {
             crate::telemetry::init_cli_logging(verbose);
             accounts::usage(&load()?, args)

@@ -60,10 +60,14 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         .context("starting the async runtime")?;
     let clean = runtime.block_on(async move {
         let addr = SocketAddr::new(config.server.bind, config.server.port);
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        let listener = std::net::TcpListener::bind(addr).with_context(|| {
             format!("cannot listen on {addr} (is another program using the port? choose one with --port)")
         })?;
         let local = listener.local_addr()?;
+        let tls = match config.tls_enabled() {
+            true => Some(load_tls(&config).await?),
+            false => None,
+        };
         let (run_id, unclean) = store.begin_run(std::process::id(), VERSION).await?;
         if let Some(run) = &unclean {
             tracing::warn!(pid = run.pid, started_at = %run.started_at, "the previous run did not stop cleanly");
@@ -88,7 +92,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         let router = crate::http::router(state);
 
         let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let url = format!("http://{local}");
+        let url = format!("{}://{local}", if tls.is_some() { "https" } else { "http" });
         tracing::info!(%url, version = VERSION, ready_ms, data_dir = %config.paths.data_dir.display(), "appliance ready");
         println!("appliance {VERSION} listening on {url} (ready in {ready_ms:.0} ms)");
         if config.auth.enabled && store.count_users().await? == 0 {
@@ -107,7 +111,10 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         notify(&[NotifyState::Ready]);
 
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-        let drained = crate::http::serve(listener, router, shutdown_signal(), grace).await?;
+        if let Some(tls) = &tls {
+            spawn_tls_reloader(tls.clone(), config.clone());
+        }
+        let drained = crate::http::serve(listener, router, shutdown_signal(), grace, tls).await?;
         engine.shutdown().await;
         limits.flush().await?;
         store.end_run(run_id).await?;
@@ -118,6 +125,43 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(lock);
     Ok(if clean { exit::OK } else { exit::FAILURE })
+}
+
+/// Loads the configured certificate and key.
+async fn load_tls(config: &Config) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&config.tls.cert, &config.tls.key)
+        .await
+        .with_context(|| {
+            format!(
+                "loading the TLS certificate {} and key {}",
+                config.tls.cert.display(),
+                config.tls.key.display()
+            )
+        })
+}
+
+/// Reloads the certificate and key on SIGHUP (keeping the old pair if the new one is bad).
+fn spawn_tls_reloader(tls: axum_server::tls_rustls::RustlsConfig, config: Arc<Config>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::error!("cannot listen for SIGHUP: TLS certificates will not be reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match tls
+                .reload_from_pem_file(&config.tls.cert, &config.tls.key)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(cert = %config.tls.cert.display(), "reloaded the TLS certificate")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
+                }
+            }
+        }
+    });
 }
 
 /// The engine's settings from `[engine]` (validated by `config` already).

@@ -55,6 +55,18 @@ pub struct Config {
     pub client: ClientSection,
     /// Per-user rate limits and daily quotas.
     pub limits: Limits,
+    /// HTTPS.
+    pub tls: TlsSection,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain (empty: no TLS).
+    pub cert: PathBuf,
+    /// PEM private key (empty: no TLS).
+    pub key: PathBuf,
 }
 
 /// `[limits]` (also the shape of per-user overrides); 0 means unlimited.
@@ -231,6 +243,11 @@ impl Config {
         self.paths.data_dir.join("appliance.lock")
     }
 
+    /// Whether the daemon serves HTTPS.
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls.cert.as_os_str().is_empty()
+    }
+
     /// The URL clients on this host use to reach the daemon.
     pub fn local_url(&self) -> String {
         let host = match self.server.bind {
@@ -239,7 +256,8 @@ impl Config {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("[{v6}]"),
         };
-        format!("http://{host}:{}", self.server.port)
+        let scheme = if self.tls_enabled() { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", self.server.port)
     }
 
     /// Checks that go beyond the types: ranges and relationships.
@@ -293,6 +311,9 @@ impl Config {
                 "engine.keep_alive",
                 "a duration such as \"5m\", \"30s\", \"0\" or \"-1\"",
             ));
+        }
+        if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
+            return Err(("tls.key", "both tls.cert and tls.key, or neither"));
         }
         if !self.auth.enabled && !self.server.bind.is_loopback() {
             return Err((

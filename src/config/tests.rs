@@ -185,3 +185,17 @@ fn every_default_key_has_an_environment_variable() {
         }
     }
 }
+
+#[test]
+fn tls_needs_both_files_and_switches_the_local_url_to_https() {
+    let (_dir, path) = write_file("[tls]\ncert = \"/etc/appliance/cert.pem\"\n");
+    let msg = load(&cli_with(&path, &[]), &Environment::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("`tls.key`"), "{msg}");
+    let (_dir, path) =
+        write_file("[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n[server]\nport = 9443\n");
+    let loaded = load(&cli_with(&path, &[]), &Environment::default()).unwrap();
+    assert!(loaded.config.tls_enabled());
+    assert_eq!(loaded.config.local_url(), "https://127.0.0.1:9443");
+}

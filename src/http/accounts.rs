@@ -211,10 +211,14 @@ pub async fn login(
         true,
         json!({}),
     );
-    // `Secure` joins these attributes when the daemon serves TLS (not built yet).
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        lifetime * 3600
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        lifetime * 3600,
+        if state.config.tls_enabled() {
+            "; Secure"
+        } else {
+            ""
+        }
     );
     let mut response =
         axum::Json(json!({"user": user, "csrf_token": csrf, "expires_at": expires_at}))

@@ -104,7 +104,14 @@ pub async fn defend(State(state): State<AppState>, req: Request, next: Next) -> 
             );
         }
     }
-    secure(next.run(req).await)
+    let mut response = secure(next.run(req).await);
+    if state.config.tls_enabled() {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
 }
 
 fn secure(mut response: Response) -> Response {

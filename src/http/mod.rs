@@ -169,19 +169,57 @@ async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {
 
 /// Serves `router` on an already-bound listener until `shutdown` resolves, then stops
 /// accepting and gives in-flight requests `grace` to finish before cutting them off.
+/// With `tls`, connections are HTTPS (the configuration can be reloaded while serving).
 /// Returns whether every request finished within the grace period.
 pub async fn serve(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+) -> std::io::Result<bool> {
+    listener.set_nonblocking(true)?;
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let Some(tls) = tls else {
+        return serve_plain(TcpListener::from_std(listener)?, service, shutdown, grace).await;
+    };
+    let handle = axum_server::Handle::new();
+    // When the shutdown began, to tell a drain from a cut-off.
+    let began = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let (signalled, mark) = (handle.clone(), began.clone());
+    tokio::spawn(async move {
+        shutdown.await;
+        if let Ok(mut at) = mark.lock() {
+            *at = Some(std::time::Instant::now());
+        }
+        signalled.graceful_shutdown(Some(grace));
+    });
+    let server = axum_server::from_tcp_rustls(listener, tls)?
+        .handle(handle)
+        .serve(service);
+    server.await?;
+    let within = began
+        .lock()
+        .ok()
+        .and_then(|at| *at)
+        .is_none_or(|at| at.elapsed() < grace);
+    if !within {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "in-flight requests did not finish within the grace period; cutting them off"
+        );
+    }
+    Ok(within)
+}
+
+async fn serve_plain(
+    listener: TcpListener,
+    service: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<bool> {
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = signalled_tx.send(());
     });

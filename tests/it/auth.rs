@@ -155,6 +155,7 @@ async fn first_run_setup_creates_the_admin_once() {
         .unwrap()
         .trim_end_matches(':')
         .to_string();
+    appliance::client::tls_provider();
     let http = reqwest::Client::new();
     let post = |body: Value| http.post(format!("{url}/api/v1/setup")).json(&body).send();
 

@@ -138,6 +138,7 @@ impl TestApp {
 
     /// Like [`TestApp::spawn_with`], with extra environment variables.
     pub fn spawn_env(dirs: &Dirs, extra: &[&str], env: &[(&str, &str)]) -> TestApp {
+        appliance::client::tls_provider();
         let key = dirs.admin_key();
         let mut child = dirs
             .command()

@@ -60,7 +60,7 @@ class Daemon:
         self.stderr = open(os.path.join(self.root, "stderr.log"), "w+")
         self.proc = subprocess.Popen(args + ["serve"], stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         line = self.proc.stdout.readline()
-        match = re.search(r"http://[0-9.:]+", line)
+        match = re.search(r"https?://[0-9.:]+", line)
         assert match, f"daemon did not start: {line!r} {self.log()}"
         self.url = match.group(0)
 
