@@ -43,6 +43,7 @@ pub struct Limiter {
     store: Store,
     users: Arc<Mutex<HashMap<i64, UserState>>>,
     pending: Arc<Mutex<HashMap<(i64, String), UsageDelta>>>,
+    keys: Option<Arc<governor::DefaultKeyedRateLimiter<String>>>,
 }
 
 /// Today's date (UTC) as stored.
@@ -59,6 +60,7 @@ pub fn secs_to_midnight() -> u64 {
 fn merge(global: Limits, o: LimitOverrides) -> Limits {
     Limits {
         requests_per_minute: o.requests_per_minute.unwrap_or(global.requests_per_minute),
+        key_requests_per_minute: global.key_requests_per_minute,
         daily_generated_tokens: o
             .daily_generated_tokens
             .unwrap_or(global.daily_generated_tokens),
@@ -75,6 +77,8 @@ impl Limiter {
             store,
             users: Arc::default(),
             pending: Arc::default(),
+            keys: NonZeroU32::new(global.key_requests_per_minute)
+                .map(|rpm| Arc::new(RateLimiter::keyed(Quota::per_minute(rpm)))),
         };
         let flusher = limiter.clone();
         tokio::spawn(async move {
@@ -155,6 +159,24 @@ impl Limiter {
             },
         );
         Ok(Ok(()))
+    }
+
+    /// Checks the request rate of one API key.
+    pub fn key_request(&self, key_id: &str) -> Result<(), Exceeded> {
+        let Some(keys) = &self.keys else {
+            return Ok(());
+        };
+        keys.check_key(&key_id.to_string())
+            .map_err(|not_until| Exceeded {
+                what: format!(
+                    "the limit of {} requests per minute for API key {key_id}",
+                    self.global.key_requests_per_minute
+                ),
+                retry_after_secs: not_until
+                    .wait_time_from(DefaultClock::default().now())
+                    .as_secs()
+                    .max(1),
+            })
     }
 
     /// Checks the daily generated-token quota before a generation starts.

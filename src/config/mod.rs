@@ -75,6 +75,9 @@ pub struct TlsSection {
 pub struct Limits {
     /// Requests per minute.
     pub requests_per_minute: u32,
+    /// Requests per minute through one API key (global only; overrides ignore it).
+    #[serde(default)]
+    pub key_requests_per_minute: u32,
     /// Generated tokens per UTC day.
     pub daily_generated_tokens: u64,
     /// Audio minutes per UTC day.

@@ -164,6 +164,19 @@ pub async fn enforce(
     if let Err(e) = permitted(principal, access) {
         return e.into_response();
     }
+    if let Credential::ApiKey { id, .. } = &principal.credential
+        && principal.user_id > 0
+        && let Err(exceeded) = state.limits.key_request(id)
+    {
+        return ApiError::TooManyRequests {
+            message: format!(
+                "{}; retry in {} s",
+                exceeded.what, exceeded.retry_after_secs
+            ),
+            retry_after_secs: exceeded.retry_after_secs,
+        }
+        .into_response();
+    }
     if principal.user_id > 0 {
         match state.limits.request(principal.user_id).await {
             Ok(Ok(())) => {}

@@ -579,3 +579,71 @@ async fn request_rate_is_limited_per_user_with_retry_after() {
     // Health checks are not rate limited.
     assert_eq!(app.get("/healthz").send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn each_api_key_has_its_own_rate_limit() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn_with(&dirs, &["--set", "limits.key_requests_per_minute=3"]);
+    let second = dirs.run(&["keys", "create", "--owner", "admin", "--scopes", "all"]);
+    let second = second.stdout.trim().to_string();
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/api/v1/auth/me").send().await.unwrap().status(),
+            200
+        );
+    }
+    let limited = app.get("/api/v1/auth/me").send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    // The same user's other key is not affected.
+    let other = app
+        .anonymous
+        .get(format!("{}/api/v1/auth/me", app.url))
+        .bearer_auth(&second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+}
+
+#[tokio::test]
+async fn expired_sessions_are_refused() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    let pw = dirs.run(&["users", "passwd", "admin"]);
+    let password = pw
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .unwrap()
+        .to_string();
+    let login = app
+        .anonymous
+        .post(format!("{}/api/v1/auth/login", app.url))
+        .json(&json!({"name": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let me = |cookie: String| {
+        app.anonymous
+            .get(format!("{}/api/v1/auth/me", app.url))
+            .header("cookie", cookie)
+            .send()
+    };
+    assert_eq!(me(cookie.clone()).await.unwrap().status(), 200);
+    // Let the session's expiry pass (rewinding the clock in the database).
+    let db = rusqlite::Connection::open(dirs.data().join("appliance.db")).unwrap();
+    db.execute(
+        "UPDATE sessions SET expires_at = '2000-01-01T00:00:00.000Z'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(me(cookie).await.unwrap().status(), 401);
+}
