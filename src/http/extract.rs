@@ -20,11 +20,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map(|l| l.0)
-            .unwrap_or_default();
+        let limit = BodyLimit::of(&req);
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(from_rejection(rejection, limit)),
@@ -35,6 +31,16 @@ where
 /// The body limit in force for a route, recorded so errors can state it.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+impl BodyLimit {
+    /// The limit recorded on a request (0 when the route recorded none).
+    fn of(req: &Request) -> usize {
+        req.extensions()
+            .get::<BodyLimit>()
+            .map(|l| l.0)
+            .unwrap_or_default()
+    }
+}
 
 fn from_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
     match rejection {
@@ -86,11 +92,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map(|l| l.0)
-            .unwrap_or_default();
+        let limit = BodyLimit::of(&req);
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| {

@@ -79,18 +79,25 @@ pub struct AuditEntry {
 }
 
 const USER_COLUMNS: &str = "id, name, role, disabled, created_at, password_changed_at";
+/// [`USER_COLUMNS`] from a join where the users table is aliased `u`.
+const U_COLUMNS: &str = "u.id, u.name, u.role, u.disabled, u.created_at, u.password_changed_at";
 const KEY_COLUMNS: &str = "k.id, k.user_id, u.name, k.name, k.scopes, k.created_at, k.expires_at, \
      k.last_used_at, k.revoked_at";
 
 fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
-    let role: String = row.get(2)?;
+    user_at(row, 0)
+}
+
+/// A [`User`] from the six user columns starting at `at`.
+fn user_at(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
+    let role: String = row.get(at + 2)?;
     Ok(User {
-        id: row.get(0)?,
-        name: row.get(1)?,
+        id: row.get(at)?,
+        name: row.get(at + 1)?,
         role: role.parse().unwrap_or(Role::Readonly),
-        disabled: row.get(3)?,
-        created_at: row.get(4)?,
-        password_changed_at: row.get(5)?,
+        disabled: row.get(at + 3)?,
+        created_at: row.get(at + 4)?,
+        password_changed_at: row.get(at + 5)?,
     })
 }
 
@@ -293,25 +300,11 @@ impl Store {
                     Ok(conn
                         .query_row(
                             &format!(
-                                "SELECT {KEY_COLUMNS}, k.secret_hash, {user} FROM api_keys k \
-                                 JOIN users u ON u.id = k.user_id WHERE k.id = ?1",
-                                user = "u.id, u.name, u.role, u.disabled, u.created_at, u.password_changed_at"
+                                "SELECT {KEY_COLUMNS}, k.secret_hash, {U_COLUMNS} FROM api_keys k \
+                                 JOIN users u ON u.id = k.user_id WHERE k.id = ?1"
                             ),
                             [id],
-                            |row| {
-                                let key = key_row(row)?;
-                                let hash: String = row.get(9)?;
-                                let role: String = row.get(12)?;
-                                let user = User {
-                                    id: row.get(10)?,
-                                    name: row.get(11)?,
-                                    role: role.parse().unwrap_or(Role::Readonly),
-                                    disabled: row.get(13)?,
-                                    created_at: row.get(14)?,
-                                    password_changed_at: row.get(15)?,
-                                };
-                                Ok((key, hash, user))
-                            },
+                            |row| Ok((key_row(row)?, row.get(9)?, user_at(row, 10)?)),
                         )
                         .optional()?)
                 }
@@ -401,26 +394,18 @@ impl Store {
         self.read("get_session", move |conn| {
             Ok(conn
                 .query_row(
-                    "SELECT s.csrf_token, s.expires_at, u.id, u.name, u.role, u.disabled, u.created_at, \
-                     u.password_changed_at FROM sessions s JOIN users u ON u.id = s.user_id \
-                     WHERE s.token_hash = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2",
+                    &format!(
+                        "SELECT s.csrf_token, s.expires_at, {U_COLUMNS} FROM sessions s \
+                         JOIN users u ON u.id = s.user_id \
+                         WHERE s.token_hash = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2"
+                    ),
                     params![token_hash, now()],
                     |row| {
-                        let role: String = row.get(4)?;
-                        Ok((
-                            Session {
-                                csrf_token: row.get(0)?,
-                                expires_at: row.get(1)?,
-                            },
-                            User {
-                                id: row.get(2)?,
-                                name: row.get(3)?,
-                                role: role.parse().unwrap_or(Role::Readonly),
-                                disabled: row.get(5)?,
-                                created_at: row.get(6)?,
-                                password_changed_at: row.get(7)?,
-                            },
-                        ))
+                        let session = Session {
+                            csrf_token: row.get(0)?,
+                            expires_at: row.get(1)?,
+                        };
+                        Ok((session, user_at(row, 2)?))
                     },
                 )
                 .optional()?)
