@@ -204,7 +204,7 @@ pub enum UsersCommand {
         /// User name.
         name: String,
     },
-    /// Override the global [limits] for one user (0 = unlimited).
+    /// Override the global `[limits]` for one user (0 = unlimited).
     Limits {
         /// User name.
         name: String,
