@@ -12,6 +12,7 @@ use crate::engine::Engine;
 use crate::health::{self, Check, Status};
 use crate::limits::Limiter;
 use crate::models::registry::Registry;
+use crate::monitor::Monitor;
 use crate::store::{DaemonRun, Store};
 use crate::telemetry::{LogLevel, Metrics};
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub login_throttle: LoginThrottle,
     /// Rate limits, quotas and usage.
     pub limits: Limiter,
+    /// CPU, memory, disk and GPU samples of the last minutes.
+    pub monitor: Monitor,
 }
 
 impl AppState {

@@ -77,3 +77,68 @@ pub fn probe() -> GpuProbe {
         devices,
     }
 }
+
+/// One GPU's live readings.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuSample {
+    /// NVML device index.
+    pub index: u32,
+    /// Marketing name.
+    pub name: String,
+    /// GPU utilisation over the last sample period, percent.
+    pub utilization_percent: Option<u32>,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: Option<u64>,
+    /// Total memory, bytes.
+    pub memory_total_bytes: Option<u64>,
+    /// Die temperature, °C.
+    pub temperature_c: Option<u32>,
+    /// Power draw, watts.
+    pub power_w: Option<f64>,
+}
+
+/// Keeps one NVML session open for repeated sampling (opening it costs milliseconds).
+/// Lives on the monitor's thread; without a driver it samples nothing.
+pub struct GpuPoller {
+    nvml: Option<nvml_wrapper::Nvml>,
+}
+
+impl GpuPoller {
+    /// Opens NVML if a driver is present.
+    pub fn new() -> GpuPoller {
+        GpuPoller {
+            nvml: nvml_wrapper::Nvml::init().ok(),
+        }
+    }
+
+    /// Reads every device (blocking).
+    pub fn sample(&self) -> Vec<GpuSample> {
+        let Some(nvml) = &self.nvml else {
+            return Vec::new();
+        };
+        let count = nvml.device_count().unwrap_or(0);
+        (0..count)
+            .filter_map(|index| {
+                let device = nvml.device_by_index(index).ok()?;
+                let memory = device.memory_info().ok();
+                Some(GpuSample {
+                    index,
+                    name: device.name().unwrap_or_else(|_| "unknown".into()),
+                    utilization_percent: device.utilization_rates().ok().map(|u| u.gpu),
+                    memory_used_bytes: memory.as_ref().map(|m| m.used),
+                    memory_total_bytes: memory.as_ref().map(|m| m.total),
+                    temperature_c: device
+                        .temperature(nvml_wrapper::enum_wrappers::device::TemperatureSensor::Gpu)
+                        .ok(),
+                    power_w: device.power_usage().ok().map(|mw| mw as f64 / 1000.0),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Default for GpuPoller {
+    fn default() -> Self {
+        Self::new()
+    }
+}

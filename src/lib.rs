@@ -18,6 +18,7 @@
 //!   daemon's handle on them; [`engine::worker`] is the worker process itself.
 //! - [`store`]: the SQLite database on its own threads; the only module with SQL.
 //! - [`models`]: model files on disk and the default model manifest.
+//! - [`monitor`]: the sampling thread behind the admin system graphs.
 //! - [`gpu`]: NVML, the only module that talks to the NVIDIA driver.
 //! - [`health`]: checks shared by `doctor` and `/readyz`.
 //! - [`telemetry`]: logging, Prometheus metrics, process statistics.
@@ -38,5 +39,6 @@ pub mod http;
 pub mod limits;
 pub mod lock;
 pub mod models;
+pub mod monitor;
 pub mod store;
 pub mod telemetry;

@@ -20,6 +20,7 @@ use crate::engine::{Engine, EngineConfig, KeepAlive};
 use crate::limits::Limiter;
 use crate::lock::InstanceLock;
 use crate::models::registry::Registry;
+use crate::monitor::Monitor;
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::{self, Metrics};
 
@@ -88,6 +89,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             setup_token: setup_token.clone(),
             login_throttle: LoginThrottle::new(config.auth.login_free_failures),
             limits: limits.clone(),
+            monitor: Monitor::start(config.paths.data_dir.clone()),
         };
         let router = crate::http::router(state);
 
@@ -99,7 +101,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             let token = crate::auth::random_hex(16);
             println!(
                 "first run: no users yet. Create the administrator with the one-time token {token}:\n  \
-                 POST {url}/api/v1/setup {{\"token\": \"{token}\", \"name\": …, \"password\": …}}\n  \
+                 open {url}/#/setup/{token}\n  \
+                 or POST {url}/api/v1/setup {{\"token\": \"{token}\", \"name\": …, \"password\": …}}\n  \
                  or on this host: appliance users add --admin NAME"
             );
             tracing::warn!("no users exist: first-run setup is open with the printed one-time token");

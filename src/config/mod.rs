@@ -118,6 +118,8 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Browser origins allowed cross-origin access (CORS).
     pub cors_origins: Vec<String>,
+    /// Serve the UI from this directory (development); empty: embedded.
+    pub ui_dir: PathBuf,
     /// Seconds in-flight requests get to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
     /// Body limit of JSON API routes.

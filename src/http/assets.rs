@@ -7,25 +7,60 @@ use axum::response::{IntoResponse, Response};
 use rust_embed::Embed;
 
 use super::error::ApiError;
+use crate::app::AppState;
+use axum::extract::State;
 
 #[derive(Embed)]
 #[folder = "assets/web"]
 struct Assets;
 
-/// Fallback for every unrouted request: a GET/HEAD for an embedded file serves it,
-/// anything else is a JSON 404.
-pub async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+/// Fallback for every unrouted request: a GET/HEAD for a UI file serves it (from the
+/// binary, or from `server.ui_dir` when set), anything else is a JSON 404.
+pub async fn fallback(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let path = uri.path();
     if method == Method::GET || method == Method::HEAD {
         let name = match path.trim_start_matches('/') {
             "" => "index.html",
             other => other,
         };
-        if let Some(file) = Assets::get(name) {
+        let dir = &state.config.server.ui_dir;
+        if !dir.as_os_str().is_empty() {
+            if let Some(response) = from_dir(dir, name, method == Method::HEAD).await {
+                return response;
+            }
+        } else if let Some(file) = Assets::get(name) {
             return serve(name, file, &headers, method == Method::HEAD);
         }
     }
     ApiError::NotFound(format!("no route for {method} {path}")).into_response()
+}
+
+/// A file under `dir` (development UI). Only plain relative names are served: no
+/// `..`, no absolute paths, nothing outside the directory.
+async fn from_dir(dir: &std::path::Path, name: &str, head: bool) -> Option<Response> {
+    let safe = name
+        .split('/')
+        .all(|part| !part.is_empty() && part != ".." && part != "." && !part.contains('\\'));
+    if !safe {
+        return None;
+    }
+    let bytes = tokio::fs::read(dir.join(name)).await.ok()?;
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, mime.as_ref())
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .ok()
 }
 
 fn serve(name: &str, file: rust_embed::EmbeddedFile, headers: &HeaderMap, head: bool) -> Response {
@@ -44,10 +79,12 @@ fn serve(name: &str, file: rust_embed::EmbeddedFile, headers: &HeaderMap, head: 
             v.split(',')
                 .any(|tag| tag.trim() == etag || tag.trim() == "*")
         });
-    // HTML must be revalidated so a new version is picked up at once; other files are
-    // revalidated hourly until the UI build fingerprints its file names.
+    // HTML must be revalidated so a new version is picked up at once; the build's
+    // fingerprinted files (`assets/<name>-<hash>.js`) never change; the rest hourly.
     let cache = if name.ends_with(".html") {
         "no-cache"
+    } else if name.starts_with("assets/") {
+        "public, max-age=31536000, immutable"
     } else {
         "public, max-age=3600"
     };

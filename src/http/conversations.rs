@@ -268,6 +268,20 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `DELETE /api/v1/conversations/{id}/messages/{message_id}`: removes that message and
+/// every later one (regenerate, edit-and-resend).
+pub async fn truncate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, message_id)): Path<(String, i64)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let removed = state
+        .store
+        .truncate_messages(id, message_id, caller.owner_filter())
+        .await?;
+    Ok(axum::Json(json!({ "removed": removed })))
+}
+
 /// Body of `POST /api/v1/conversations/{id}/messages`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

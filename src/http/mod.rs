@@ -70,6 +70,7 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::GET, "/readyz", Public, false, get(routes::health::readyz)),
         r(Method::GET, "/metrics", Admin, false, get(routes::health::metrics)),
         r(Method::GET, "/api/v1/status", Authenticated, false, get(routes::status::status)),
+        r(Method::GET, "/api/v1/system", Admin, false, get(routes::status::system)),
         r(Method::GET, "/api/v1/log-level", Admin, false, get(routes::status::get_log_level)),
         r(Method::PUT, "/api/v1/log-level", Admin, false, put(routes::status::set_log_level)),
         // Accounts.
@@ -109,6 +110,7 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::PATCH, "/api/v1/conversations/{id}", Write(CHAT), false, patch(conversations::update)),
         r(Method::DELETE, "/api/v1/conversations/{id}", Write(CHAT), false, delete(conversations::delete)),
         r(Method::POST, "/api/v1/conversations/{id}/messages", Write(CHAT), true, post(conversations::send)),
+        r(Method::DELETE, "/api/v1/conversations/{id}/messages/{message_id}", Write(CHAT), false, delete(conversations::truncate)),
         r(Method::GET, "/api/v1/conversations/{id}/export", Read(CHAT), false, get(conversations::export)),
     ]
 }

@@ -393,6 +393,41 @@ impl Store {
         .await
     }
 
+    /// Deletes message `from` and every later message of the conversation (for
+    /// regenerate and edit-and-resend); returns how many were removed.
+    pub async fn truncate_messages(
+        &self,
+        id: String,
+        from: i64,
+        owner: Owner,
+    ) -> Result<usize, StoreError> {
+        self.write("truncate_messages", move |conn| {
+            let tx = conn.transaction()?;
+            if get(&tx, &id, owner)?.is_none() {
+                return Err(StoreError::NotFound("conversation"));
+            }
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2)",
+                params![from, id],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Err(StoreError::NotFound("message"));
+            }
+            let removed = tx.execute(
+                "DELETE FROM messages WHERE conversation_id = ?1 AND id >= ?2",
+                params![id, from],
+            )?;
+            tx.execute(
+                "UPDATE conversations SET updated_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )?;
+            tx.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
     /// Stores a whole conversation with its messages in one transaction (import),
     /// keeping its id when it is free.
     pub async fn import_conversation(

@@ -358,3 +358,67 @@ async fn tells_systemd_ready_then_stopping() {
     let (status, _) = app.wait(Duration::from_secs(10));
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn system_samples_accumulate_for_the_admin_graphs() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        let body: serde_json::Value = app
+            .get("/api/v1/system")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        samples = body["samples"].as_array().unwrap().clone();
+        if samples.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(samples.len() >= 2, "{samples:?}");
+    let last = &samples[samples.len() - 1];
+    assert!(last["memory_total_bytes"].as_u64().unwrap() > 0);
+    assert!(last["disk_total_bytes"].as_u64().unwrap() > 0);
+    assert!(last["t"].as_i64().unwrap() > samples[0]["t"].as_i64().unwrap());
+    assert!(last["gpus"].is_array());
+}
+
+#[tokio::test]
+async fn a_development_ui_dir_is_served_without_escaping_it() {
+    let dirs = Dirs::new();
+    let ui = dirs.path("ui");
+    std::fs::create_dir_all(ui.join("assets")).unwrap();
+    std::fs::write(
+        ui.join("index.html"),
+        "<!doctype html><title>dev ui</title>",
+    )
+    .unwrap();
+    std::fs::write(ui.join("assets/app.js"), "console.log(1)").unwrap();
+    std::fs::write(dirs.path("secret.txt"), "secret").unwrap();
+    let app = TestApp::spawn_with(
+        &dirs,
+        &["--set", &format!("server.ui_dir={}", ui.display())],
+    );
+    let page = app.get("/").send().await.unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html");
+    assert!(page.text().await.unwrap().contains("dev ui"));
+    let js = app.get("/assets/app.js").send().await.unwrap();
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+    for sneaky in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/assets/../../secret.txt",
+    ] {
+        let r = app.get(sneaky).send().await.unwrap();
+        assert_ne!(r.status(), 200, "{sneaky}");
+    }
+}

@@ -153,3 +153,20 @@ def test_openai_requests_can_store_into_a_conversation(daemon, http):
     ]
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model=MODEL, messages=question, extra_body={"conversation_id": "conv_nope"})
+
+
+def test_truncating_for_regenerate_and_edit(http):
+    conv = new_conversation(http)
+    for text in ["Name a colour.", "Name a fruit."]:
+        assert http.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": text, "stream": False}).status_code == 200
+    messages = http.get(f"/api/v1/conversations/{conv['id']}").json()["messages"]
+    assert len(messages) == 4
+    second_user = messages[2]["id"]
+    r = http.delete(f"/api/v1/conversations/{conv['id']}/messages/{second_user}")
+    assert r.status_code == 200 and r.json()["removed"] == 2
+    kept = http.get(f"/api/v1/conversations/{conv['id']}").json()["messages"]
+    assert [m["content"] for m in kept[:1]] == ["Name a colour."] and len(kept) == 2
+    # Edit-and-resend: the edited question is answered after the kept history.
+    r = http.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": "Name a vegetable.", "stream": False})
+    assert r.status_code == 200
+    assert http.delete(f"/api/v1/conversations/{conv['id']}/messages/999999").status_code == 404

@@ -42,6 +42,14 @@ pub async fn status(State(state): State<AppState>) -> Result<axum::Json<Value>, 
     })))
 }
 
+/// `GET /api/v1/system`: CPU, memory, disk and GPU samples of the last minutes.
+pub async fn system(State(state): State<AppState>) -> axum::Json<Value> {
+    axum::Json(json!({
+        "interval_secs": crate::monitor::INTERVAL_SECS,
+        "samples": state.monitor.samples(),
+    }))
+}
+
 /// Body of `PUT /api/v1/log-level`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,169 @@
+// Wire types of the daemon's JSON API (see src/http/*.rs on the Rust side).
+
+export type Role = 'admin' | 'user' | 'readonly';
+
+export interface User {
+  id: number;
+  name: string;
+  role: Role;
+  disabled: boolean;
+  created_at: string;
+  password_changed_at?: string;
+}
+
+export interface Me {
+  user: User;
+  via: 'session' | 'api_key';
+  scopes: string[];
+  csrf_token: string | null;
+}
+
+export interface ApiKey {
+  id: string;
+  user_id?: number;
+  user_name: string;
+  name: string;
+  scopes: string[];
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface Settings {
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  min_p?: number;
+  repeat_penalty?: number;
+  frequency_penalty?: number;
+  presence_penalty?: number;
+  seed?: number;
+  max_tokens?: number;
+  stop?: string[];
+}
+
+export interface Conversation {
+  id: string;
+  title: string;
+  model: string;
+  system_prompt: string;
+  settings: Settings;
+  created_at: string;
+  updated_at: string;
+}
+
+export type MessageStatus = 'complete' | 'cut_off' | 'error';
+
+export interface Message {
+  id: number;
+  role: 'user' | 'assistant' | 'system';
+  content: string;
+  model?: string | null;
+  status: MessageStatus;
+  finish_reason?: string | null;
+  prompt_tokens?: number | null;
+  completion_tokens?: number | null;
+  created_at: string;
+}
+
+export interface Page<T> {
+  data: T[];
+  next_cursor: string | null;
+}
+
+export interface SearchHit {
+  conversation: Conversation;
+  message_id: number | null;
+  snippet: string;
+}
+
+export interface ModelInfo {
+  id: string;
+  meta?: {
+    architecture?: string | null;
+    parameters?: number | null;
+    quantization?: string | null;
+    context_length?: number | null;
+    size?: number | null;
+  };
+}
+
+export interface GpuSample {
+  index: number;
+  name: string;
+  utilization_percent: number | null;
+  memory_used_bytes: number | null;
+  memory_total_bytes: number | null;
+  temperature_c: number | null;
+  power_w: number | null;
+}
+
+export interface SystemSample {
+  t: number;
+  cpu_percent: number;
+  memory_used_bytes: number;
+  memory_total_bytes: number;
+  disk_free_bytes: number;
+  disk_total_bytes: number;
+  gpus: GpuSample[];
+}
+
+export interface SystemInfo {
+  interval_secs: number;
+  samples: SystemSample[];
+}
+
+export interface Worker {
+  name: string;
+  pid: number;
+  size_bytes: number;
+  context_length: number;
+  slots: number;
+  running: number;
+  waiting: number;
+  expires_at: string | null;
+}
+
+export interface Status {
+  version: string;
+  pid: number;
+  started_at: string;
+  uptime_seconds: number;
+  url: string;
+  models: { loaded: string[]; workers: Worker[] };
+  queue: { waiting: number; running: number };
+  log_level: string;
+  previous_run_unclean?: boolean;
+}
+
+export interface HealthCheck {
+  name: string;
+  status: 'ok' | 'warn' | 'fail';
+  detail: string;
+  hint?: string;
+}
+
+export interface Readiness {
+  status: string;
+  checks: HealthCheck[];
+}
+
+export interface UsageRow {
+  user_name: string;
+  day: string;
+  requests: number;
+  prompt_tokens: number;
+  generated_tokens: number;
+}
+
+export interface AuditEntry {
+  id: number;
+  at: string;
+  actor: string | null;
+  action: string;
+  target: string | null;
+  ip: string | null;
+  success: boolean;
+  detail: unknown;
+}
