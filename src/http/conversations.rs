@@ -134,6 +134,27 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
+/// A title from the first message: whitespace collapsed, at most 60 characters, cut at
+/// a word boundary with an ellipsis.
+fn short_title(text: &str) -> String {
+    let mut title = String::new();
+    for word in text.split_whitespace() {
+        let extra = usize::from(!title.is_empty());
+        if title.chars().count() + extra + word.chars().count() > 60 {
+            if title.is_empty() {
+                title = word.chars().take(59).collect();
+            }
+            title.push('…');
+            return title;
+        }
+        if extra == 1 {
+            title.push(' ');
+        }
+        title.push_str(word);
+    }
+    title
+}
+
 /// Query of `GET /api/v1/conversations`.
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -141,6 +162,18 @@ pub struct ListQuery {
     limit: Option<u32>,
     #[serde(default)]
     cursor: Option<String>,
+    /// Admins: every user's conversations, not just their own.
+    #[serde(default)]
+    all: bool,
+}
+
+/// Lists and searches show the caller's own conversations; admins may ask for all.
+fn list_owner(caller: &crate::auth::Principal, all: bool) -> Owner {
+    if all && caller.is_admin() {
+        None
+    } else {
+        caller.owner_id()
+    }
 }
 
 /// `GET /api/v1/conversations`: newest first, `limit` (1–200, default 50) per page,
@@ -169,7 +202,7 @@ pub async fn list(
     };
     let page = state
         .store
-        .list_conversations(limit, after, caller.owner_filter())
+        .list_conversations(limit, after, list_owner(&caller, q.all))
         .await?;
     let next_cursor = (page.len() == limit as usize)
         .then(|| page.last().map(|c| format!("{}~{}", c.updated_at, c.id)))
@@ -185,6 +218,9 @@ pub struct SearchQuery {
     q: String,
     #[serde(default)]
     limit: Option<u32>,
+    /// Admins: search every user's conversations.
+    #[serde(default)]
+    all: bool,
 }
 
 /// `GET /api/v1/conversations/search?q=…`: full-text search of titles and messages.
@@ -197,7 +233,7 @@ pub async fn search(
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
     let hits = state
         .store
-        .search_conversations(q.q, limit, caller.owner_filter())
+        .search_conversations(q.q, limit, list_owner(&caller, q.all))
         .await?;
     Ok(axum::Json(json!({ "data": hits })))
 }
@@ -352,12 +388,7 @@ pub async fn send(
         }
     }
     if history.is_empty() && conversation.title == DEFAULT_TITLE {
-        let title: String = body
-            .content
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let title = title.chars().take(60).collect::<String>();
+        let title = short_title(&body.content);
         let patch = ConversationPatch {
             title: Some(title),
             ..Default::default()
@@ -700,4 +731,26 @@ pub async fn import(
         .import_conversation(doc.conversation, doc.messages, caller.owner_id())
         .await?;
     Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_title;
+
+    #[test]
+    fn titles_are_cut_at_a_word_boundary() {
+        assert_eq!(
+            short_title("  What is   the capital? "),
+            "What is the capital?"
+        );
+        let long = "Write a function that returns the sum of a list of numbers in Rust please";
+        let title = short_title(long);
+        assert!(
+            title.ends_with('…') && title.chars().count() <= 61,
+            "{title}"
+        );
+        assert!(long.starts_with(title.trim_end_matches('…')));
+        assert!(!title.trim_end_matches('…').ends_with(' '));
+        assert_eq!(short_title(&"x".repeat(100)).chars().count(), 60);
+    }
 }

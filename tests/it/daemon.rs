@@ -283,7 +283,7 @@ async fn status_command_reports_the_running_daemon() {
 }
 
 #[tokio::test]
-async fn embedded_status_page_has_types_and_etags() {
+async fn embedded_ui_has_types_etags_and_immutable_fingerprinted_assets() {
     let dirs = Dirs::new();
     let app = TestApp::spawn(&dirs);
     let page = app.get("/").send().await.unwrap();
@@ -291,11 +291,11 @@ async fn embedded_status_page_has_types_and_etags() {
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     assert_eq!(page.headers()["cache-control"], "no-cache");
     let etag = page.headers()["etag"].clone();
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<title>Appliance</title>"));
     assert!(
-        page.text()
-            .await
-            .unwrap()
-            .contains("<title>Appliance</title>")
+        !html.contains("<script>"),
+        "no inline scripts under the CSP"
     );
 
     let again = app
@@ -306,15 +306,26 @@ async fn embedded_status_page_has_types_and_etags() {
         .unwrap();
     assert_eq!(again.status(), 304);
 
-    let css = app.get("/style.css").send().await.unwrap();
-    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
-    let js = app.get("/status.js").send().await.unwrap();
+    // The build's fingerprinted script and stylesheet are cached forever.
+    let asset = |ext: &str| {
+        html.split('"')
+            .find(|part| part.starts_with("/assets/") && part.ends_with(ext))
+            .unwrap_or_else(|| panic!("no {ext} in {html}"))
+            .to_string()
+    };
+    let js = app.get(&asset(".js")).send().await.unwrap();
     assert!(
         js.headers()["content-type"]
             .to_str()
             .unwrap()
             .contains("javascript")
     );
+    assert_eq!(
+        js.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let css = app.get(&asset(".css")).send().await.unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
 }
 
 #[tokio::test]

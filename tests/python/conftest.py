@@ -16,7 +16,7 @@ MODEL = "SmolLM2-135M-Instruct-Q4_1"
 
 
 def binary() -> str:
-    path = os.environ.get("APPLIANCE_BIN") or str(
+    path = os.environ.get("TEST_APPLIANCE_BIN") or str(
         pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/appliance/target"))
         / "debug"
         / "appliance"

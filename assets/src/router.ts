@@ -1,0 +1,74 @@
+// Hash routing (`#/chat/conv_x`): the daemon serves only files, so every page lives
+// in the fragment and needs no server-side route.
+
+import { useEffect, useState } from 'preact/hooks';
+
+export type Route =
+  | { page: 'login' }
+  | { page: 'setup'; token: string }
+  | { page: 'chat'; id: string | null; message: number | null }
+  | { page: 'account' }
+  | { page: 'keys' }
+  | { page: 'admin'; section: AdminSection }
+  | { page: 'notfound'; path: string };
+
+export const ADMIN_SECTIONS = ['system', 'models', 'health', 'users', 'keys', 'usage', 'audit'] as const;
+export type AdminSection = (typeof ADMIN_SECTIONS)[number];
+
+export function parseRoute(hash: string): Route {
+  const raw = hash.replace(/^#/, '');
+  const [pathPart, queryPart = ''] = raw.split('?', 2);
+  const parts = pathPart.split('/').filter(Boolean).map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      return p;
+    }
+  });
+  const query = new URLSearchParams(queryPart);
+  if (parts.length === 0) return { page: 'chat', id: null, message: null };
+  switch (parts[0]) {
+    case 'login':
+      return { page: 'login' };
+    case 'setup':
+      return { page: 'setup', token: parts[1] ?? '' };
+    case 'chat': {
+      const m = Number(query.get('m'));
+      return { page: 'chat', id: parts[1] ?? null, message: Number.isInteger(m) && m > 0 ? m : null };
+    }
+    case 'account':
+      return { page: 'account' };
+    case 'keys':
+      return { page: 'keys' };
+    case 'admin': {
+      const section = (parts[1] ?? 'system') as AdminSection;
+      if (ADMIN_SECTIONS.includes(section)) return { page: 'admin', section };
+      break;
+    }
+  }
+  return { page: 'notfound', path: pathPart };
+}
+
+export function chatHref(id: string | null, message?: number | null): string {
+  if (!id) return '#/chat';
+  return `#/chat/${encodeURIComponent(id)}${message ? `?m=${message}` : ''}`;
+}
+
+export function navigate(hash: string, replace = false): void {
+  if (replace) {
+    history.replaceState(null, '', hash);
+    window.dispatchEvent(new HashChangeEvent('hashchange'));
+  } else {
+    location.hash = hash;
+  }
+}
+
+export function useRoute(): Route {
+  const [route, setRoute] = useState(() => parseRoute(location.hash));
+  useEffect(() => {
+    const onChange = () => setRoute(parseRoute(location.hash));
+    window.addEventListener('hashchange', onChange);
+    return () => window.removeEventListener('hashchange', onChange);
+  }, []);
+  return route;
+}
