@@ -69,7 +69,7 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::GET, "/healthz", Public, false, get(routes::health::healthz)),
         r(Method::GET, "/readyz", Public, false, get(routes::health::readyz)),
         r(Method::GET, "/metrics", Admin, false, get(routes::health::metrics)),
-        r(Method::GET, "/api/v1/status", Authenticated, false, get(routes::status::status)),
+        r(Method::GET, "/api/v1/status", Admin, false, get(routes::status::status)),
         r(Method::GET, "/api/v1/system", Admin, false, get(routes::status::system)),
         r(Method::GET, "/api/v1/log-level", Admin, false, get(routes::status::get_log_level)),
         r(Method::PUT, "/api/v1/log-level", Admin, false, put(routes::status::set_log_level)),
