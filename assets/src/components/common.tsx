@@ -122,3 +122,33 @@ export function Spinner({ label = 'Loading…' }: { label?: string }) {
     </p>
   );
 }
+
+/** A password input for a new password: the server's length rules, no autofill of old ones. */
+export function NewPasswordField({
+  label,
+  value,
+  onInput,
+  focus = false,
+}: {
+  label: string;
+  value: string;
+  onInput: (v: string) => void;
+  /** Take focus when shown (e.g. in a dialog). */
+  focus?: boolean;
+}) {
+  return (
+    <label class="field">
+      <span>{label}</span>
+      <input
+        type="password"
+        required
+        minLength={8}
+        maxLength={256}
+        autoComplete="new-password"
+        value={value}
+        ref={focus ? (el) => el?.focus() : undefined}
+        onInput={(e) => onInput(e.currentTarget.value)}
+      />
+    </label>
+  );
+}

@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { post } from '../api';
-import { ErrorBox, PageTitle } from '../components/common';
+import { ErrorBox, PageTitle, NewPasswordField } from '../components/common';
 import { formatTime } from '../format';
 import { useSession } from '../session';
 
@@ -65,29 +65,8 @@ export function Account() {
               onInput={(e) => setCurrent(e.currentTarget.value)}
             />
           </label>
-          <label class="field">
-            <span>New password (at least 8 characters)</span>
-            <input
-              type="password"
-              required
-              minLength={8}
-              maxLength={256}
-              autoComplete="new-password"
-              value={next}
-              onInput={(e) => setNext(e.currentTarget.value)}
-            />
-          </label>
-          <label class="field">
-            <span>New password again</span>
-            <input
-              type="password"
-              required
-              minLength={8}
-              autoComplete="new-password"
-              value={repeat}
-              onInput={(e) => setRepeat(e.currentTarget.value)}
-            />
-          </label>
+          <NewPasswordField label="New password (at least 8 characters)" value={next} onInput={setNext} />
+          <NewPasswordField label="New password again" value={repeat} onInput={setRepeat} />
           <div>
             <button type="submit" class="btn btn-primary" disabled={busy}>
               {busy ? 'Changing…' : 'Change password'}

@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { post, setCsrfToken } from '../api';
-import { ErrorBox, PageTitle } from '../components/common';
+import { ErrorBox, PageTitle, NewPasswordField } from '../components/common';
 import { navigate } from '../router';
 
 /** First run: creates the first administrator with the daemon's one-time token. */
@@ -55,29 +55,8 @@ export function Setup({ token: initialToken, onSignedIn }: { token: string; onSi
             onInput={(e) => setName(e.currentTarget.value)}
           />
         </label>
-        <label class="field">
-          <span>Password (at least 8 characters)</span>
-          <input
-            type="password"
-            required
-            minLength={8}
-            maxLength={256}
-            autoComplete="new-password"
-            value={password}
-            onInput={(e) => setPassword(e.currentTarget.value)}
-          />
-        </label>
-        <label class="field">
-          <span>Password again</span>
-          <input
-            type="password"
-            required
-            minLength={8}
-            autoComplete="new-password"
-            value={repeat}
-            onInput={(e) => setRepeat(e.currentTarget.value)}
-          />
-        </label>
+        <NewPasswordField label="Password (at least 8 characters)" value={password} onInput={setPassword} />
+        <NewPasswordField label="Password again" value={repeat} onInput={setRepeat} />
         <button type="submit" class="btn btn-primary" disabled={busy}>
           {busy ? 'Creating…' : 'Create and sign in'}
         </button>

@@ -2,7 +2,7 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { del, get, patch, post } from '../../api';
-import { ErrorBox, Notice, PageTitle, Spinner } from '../../components/common';
+import { ErrorBox, Notice, PageTitle, Spinner, NewPasswordField } from '../../components/common';
 import { formatTime } from '../../format';
 import { useSession } from '../../session';
 import type { Role, User } from '../../types';
@@ -186,18 +186,7 @@ function CreateUser({ onCreated }: { onCreated: (u: User) => void }) {
           <span>Name</span>
           <input required maxLength={64} autoComplete="off" value={name} onInput={(e) => setName(e.currentTarget.value)} />
         </label>
-        <label class="field">
-          <span>Password (8+ characters)</span>
-          <input
-            type="password"
-            required
-            minLength={8}
-            maxLength={256}
-            autoComplete="new-password"
-            value={password}
-            onInput={(e) => setPassword(e.currentTarget.value)}
-          />
-        </label>
+        <NewPasswordField label="Password (8+ characters)" value={password} onInput={setPassword} />
         <label class="field">
           <span>Role</span>
           <select value={role} onChange={(e) => setRole(e.currentTarget.value as Role)}>
@@ -234,19 +223,7 @@ function ResetPassword({ user, onDone, onCancel }: { user: User; onDone: (passwo
           }
         }}
       >
-        <label class="field">
-          <span>New password (8+ characters)</span>
-          <input
-            type="password"
-            required
-            minLength={8}
-            maxLength={256}
-            autoComplete="new-password"
-            value={password}
-            ref={(el) => el?.focus()}
-            onInput={(e) => setPassword(e.currentTarget.value)}
-          />
-        </label>
+        <NewPasswordField label="New password (8+ characters)" value={password} onInput={setPassword} focus />
         <button type="submit" class="btn btn-primary">
           Set password
         </button>
