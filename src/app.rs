@@ -3,9 +3,13 @@
 //! [`AppState`] is what every HTTP handler receives: cheap handles to the store,
 //! metrics and configuration. It is built once by `serve` and cloned per request.
 
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
+use parking_lot::Mutex;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::hasher::Hasher;
 use crate::auth::throttle::LoginThrottle;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -46,11 +50,38 @@ pub struct AppState {
     pub limits: Limiter,
     /// CPU, memory, disk and GPU samples of the last minutes.
     pub monitor: Monitor,
+    /// Password hashing, a bounded number at a time.
+    pub hasher: Hasher,
+    /// Writes that outlive their request (cut-off replies, audit entries); shutdown
+    /// waits for them before the store closes.
+    pub tasks: TaskTracker,
+    /// The last readiness answer, reused for a moment so a flood of `/readyz` cannot
+    /// turn into a flood of disk checks.
+    pub readiness_cache: ReadinessCache,
 }
 
+/// The last readiness answer and when it was computed.
+pub type ReadinessCache = Arc<tokio::sync::Mutex<Option<(Instant, Vec<Check>)>>>;
+
+/// How long a readiness answer is reused.
+const READINESS_TTL: Duration = Duration::from_secs(2);
+
 impl AppState {
-    /// Every readiness check, as `/readyz` reports them.
+    /// Every readiness check, as `/readyz` reports them: computed at most every two
+    /// seconds, however many callers ask.
     pub async fn readiness(&self) -> Vec<Check> {
+        let mut cache = self.readiness_cache.lock().await;
+        if let Some((at, checks)) = cache.as_ref()
+            && at.elapsed() < READINESS_TTL
+        {
+            return checks.clone();
+        }
+        let checks = self.check_readiness().await;
+        *cache = Some((Instant::now(), checks.clone()));
+        checks
+    }
+
+    async fn check_readiness(&self) -> Vec<Check> {
         let mut checks = Vec::new();
         checks.push(match self.store.ping().await {
             Ok(vec_version) => Check::ok(

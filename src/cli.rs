@@ -159,6 +159,8 @@ pub enum Command {
 pub enum WorkerKind {
     /// A llama.cpp chat model.
     Llm(crate::engine::worker::WorkerArgs),
+    /// A scripted stand-in speaking the same protocol (tests of the daemon side).
+    Fake(crate::engine::worker::fake::FakeArgs),
 }
 
 /// `appliance config …`
@@ -248,8 +250,8 @@ pub enum KeysCommand {
         /// Comma-separated scopes (chat, embeddings, audio, images, documents, admin) or `all`.
         #[arg(long, default_value = "chat")]
         scopes: String,
-        /// Days until it expires (default: never).
-        #[arg(long)]
+        /// Days until it expires, 1 to 3650 (default: never).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
         expires_in_days: Option<u32>,
     },
     /// List keys (never their secrets).

@@ -53,7 +53,7 @@ impl DaemonClient {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .read_timeout(Duration::from_secs(600));
-        if let Some(pem) = cert.and_then(|c| std::fs::read(c).ok()) {
+        if let Some(pem) = cert.and_then(|c| fs_err::read(c).ok()) {
             let certs = reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default();
             builder = builder.tls_certs_merge(certs);
         }

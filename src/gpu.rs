@@ -41,6 +41,10 @@ pub enum GpuProbe {
 /// Asks NVML for the driver and devices. Blocking (loads a library, talks to the
 /// driver): call it from a blocking thread.
 pub fn probe() -> GpuProbe {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "gpu is the module that talks to the driver"
+    )]
     let nvml = match nvml_wrapper::Nvml::init() {
         Ok(nvml) => nvml,
         Err(e) => {
@@ -107,6 +111,10 @@ impl GpuPoller {
     /// Opens NVML if a driver is present.
     pub fn new() -> GpuPoller {
         GpuPoller {
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "gpu is the module that talks to the driver"
+            )]
             nvml: nvml_wrapper::Nvml::init().ok(),
         }
     }

@@ -76,9 +76,9 @@ impl Check {
 /// Creates `dir` if needed and proves a file can be written and removed in it.
 pub fn dir_writable(name: &str, dir: &Path) -> Check {
     let probe = dir.join(format!(".appliance-write-probe-{}", std::process::id()));
-    let result = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&probe, b"probe"))
-        .and_then(|()| std::fs::remove_file(&probe));
+    let result = fs_err::create_dir_all(dir)
+        .and_then(|()| fs_err::write(&probe, b"probe"))
+        .and_then(|()| fs_err::remove_file(&probe));
     match result {
         Ok(()) => Check::ok(name, format!("{} is writable", dir.display())),
         Err(e) => Check::fail(
@@ -133,7 +133,7 @@ mod tests {
             Status::Ok
         );
         let file = dir.path().join("file");
-        std::fs::write(&file, "x").unwrap();
+        fs_err::write(&file, "x").unwrap();
         let check = dir_writable("data_dir", &file.join("sub"));
         assert_eq!(check.status, Status::Fail);
         assert!(check.hint.is_some());

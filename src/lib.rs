@@ -9,6 +9,8 @@
 //! telemetry, lock} → config`. `store` and the engines never import `http`.
 //!
 //! - [`auth`]: roles, scopes, password hashing, key/session token formats, [`auth::Principal`].
+//! - [`chat`]: the chat domain: prompts from conversations, recording exchanges,
+//!   titles, import checks.
 //! - [`cli`]: clap definitions, flag → configuration mapping, exit codes.
 //! - [`commands`]: one function per subcommand; `serve` assembles the daemon.
 //! - [`config`]: the only reader of configuration files and the environment.
@@ -28,6 +30,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod commands;

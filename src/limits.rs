@@ -2,20 +2,29 @@
 //!
 //! Request rates use `governor` (GCRA) limiters, one per user, built from the user's
 //! effective limits (global `[limits]` merged with their overrides, re-read every 30 s so
-//! CLI changes apply without a restart). Usage is counted in memory and written to the
+//! CLI changes apply without a restart), one per API key, and one per client address for
+//! the routes that need no credentials. Usage is counted in memory and written to the
 //! store in batches every two seconds (and at shutdown), so counting never adds a disk
-//! write to a request; quota checks add what is not flushed yet.
+//! write to a request.
+//!
+//! The daily token quota is enforced by reservation: a generation reserves what it may
+//! generate (its `max_tokens`, capped to what is left today) before it starts and
+//! settles the real count when it ends, so concurrent requests can never overshoot the
+//! quota together, and a request that would cross it is cut to the remainder.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::config::Limits;
-use crate::store::usage::{LimitOverrides, UsageDelta};
+use crate::store::usage::{LimitOverrides, UsageDelta, UsageRow};
 use crate::store::{Store, StoreError};
 
 /// How long a user's effective limits are cached.
@@ -28,6 +37,14 @@ pub struct Exceeded {
     pub what: String,
     /// Seconds until it resets.
     pub retry_after_secs: u64,
+}
+
+/// Generated tokens of one user on one day: used (stored and not yet stored) and
+/// reserved by generations in progress.
+#[derive(Debug, Clone, Copy, Default)]
+struct TokenDay {
+    used: u64,
+    reserved: u64,
 }
 
 struct UserState {
@@ -44,6 +61,43 @@ pub struct Limiter {
     users: Arc<Mutex<HashMap<i64, UserState>>>,
     pending: Arc<Mutex<HashMap<(i64, String), UsageDelta>>>,
     keys: Option<Arc<governor::DefaultKeyedRateLimiter<String>>>,
+    public: Option<Arc<governor::DefaultKeyedRateLimiter<IpAddr>>>,
+    tokens: Arc<Mutex<HashMap<(i64, String), TokenDay>>>,
+    /// Held while a flush moves pending usage into the store, and while a user's day
+    /// of tokens is first read from it, so that read sees every token exactly once.
+    flushing: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Tokens reserved for one generation. Settle it with the real count when the
+/// generation ends; dropping it unsettled releases the reservation unused.
+pub struct Reservation {
+    limiter: Limiter,
+    user_id: i64,
+    day: String,
+    granted: u64,
+    settled: bool,
+}
+
+impl Reservation {
+    /// Tokens the generation may produce.
+    pub fn granted(&self) -> u64 {
+        self.granted
+    }
+
+    /// Records what the generation really used and releases the reservation.
+    pub fn settle(mut self, prompt: u32, generated: u32) {
+        self.settled = true;
+        self.limiter.release(self.user_id, &self.day, self.granted);
+        self.limiter.record_tokens(self.user_id, prompt, generated);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.limiter.release(self.user_id, &self.day, self.granted);
+        }
+    }
 }
 
 /// Today's date (UTC) as stored.
@@ -66,6 +120,7 @@ fn merge(global: Limits, o: LimitOverrides) -> Limits {
             .unwrap_or(global.daily_generated_tokens),
         daily_audio_minutes: o.daily_audio_minutes.unwrap_or(global.daily_audio_minutes),
         daily_images: o.daily_images.unwrap_or(global.daily_images),
+        public_requests_per_minute: global.public_requests_per_minute,
     }
 }
 
@@ -79,6 +134,10 @@ impl Limiter {
             pending: Arc::default(),
             keys: NonZeroU32::new(global.key_requests_per_minute)
                 .map(|rpm| Arc::new(RateLimiter::keyed(Quota::per_minute(rpm)))),
+            public: NonZeroU32::new(global.public_requests_per_minute)
+                .map(|rpm| Arc::new(RateLimiter::keyed(Quota::per_minute(rpm)))),
+            tokens: Arc::default(),
+            flushing: Arc::default(),
         };
         let flusher = limiter.clone();
         tokio::spawn(async move {
@@ -88,6 +147,14 @@ impl Limiter {
                 if let Err(e) = flusher.flush().await {
                     tracing::error!(error = %e, "could not record usage");
                 }
+                // Forget the governor state of idle keys and addresses (bounded memory
+                // under a spray of addresses).
+                if let Some(keys) = &flusher.keys {
+                    keys.retain_recent();
+                }
+                if let Some(public) = &flusher.public {
+                    public.retain_recent();
+                }
             }
         });
         limiter
@@ -95,40 +162,39 @@ impl Limiter {
 
     /// A user's effective limits (cached).
     pub async fn effective(&self, user_id: i64) -> Result<Limits, StoreError> {
-        if let Some(limits) = self.users.lock().ok().and_then(|u| {
-            u.get(&user_id)
-                .filter(|s| s.loaded.elapsed() < LIMITS_TTL)
-                .map(|s| s.limits)
-        }) {
+        if let Some(limits) = self
+            .users
+            .lock()
+            .get(&user_id)
+            .filter(|s| s.loaded.elapsed() < LIMITS_TTL)
+            .map(|s| s.limits)
+        {
             return Ok(limits);
         }
         let overrides = self.store.user_limits(user_id).await?;
         let limits = merge(self.global, overrides);
-        if let Ok(mut users) = self.users.lock() {
-            let previous = users.remove(&user_id);
-            // Keep the limiter (and its state) when the rate did not change.
-            let limiter = match previous {
-                Some(s) if s.limits.requests_per_minute == limits.requests_per_minute => s.limiter,
-                _ => NonZeroU32::new(limits.requests_per_minute)
-                    .map(|rpm| Arc::new(RateLimiter::direct(Quota::per_minute(rpm)))),
-            };
-            users.insert(
-                user_id,
-                UserState {
-                    limits,
-                    loaded: Instant::now(),
-                    limiter,
-                },
-            );
-        }
+        let mut users = self.users.lock();
+        let previous = users.remove(&user_id);
+        // Keep the limiter (and its state) when the rate did not change.
+        let limiter = match previous {
+            Some(s) if s.limits.requests_per_minute == limits.requests_per_minute => s.limiter,
+            _ => NonZeroU32::new(limits.requests_per_minute)
+                .map(|rpm| Arc::new(RateLimiter::direct(Quota::per_minute(rpm)))),
+        };
+        users.insert(
+            user_id,
+            UserState {
+                limits,
+                loaded: Instant::now(),
+                limiter,
+            },
+        );
         Ok(limits)
     }
 
     /// Forgets cached limits (after an override changes in this process).
     pub fn invalidate(&self, user_id: i64) {
-        if let Ok(mut users) = self.users.lock() {
-            users.remove(&user_id);
-        }
+        self.users.lock().remove(&user_id);
     }
 
     /// Counts one request and checks the user's request rate.
@@ -137,8 +203,8 @@ impl Limiter {
         let limiter = self
             .users
             .lock()
-            .ok()
-            .and_then(|u| u.get(&user_id).and_then(|s| s.limiter.clone()));
+            .get(&user_id)
+            .and_then(|s| s.limiter.clone());
         if let Some(limiter) = limiter
             && let Err(not_until) = limiter.check()
         {
@@ -179,36 +245,100 @@ impl Limiter {
             })
     }
 
-    /// Checks the daily generated-token quota before a generation starts.
-    pub async fn check_tokens(&self, user_id: i64) -> Result<Result<(), Exceeded>, StoreError> {
-        let limits = self.effective(user_id).await?;
-        if limits.daily_generated_tokens == 0 {
-            return Ok(Ok(()));
+    /// Checks the request rate of one client address on routes without credentials.
+    pub fn public_request(&self, address: IpAddr) -> Result<(), Exceeded> {
+        let Some(public) = &self.public else {
+            return Ok(());
+        };
+        public.check_key(&address).map_err(|not_until| Exceeded {
+            what: format!(
+                "the limit of {} requests per minute from one address to routes that need no credentials",
+                self.global.public_requests_per_minute
+            ),
+            retry_after_secs: not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1),
+        })
+    }
+
+    /// Reserves up to `wanted` generated tokens of the user's daily quota. `Ok(None)`:
+    /// no quota applies. The grant may be less than `wanted` (what is left today); it
+    /// is never zero.
+    pub async fn reserve_tokens(
+        &self,
+        user_id: i64,
+        wanted: u64,
+    ) -> Result<Result<Option<Reservation>, Exceeded>, StoreError> {
+        if user_id <= 0 {
+            return Ok(Ok(None));
+        }
+        let quota = self.effective(user_id).await?.daily_generated_tokens;
+        if quota == 0 {
+            return Ok(Ok(None));
         }
         let day = today();
-        let stored = self
-            .store
-            .usage(Some(user_id), day.clone())
-            .await?
-            .iter()
-            .map(|r| r.generated_tokens)
-            .sum::<i64>();
-        let pending = self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&(user_id, day)).map(|d| d.generated_tokens))
-            .unwrap_or(0);
-        if (stored + pending) as u64 >= limits.daily_generated_tokens {
+        self.load_token_day(user_id, &day).await?;
+        let mut tokens = self.tokens.lock();
+        let entry = tokens.entry((user_id, day.clone())).or_default();
+        let left = quota.saturating_sub(entry.used + entry.reserved);
+        if left == 0 {
             return Ok(Err(Exceeded {
-                what: format!(
-                    "the daily quota of {} generated tokens",
-                    limits.daily_generated_tokens
-                ),
+                what: format!("the daily quota of {quota} generated tokens"),
                 retry_after_secs: secs_to_midnight(),
             }));
         }
-        Ok(Ok(()))
+        let granted = wanted.clamp(1, left);
+        entry.reserved += granted;
+        Ok(Ok(Some(Reservation {
+            limiter: self.clone(),
+            user_id,
+            day,
+            granted,
+            settled: false,
+        })))
+    }
+
+    /// Makes sure the user's tokens of `day` are known in memory (read once a day).
+    async fn load_token_day(&self, user_id: i64, day: &str) -> Result<(), StoreError> {
+        let key = (user_id, day.to_string());
+        if self.tokens.lock().contains_key(&key) {
+            return Ok(());
+        }
+        let _no_flush = self.flushing.lock().await;
+        if self.tokens.lock().contains_key(&key) {
+            return Ok(());
+        }
+        let stored: i64 = self
+            .store
+            .usage(Some(user_id), day.to_string())
+            .await?
+            .iter()
+            .filter(|r| r.day == day)
+            .map(|r| r.generated_tokens)
+            .sum();
+        let pending = self
+            .pending
+            .lock()
+            .get(&key)
+            .map_or(0, |d| d.generated_tokens);
+        let mut tokens = self.tokens.lock();
+        // Yesterday's entries are done with.
+        tokens.retain(|(_, d), _| d == day);
+        tokens.insert(
+            key,
+            TokenDay {
+                used: (stored + pending).max(0) as u64,
+                reserved: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn release(&self, user_id: i64, day: &str, granted: u64) {
+        if let Some(entry) = self.tokens.lock().get_mut(&(user_id, day.to_string())) {
+            entry.reserved = entry.reserved.saturating_sub(granted);
+        }
     }
 
     /// Records the tokens of a finished (or stopped) generation.
@@ -227,26 +357,88 @@ impl Limiter {
         if user_id <= 0 {
             return; // the anonymous principal of an auth-less daemon has no account
         }
-        if let Ok(mut pending) = self.pending.lock() {
-            let entry = pending.entry((user_id, today())).or_default();
-            entry.requests += delta.requests;
-            entry.prompt_tokens += delta.prompt_tokens;
-            entry.generated_tokens += delta.generated_tokens;
+        let key = (user_id, today());
+        if delta.generated_tokens > 0
+            && let Some(day) = self.tokens.lock().get_mut(&key)
+        {
+            day.used += delta.generated_tokens as u64;
         }
+        let mut pending = self.pending.lock();
+        let entry = pending.entry(key).or_default();
+        entry.requests += delta.requests;
+        entry.prompt_tokens += delta.prompt_tokens;
+        entry.generated_tokens += delta.generated_tokens;
+    }
+
+    /// Usage rows from `since_day` on (as [`Store::usage`]), including what is counted
+    /// but not written yet: reading usage never writes to disk.
+    pub async fn usage(
+        &self,
+        user: Option<i64>,
+        since_day: String,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let mut rows = self.store.usage(user, since_day.clone()).await?;
+        let unwritten: Vec<((i64, String), UsageDelta)> = self
+            .pending
+            .lock()
+            .iter()
+            .filter(|((u, d), _)| user.is_none_or(|want| want == *u) && *d >= since_day)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for ((user_id, day), delta) in unwritten {
+            let at = rows
+                .iter()
+                .position(|r| r.user_id == user_id && r.day == day);
+            let row = match at {
+                Some(at) => &mut rows[at],
+                None => {
+                    let Ok(owner) = self.store.user(user_id).await else {
+                        continue;
+                    };
+                    rows.push(UsageRow {
+                        user_id,
+                        user_name: owner.name,
+                        day,
+                        ..UsageRow::default()
+                    });
+                    rows.last_mut().expect("pushed")
+                }
+            };
+            row.requests += delta.requests;
+            row.prompt_tokens += delta.prompt_tokens;
+            row.generated_tokens += delta.generated_tokens;
+        }
+        rows.sort_by(|a, b| {
+            b.day
+                .cmp(&a.day)
+                .then_with(|| a.user_name.cmp(&b.user_name))
+        });
+        Ok(rows)
     }
 
     /// Writes pending usage to the store.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let batch: Vec<(i64, String, UsageDelta)> = match self.pending.lock() {
-            Ok(mut pending) => pending
-                .drain()
-                .map(|((u, d), delta)| (u, d, delta))
-                .collect(),
-            Err(_) => return Ok(()),
-        };
+        let _flushing = self.flushing.lock().await;
+        let batch: Vec<(i64, String, UsageDelta)> = self
+            .pending
+            .lock()
+            .drain()
+            .map(|((u, d), delta)| (u, d, delta))
+            .collect();
         if batch.is_empty() {
             return Ok(());
         }
-        self.store.add_usage(batch).await
+        if let Err(e) = self.store.add_usage(batch.clone()).await {
+            // Keep the counts for the next attempt rather than lose them.
+            let mut pending = self.pending.lock();
+            for (u, d, delta) in batch {
+                let entry = pending.entry((u, d)).or_default();
+                entry.requests += delta.requests;
+                entry.prompt_tokens += delta.prompt_tokens;
+                entry.generated_tokens += delta.generated_tokens;
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 }

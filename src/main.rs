@@ -24,11 +24,13 @@ fn main() -> ExitCode {
     match appliance::commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            if verbose {
-                eprintln!("error: {error:?}");
+            // The message may quote a daemon's answer or a file's content.
+            let message = if verbose {
+                format!("{error:?}")
             } else {
-                eprintln!("error: {error:#}");
-            }
+                format!("{error:#}")
+            };
+            eprintln!("error: {}", appliance::commands::output::text(&message));
             ExitCode::from(appliance::commands::exit_code_for(&error))
         }
     }

@@ -5,7 +5,9 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -80,12 +82,11 @@ impl Monitor {
                         disk_total_bytes: total,
                         gpus: gpus.sample(),
                     };
-                    if let Ok(mut buffer) = samples.lock() {
-                        if buffer.len() == KEEP {
-                            buffer.pop_front();
-                        }
-                        buffer.push_back(sample);
+                    let mut buffer = samples.lock();
+                    if buffer.len() == KEEP {
+                        buffer.pop_front();
                     }
+                    buffer.push_back(sample);
                 }
             })
             .expect("spawning the system monitor thread");
@@ -94,9 +95,6 @@ impl Monitor {
 
     /// The samples, oldest first.
     pub fn samples(&self) -> Vec<Sample> {
-        self.samples
-            .lock()
-            .map(|b| b.iter().cloned().collect())
-            .unwrap_or_default()
+        self.samples.lock().iter().cloned().collect()
     }
 }

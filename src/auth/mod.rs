@@ -6,6 +6,7 @@
 //! Hashing passwords is slow on purpose: callers on the async runtime must run
 //! [`hash_password`] and [`verify_password`] on a blocking thread.
 
+pub mod hasher;
 pub mod throttle;
 
 use std::fmt;
@@ -149,6 +150,8 @@ pub enum Credential {
         id: String,
         /// What it may do.
         scopes: Vec<Scope>,
+        /// When it expires (RFC 3339), if it does.
+        expires_at: Option<String>,
     },
     /// A browser session (all of the user's permissions; CSRF-checked).
     Session {
@@ -204,6 +207,7 @@ impl Principal {
             credential: Credential::ApiKey {
                 id: "auth-disabled".into(),
                 scopes: Scope::ALL.to_vec(),
+                expires_at: None,
             },
         }
     }
@@ -353,6 +357,7 @@ mod tests {
             credential: Credential::ApiKey {
                 id: "x".into(),
                 scopes: vec![Scope::Embeddings],
+                expires_at: None,
             },
         };
         assert!(!p.has_scope(Scope::Chat));

@@ -16,16 +16,14 @@ use crate::store::conversations::now;
 use crate::store::usage::LimitOverrides;
 use crate::store::{Store, StoreOptions};
 
+use super::output::line;
+
 fn open(loaded: &Loaded) -> anyhow::Result<Store> {
     let config = &loaded.config;
     fs_err::create_dir_all(&config.paths.data_dir)?;
     Store::open(
         &config.database_path(),
-        StoreOptions {
-            busy_timeout: Duration::from_millis(config.store.busy_timeout_ms),
-            readers: 1,
-            observer: None,
-        },
+        StoreOptions::new(Duration::from_millis(config.store.busy_timeout_ms), 1),
     )
     .with_context(|| format!("opening {}", config.database_path().display()))
 }
@@ -93,7 +91,7 @@ pub fn users(loaded: &Loaded, command: &UsersCommand) -> anyhow::Result<u8> {
                     let state = if u.disabled { "disabled" } else { "active" };
                     println!(
                         "{:<24} {:<9} {:<9} {}",
-                        u.name,
+                        line(&u.name),
                         u.role.as_str(),
                         state,
                         u.created_at
@@ -230,6 +228,10 @@ pub fn keys(loaded: &Loaded, command: &KeysCommand) -> anyhow::Result<u8> {
             } => {
                 let owner = user_id(&store, user).await?;
                 let scopes = Scope::parse_list(scopes).map_err(anyhow::Error::msg)?;
+                if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control)
+                {
+                    bail!("the key name needs 1-100 characters and no control characters");
+                }
                 if scopes.contains(&Scope::Admin) && owner.role != Role::Admin {
                     bail!("only administrators' keys can have the `admin` scope");
                 }
@@ -281,9 +283,9 @@ pub fn keys(loaded: &Loaded, command: &KeysCommand) -> anyhow::Result<u8> {
                     };
                     println!(
                         "{:<14} {:<16} {:<20} {:<34} {:<9} {}",
-                        k.id,
-                        k.user_name,
-                        k.name,
+                        line(&k.id),
+                        line(&k.user_name),
+                        line(&k.name),
                         Scope::join(&k.scopes),
                         state,
                         k.last_used_at.unwrap_or_else(|| "never".into())
@@ -325,7 +327,11 @@ pub fn usage(loaded: &Loaded, args: &UsageArgs) -> anyhow::Result<u8> {
         for r in store.usage(owner, since).await? {
             println!(
                 "{:<10} {:<20} {:>9} {:>13} {:>16}",
-                r.day, r.user_name, r.requests, r.prompt_tokens, r.generated_tokens
+                r.day,
+                line(&r.user_name),
+                r.requests,
+                r.prompt_tokens,
+                r.generated_tokens
             );
         }
         anyhow::Ok(exit::OK)
@@ -339,13 +345,13 @@ pub fn audit_log(loaded: &Loaded, args: &AuditArgs) -> anyhow::Result<u8> {
         for e in store.audit_log(args.limit, None).await? {
             println!(
                 "{}  {:<7} {:<16} {:<16} {:<24} {:<15} {}",
-                e.at,
+                line(&e.at),
                 if e.success { "ok" } else { "FAILED" },
-                e.action,
-                e.actor.unwrap_or_else(|| "-".into()),
-                e.target.unwrap_or_else(|| "-".into()),
-                e.ip.unwrap_or_else(|| "-".into()),
-                e.detail
+                line(&e.action),
+                line(e.actor.as_deref().unwrap_or("-")),
+                line(e.target.as_deref().unwrap_or("-")),
+                line(e.ip.as_deref().unwrap_or("-")),
+                line(&e.detail.to_string())
             );
         }
         anyhow::Ok(exit::OK)

@@ -70,7 +70,7 @@ async fn one_shot(client: &DaemonClient, args: &ChatArgs, prompt: &str) -> anyho
     client
         .post_sse("/v1/chat/completions", &body, |event| {
             if let Some(text) = event["choices"][0]["delta"]["content"].as_str() {
-                print!("{text}");
+                print!("{}", super::output::text(text));
                 let _ = std::io::stdout().flush();
             }
             if let Some(message) = event["error"]["message"].as_str() {
@@ -93,7 +93,10 @@ async fn interactive(client: &DaemonClient, args: &ChatArgs) -> anyhow::Result<u
                 .await?;
             for m in existing["messages"].as_array().into_iter().flatten() {
                 let who = if m["role"] == "user" { ">" } else { " " };
-                println!("{who} {}", m["content"].as_str().unwrap_or_default());
+                println!(
+                    "{who} {}",
+                    super::output::text(m["content"].as_str().unwrap_or_default())
+                );
             }
             id.clone()
         }
@@ -132,7 +135,10 @@ async fn interactive(client: &DaemonClient, args: &ChatArgs) -> anyhow::Result<u
                 &body,
                 |event| match event["type"].as_str() {
                     Some("token") => {
-                        print!("{}", event["text"].as_str().unwrap_or_default());
+                        print!(
+                            "{}",
+                            super::output::text(event["text"].as_str().unwrap_or_default())
+                        );
                         let _ = std::io::stdout().flush();
                     }
                     Some("error") => failure = Some(event["error"].clone()),

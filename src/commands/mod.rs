@@ -7,6 +7,7 @@ mod config_cmd;
 mod db;
 mod doctor;
 mod models;
+pub mod output;
 mod serve;
 mod status;
 mod tls;
@@ -27,6 +28,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     if !matches!(cli.command, Command::Serve | Command::Worker { .. }) {
         die_quietly_on_closed_stdout();
     }
+    // The database, logs, keys and models hold secrets: whatever this process creates
+    // (the CLI opens the database too) is for its own user only.
+    private_files();
     let load = || -> anyhow::Result<Loaded> {
         let overrides = cli.global.overrides().map_err(anyhow::Error::msg)?;
         Ok(config::load(&overrides, &Environment::capture())?)
@@ -73,11 +77,17 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::telemetry::init_cli_logging(verbose);
             models::run(&load()?, command)
         }
+        // A worker is configured entirely by its arguments from the daemon.
         Command::Worker {
             kind: WorkerKind::Llm(args),
         } => {
-            // A worker is configured entirely by its arguments from the daemon.
             crate::engine::worker::run(args.clone())?;
+            Ok(exit::OK)
+        }
+        Command::Worker {
+            kind: WorkerKind::Fake(args),
+        } => {
+            crate::engine::worker::fake::run(args.clone())?;
             Ok(exit::OK)
         }
         Command::Status { json } => {
@@ -122,6 +132,24 @@ fn die_quietly_on_closed_stdout() {
     #[allow(unsafe_code)]
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Makes every file and directory this process creates private to its user (umask
+/// 077), whatever umask it was started with.
+pub(crate) fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Removes group and other permissions from an existing path created by an older
+/// version or by hand (best effort: a path owned by someone else is left alone).
+pub(crate) fn restrict(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs_err::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+        && let Err(e) = fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    {
+        tracing::warn!(error = %e, "could not make a private path private");
     }
 }
 

@@ -30,8 +30,8 @@ pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
             for m in models {
                 println!(
                     "{:<40} {:<8} {:>7} {:<8} {:>8} {:>8}M",
-                    m.name,
-                    m.architecture,
+                    super::output::line(&m.name),
+                    super::output::line(&m.architecture),
                     m.parameter_size(),
                     m.quantization,
                     m.context_length.map(|c| c.to_string()).unwrap_or_default(),
@@ -42,9 +42,9 @@ pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
         ModelsCommand::Show { name } => {
             let info = registry.find(name)?;
             let digest = registry.digest(&info)?;
-            println!("name           {}", info.name);
+            println!("name           {}", super::output::line(&info.name));
             println!("file           {}", info.path.display());
-            println!("architecture   {}", info.architecture);
+            println!("architecture   {}", super::output::line(&info.architecture));
             println!(
                 "parameters     {} ({})",
                 info.parameters,
@@ -64,7 +64,7 @@ pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
                 if info.chat_template { "yes" } else { "no" }
             );
             if let Some(license) = &info.license {
-                println!("license        {license}");
+                println!("license        {}", super::output::line(license));
             }
         }
         ModelsCommand::Rm { name } => {

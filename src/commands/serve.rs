@@ -1,9 +1,11 @@
 //! `appliance serve`: assembles the daemon and runs it until SIGTERM/SIGINT.
 //!
-//! Order matters: logging, directories, the instance lock (before touching the
-//! database), the store, the listener; then READY=1 to systemd. Shutdown runs the
-//! reverse: STOPPING=1, drain requests within the grace period, record a clean stop,
-//! close the store, release the lock, flush logs.
+//! Order matters: private file modes, logging, directories, the instance lock (before
+//! touching the database), the store, the listener; then READY=1 to systemd. Shutdown
+//! runs the reverse: STOPPING=1, drain requests within the grace period, stop the
+//! workers, wait for the writes requests left behind (cut-off replies, audit entries),
+//! write pending usage, record a clean stop, close the store, release the lock, flush
+//! logs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use crate::app::{AppState, VERSION};
 use crate::auth::throttle::LoginThrottle;
 use crate::cli::exit;
 use crate::config::{Config, Loaded};
-use crate::engine::{Engine, EngineConfig, KeepAlive};
+use crate::engine::{Engine, EngineConfig, KeepAlive, WorkerExe};
 use crate::limits::Limiter;
 use crate::lock::InstanceLock;
 use crate::models::registry::Registry;
@@ -28,14 +30,16 @@ use crate::telemetry::{self, Metrics};
 pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
     let started = Instant::now();
     let config = Arc::new(loaded.config);
+    // Everything the daemon creates (database, logs, imported models, keys) is for its
+    // own user only, whatever umask it was started with.
+    super::private_files();
+    for dir in [&config.paths.data_dir, &config.paths.log_dir] {
+        fs_err::create_dir_all(dir).context("creating the appliance's directories")?;
+        super::restrict(dir, 0o700);
+    }
     let (_log_guard, log_level) =
         telemetry::init_daemon_logging(&config.log, &config.paths.log_dir)?;
-
-    for dir in [
-        &config.paths.data_dir,
-        &config.paths.models_dir,
-        &config.paths.runtime_dir,
-    ] {
+    for dir in [&config.paths.models_dir, &config.paths.runtime_dir] {
         fs_err::create_dir_all(dir).context("creating the appliance's directories")?;
     }
     let lock = InstanceLock::acquire(&config.lock_path())?;
@@ -45,14 +49,21 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
     let store = Store::open(
         &config.database_path(),
         StoreOptions {
-            busy_timeout: Duration::from_millis(config.store.busy_timeout_ms),
-            readers: config.store.readers,
             observer: Some(Arc::new(move |op, elapsed| {
                 observer_metrics.db_call(op, elapsed)
             })),
+            ..StoreOptions::new(
+                Duration::from_millis(config.store.busy_timeout_ms),
+                config.store.readers,
+            )
         },
     )
     .with_context(|| format!("opening the database {}", config.database_path().display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = config.database_path().into_os_string();
+        path.push(suffix);
+        super::restrict(std::path::Path::new(&path), 0o600);
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,17 +77,18 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         })?;
         let local = listener.local_addr()?;
         let tls = match config.tls_enabled() {
-            true => Some(load_tls(&config).await?),
+            true => Some(load_tls(&config)?),
             false => None,
         };
         let (run_id, unclean) = store.begin_run(std::process::id(), VERSION).await?;
         if let Some(run) = &unclean {
             tracing::warn!(pid = run.pid, started_at = %run.started_at, "the previous run did not stop cleanly");
         }
-        let setup_token = Arc::new(std::sync::Mutex::new(None));
+        let setup_token = Arc::new(parking_lot::Mutex::new(None));
         let limits = Limiter::new(config.limits, store.clone());
         let exe = std::env::current_exe().context("locating the appliance binary for workers")?;
-        let engine = Engine::new(engine_config(&config)?, exe, metrics.clone());
+        let engine = Engine::new(engine_config(&config)?, Arc::new(WorkerExe { exe }), metrics.clone());
+        let tasks = tokio_util::task::TaskTracker::new();
         let state = AppState {
             config: config.clone(),
             store: store.clone(),
@@ -90,7 +102,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             login_throttle: LoginThrottle::new(config.auth.login_free_failures),
             limits: limits.clone(),
             monitor: Monitor::start(config.paths.data_dir.clone()),
+            hasher: crate::auth::hasher::Hasher::new(config.auth.max_concurrent_hashes),
+            tasks: tasks.clone(),
+            readiness_cache: Arc::default(),
         };
+        spawn_maintenance(store.clone(), config.auth.audit_retention_days);
         let router = crate::http::router(state);
 
         let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -106,19 +122,28 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
                  or on this host: appliance users add --admin NAME"
             );
             tracing::warn!("no users exist: first-run setup is open with the printed one-time token");
-            if let Ok(mut slot) = setup_token.lock() {
-                *slot = Some(token);
-            }
+            *setup_token.lock() = Some(token);
         }
 
         notify(&[NotifyState::Ready]);
 
-        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         if let Some(tls) = &tls {
             spawn_tls_reloader(tls.clone(), config.clone());
         }
-        let drained = crate::http::serve(listener, router, shutdown_signal(), grace, tls).await?;
+        let options = crate::http::ServerOptions {
+            header_timeout: Duration::from_secs(config.server.header_timeout_secs),
+            body_timeout: Duration::from_secs(config.server.body_timeout_secs),
+            max_connections: config.server.max_connections,
+            max_connections_per_address: config.server.max_connections_per_address,
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        };
+        let drained = crate::http::serve(listener, router, shutdown_signal(), options, tls).await?;
         engine.shutdown().await;
+        // Requests that ended (or were cut off) may have left writes behind.
+        tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await.is_err() {
+            tracing::error!("writes left by requests did not finish within 10 s");
+        }
         limits.flush().await?;
         store.end_run(run_id).await?;
         tracing::info!(drained, "appliance stopped");
@@ -131,20 +156,14 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
 }
 
 /// Loads the configured certificate and key.
-async fn load_tls(config: &Config) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
-    axum_server::tls_rustls::RustlsConfig::from_pem_file(&config.tls.cert, &config.tls.key)
-        .await
-        .with_context(|| {
-            format!(
-                "loading the TLS certificate {} and key {}",
-                config.tls.cert.display(),
-                config.tls.key.display()
-            )
-        })
+fn load_tls(config: &Config) -> anyhow::Result<crate::http::Tls> {
+    crate::http::Tls::load(&config.tls.cert, &config.tls.key)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("loading the TLS certificate and key")
 }
 
 /// Reloads the certificate and key on SIGHUP (keeping the old pair if the new one is bad).
-fn spawn_tls_reloader(tls: axum_server::tls_rustls::RustlsConfig, config: Arc<Config>) {
+fn spawn_tls_reloader(tls: crate::http::Tls, config: Arc<Config>) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
@@ -152,16 +171,55 @@ fn spawn_tls_reloader(tls: axum_server::tls_rustls::RustlsConfig, config: Arc<Co
             return;
         };
         while hup.recv().await.is_some() {
-            match tls
-                .reload_from_pem_file(&config.tls.cert, &config.tls.key)
-                .await
-            {
+            match tls.reload(&config.tls.cert, &config.tls.key) {
                 Ok(()) => {
                     tracing::info!(cert = %config.tls.cert.display(), "reloaded the TLS certificate")
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
                 }
+            }
+        }
+    });
+}
+
+/// Hourly housekeeping: expired and revoked sessions, and audit entries past their
+/// retention, are deleted (the audit in small batches, so the writer stays free).
+fn spawn_maintenance(store: Store, audit_retention_days: u32) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match store.prune_sessions().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "deleted expired and revoked sessions"),
+                Err(e) => tracing::warn!(error = %e, "could not prune sessions"),
+            }
+            let before = (jiff::Timestamp::now()
+                - jiff::SignedDuration::from_hours(24 * i64::from(audit_retention_days)))
+            .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string();
+            let mut deleted = 0;
+            loop {
+                match store.prune_audit(before.clone(), 1000).await {
+                    Ok(n) => {
+                        deleted += n;
+                        if n < 1000 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not prune the audit log");
+                        break;
+                    }
+                }
+            }
+            if deleted > 0 {
+                tracing::info!(
+                    entries = deleted,
+                    audit_retention_days,
+                    "deleted old audit entries"
+                );
             }
         }
     });
@@ -189,6 +247,8 @@ fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
         request_timeout: Duration::from_secs(e.request_timeout_secs),
         keep_alive,
         load_timeout: Duration::from_secs(e.load_timeout_secs),
+        max_loaded_models: e.max_loaded_models,
+        max_requests_per_user: e.max_requests_per_user,
     })
 }
 

@@ -1,7 +1,7 @@
 //! `appliance tls self-signed`: a certificate and key for first use of HTTPS.
 
+use fs_err::os::unix::fs::OpenOptionsExt;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -104,8 +104,8 @@ pub fn self_signed(loaded: &Loaded, args: &SelfSignedArgs) -> anyhow::Result<u8>
 /// Writes a file atomically with the given permissions.
 fn write(path: &std::path::Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let temp = path.with_extension("pem.tmp");
-    let _ = std::fs::remove_file(&temp);
-    let mut file = std::fs::OpenOptions::new()
+    let _ = fs_err::remove_file(&temp);
+    let mut file = fs_err::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
@@ -113,6 +113,6 @@ fn write(path: &std::path::Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
         .with_context(|| format!("writing {}", temp.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&temp, path).with_context(|| format!("installing {}", path.display()))?;
+    fs_err::rename(&temp, path).with_context(|| format!("installing {}", path.display()))?;
     Ok(())
 }

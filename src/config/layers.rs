@@ -142,7 +142,7 @@ fn choose_file(cli: &CliOverrides, env: &Environment, layout: Layout) -> Option<
 }
 
 fn file_layer(path: &Path, known: &BTreeMap<String, Value>) -> Result<LayerSettings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = fs_err::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;

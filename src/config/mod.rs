@@ -84,6 +84,10 @@ pub struct Limits {
     pub daily_audio_minutes: u64,
     /// Images per UTC day.
     pub daily_images: u64,
+    /// Requests per minute from one client address to routes that need no credentials
+    /// (global only; overrides ignore it).
+    #[serde(default)]
+    pub public_requests_per_minute: u32,
 }
 
 /// `[client]`
@@ -104,6 +108,10 @@ pub struct AuthSection {
     pub session_hours: u64,
     /// Failures before login delays start.
     pub login_free_failures: u32,
+    /// Password hashes computed at once (each takes ~19 MiB and a core for ~50 ms).
+    pub max_concurrent_hashes: usize,
+    /// Days audit entries are kept.
+    pub audit_retention_days: u32,
 }
 
 /// `[server]`
@@ -126,6 +134,14 @@ pub struct ServerConfig {
     pub max_json_body_bytes: usize,
     /// Body limit of chat and completion routes.
     pub max_inference_body_bytes: usize,
+    /// Seconds a client has to send a request head.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may pause between parts before it is abandoned.
+    pub body_timeout_secs: u64,
+    /// Open connections at once, from everyone.
+    pub max_connections: usize,
+    /// Open connections at once from one client address.
+    pub max_connections_per_address: usize,
 }
 
 /// `[paths]` — always absolute and non-empty once loaded.
@@ -208,33 +224,72 @@ pub struct EngineSection {
     pub keep_alive: String,
     /// Model load deadline in seconds.
     pub load_timeout_secs: u64,
+    /// Chat models loaded at once; loading another unloads the least recently used
+    /// idle one.
+    pub max_loaded_models: u32,
+    /// Running or queued requests one user may hold per model (0: half of slots +
+    /// queue, rounded up).
+    pub max_requests_per_user: u32,
+    /// The longest keep-alive a request from a non-administrator may ask for.
+    pub user_max_keep_alive: String,
+    /// Largest prompt, in bytes of text, a request may send to a model.
+    pub max_prompt_bytes: usize,
 }
 
-/// Parses a keep-alive: a duration like `5m`, `30s`, `1h`, `250ms`, plain seconds,
-/// `0` (unload now) or any negative number (forever). `None` when malformed.
+/// The longest keep-alive a value can express; longer values are clamped to it.
+pub const MAX_KEEP_ALIVE_SECS: f64 = 365.0 * 86_400.0;
+
+/// Parses a keep-alive: a duration in Go's notation as Ollama takes it (`5m`, `30s`,
+/// `1h30m`, `250ms`, `1.5h`), plain seconds, `0` (unload right away) or any negative
+/// number (forever). Values beyond a year are clamped to a year. `None` when
+/// malformed, including NaN and infinities: a client-supplied number never reaches
+/// `Duration` arithmetic unchecked.
 pub fn parse_keep_alive(text: &str) -> Option<Option<std::time::Duration>> {
     let text = text.trim();
-    if let Ok(n) = text.parse::<f64>() {
-        return if n < 0.0 {
-            Some(None)
-        } else {
-            Some(Some(std::time::Duration::from_secs_f64(n)))
-        };
+    if text.is_empty() || text.len() > 64 {
+        return None;
     }
-    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = number.trim().parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
+    let secs = match text.parse::<f64>() {
+        Ok(n) => n,
+        Err(_) => {
+            let (negative, mut rest) = match text.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, text.strip_prefix('+').unwrap_or(text)),
+            };
+            let mut total = 0.0;
+            while !rest.is_empty() {
+                let split = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .filter(|at| *at > 0)?;
+                let number: f64 = rest[..split].parse().ok()?;
+                rest = &rest[split..];
+                let unit_len = rest
+                    .find(|c: char| c.is_ascii_digit() || c == '.')
+                    .unwrap_or(rest.len());
+                let scale = match &rest[..unit_len] {
+                    "ns" => 1e-9,
+                    "us" | "µs" => 1e-6,
+                    "ms" => 1e-3,
+                    "s" => 1.0,
+                    "m" => 60.0,
+                    "h" => 3600.0,
+                    _ => return None,
+                };
+                total += number * scale;
+                rest = &rest[unit_len..];
+            }
+            if negative { -total } else { total }
+        }
     };
-    if secs < 0.0 {
-        Some(None)
-    } else {
-        Some(Some(std::time::Duration::from_secs_f64(secs)))
+    if !secs.is_finite() {
+        return None;
     }
+    if secs < 0.0 {
+        return Some(None);
+    }
+    std::time::Duration::try_from_secs_f64(secs.min(MAX_KEEP_ALIVE_SECS))
+        .ok()
+        .map(Some)
 }
 
 impl Config {
@@ -311,6 +366,48 @@ impl Config {
                 "a number of tokens from 128 to 1048576",
             ));
         }
+        if !(1..=64).contains(&self.engine.max_loaded_models) {
+            return Err(("engine.max_loaded_models", "a number from 1 to 64"));
+        }
+        if !matches!(
+            parse_keep_alive(&self.engine.user_max_keep_alive),
+            Some(Some(_))
+        ) {
+            return Err((
+                "engine.user_max_keep_alive",
+                "a duration such as \"1h\" (not negative)",
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.engine.max_prompt_bytes) {
+            return Err((
+                "engine.max_prompt_bytes",
+                "a number of bytes from 1024 to 1073741824",
+            ));
+        }
+        if !(1..=3600).contains(&self.server.header_timeout_secs) {
+            return Err((
+                "server.header_timeout_secs",
+                "a number of seconds from 1 to 3600",
+            ));
+        }
+        if !(1..=3600).contains(&self.server.body_timeout_secs) {
+            return Err((
+                "server.body_timeout_secs",
+                "a number of seconds from 1 to 3600",
+            ));
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_address == 0 {
+            return Err((
+                "server.max_connections",
+                "at least 1 (and server.max_connections_per_address at least 1)",
+            ));
+        }
+        if !(1..=64).contains(&self.auth.max_concurrent_hashes) {
+            return Err(("auth.max_concurrent_hashes", "a number from 1 to 64"));
+        }
+        if self.auth.audit_retention_days == 0 {
+            return Err(("auth.audit_retention_days", "at least 1"));
+        }
         if parse_keep_alive(&self.engine.keep_alive).is_none() {
             return Err((
                 "engine.keep_alive",
@@ -377,6 +474,10 @@ pub struct Environment {
 
 impl Environment {
     /// Reads the real process environment (the only place that does).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place that reads the environment"
+    )]
     pub fn capture() -> Self {
         Self::from_pairs(std::env::vars())
     }

@@ -3,7 +3,7 @@ use super::*;
 fn write_file(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, text).unwrap();
+    fs_err::write(&path, text).unwrap();
     (dir, path)
 }
 

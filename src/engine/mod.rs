@@ -6,31 +6,44 @@
 //! own requests down: they get [`EngineError::EngineCrashed`], and the next request
 //! starts a fresh worker. Killing a worker frees all of its memory (and VRAM).
 //!
-//! [`Engine`] is the cheap handle the HTTP layer holds: it loads models on first use,
-//! admits at most `slots + queue` requests per model (then [`EngineError::Busy`]),
-//! enforces per-request deadlines, unloads idle models after their keep-alive, and
-//! cancels a generation when its [`Generation`] is dropped (the client went away).
+//! - [`Engine`] is the cheap handle the HTTP layer holds.
+//! - `scheduler` is the one actor deciding residency: loads (one per model, shared by
+//!   concurrent first requests), `max_loaded_models`, least-recently-used eviction,
+//!   keep-alive expiry, graceful and forced unloads.
+//! - `supervisor` owns one worker process: the [`Spawner`] seam, the ready handshake,
+//!   admission (`slots + queue`, and a per-user share of it), event routing, crashes.
+//! - [`Generation`] is one request's stream: a deadline, and cancel-on-drop.
+//!
+//! Who may shorten or pin residency is the caller's decision ([`KeepAliveRequest`]):
+//! the HTTP layer lets only administrators do it.
 
+pub mod constraint;
+mod generation;
 pub mod protocol;
+mod scheduler;
 mod supervisor;
 pub mod worker;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
+pub use generation::{FinishHook, GenEvent, Generation};
 pub use protocol::{ChatMessage, Constraint, FinishReason, Prompt, SamplingParams, Usage};
-use supervisor::LlmWorker;
+use scheduler::{Msg, Scheduler};
+pub use supervisor::{LlmWorker, Spawner, WorkerExe};
 
 use crate::telemetry::Metrics;
-pub use supervisor::{FinishHook, GenEvent, Generation};
 
-/// Errors a caller of the engine can act on.
+/// The longest residency any keep-alive can ask for (longer is "until unloaded").
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(365 * 86_400);
+
+/// Errors a caller of the engine can act on. Every message is safe to show a client:
+/// details from inside a worker go to the daemon's log, never here.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     /// The server is at capacity for this model; retry later.
@@ -46,6 +59,35 @@ pub enum EngineError {
         limit: usize,
         /// Suggested wait.
         retry_after_secs: u64,
+    },
+    /// This user already holds their share of the model's places.
+    #[error(
+        "you already have {limit} requests running or queued on model `{model}` (the most one user may hold while others share it); retry in {retry_after_secs} s"
+    )]
+    UserBusy {
+        /// The model.
+        model: String,
+        /// Places one user may hold.
+        limit: usize,
+        /// Suggested wait.
+        retry_after_secs: u64,
+    },
+    /// No model could be loaded in time: every loaded model stayed busy, or loading
+    /// took too long.
+    #[error(
+        "model `{model}` could not be loaded within {secs} s (the other loaded models are busy, or loading is slow); retry later"
+    )]
+    NoRoom {
+        /// The model.
+        model: String,
+        /// How long the request waited.
+        secs: u64,
+    },
+    /// The model is being unloaded; the request should try again (it will load afresh).
+    #[error("model `{model}` is being unloaded; retry")]
+    Unloading {
+        /// The model.
+        model: String,
     },
     /// The prompt does not fit the model's per-request context.
     #[error(
@@ -65,18 +107,24 @@ pub enum EngineError {
     LoadFailed {
         /// The model.
         model: String,
-        /// What the worker said.
+        /// What went wrong, in words safe for a client.
         detail: String,
     },
     /// The worker process died while serving this request.
     #[error(
-        "the inference worker for `{model}` crashed ({detail}); the request was aborted and the next request starts a new worker"
+        "the inference worker for `{model}` stopped ({detail}); the request was aborted and the next request starts a new worker"
     )]
     EngineCrashed {
         /// The model.
         model: String,
-        /// Exit status or signal.
+        /// What happened, in words safe for a client.
         detail: String,
+    },
+    /// The worker said something that is not the protocol.
+    #[error("the inference worker for `{model}` answered out of protocol; see the daemon log")]
+    Protocol {
+        /// The model.
+        model: String,
     },
     /// The request ran past its deadline and was cancelled.
     #[error("the request exceeded its deadline of {secs} s and was cancelled")]
@@ -87,6 +135,9 @@ pub enum EngineError {
     /// llama.cpp failed while decoding.
     #[error("inference failed: {0}")]
     Decode(String),
+    /// The daemon is stopping.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
 }
 
 /// Engine settings (from `[engine]`).
@@ -108,6 +159,11 @@ pub struct EngineConfig {
     pub keep_alive: KeepAlive,
     /// How long a worker may take to load a model.
     pub load_timeout: Duration,
+    /// Models loaded at once.
+    pub max_loaded_models: u32,
+    /// Places (running or queued) one user may hold per model; 0 = half of
+    /// `slots + queue`, rounded up.
+    pub max_requests_per_user: u32,
 }
 
 /// How long a model stays loaded after its last request.
@@ -117,6 +173,49 @@ pub enum KeepAlive {
     For(Duration),
     /// Never unload automatically.
     Forever,
+}
+
+/// A keep-alive a request asks for, and whether it may shorten or pin residency
+/// (administrators) or only extend it (everyone else, and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAliveRequest {
+    /// How long to stay loaded once idle.
+    pub value: KeepAlive,
+    /// Only ever move the unload time later, never earlier, never pin.
+    pub extend_only: bool,
+}
+
+impl KeepAliveRequest {
+    /// Sets residency to exactly `value` (an administrator's request).
+    pub fn set(value: KeepAlive) -> KeepAliveRequest {
+        KeepAliveRequest {
+            value,
+            extend_only: false,
+        }
+    }
+
+    /// Extends residency to at least `value` from now.
+    pub fn extend(value: KeepAlive) -> KeepAliveRequest {
+        KeepAliveRequest {
+            value,
+            extend_only: true,
+        }
+    }
+}
+
+/// A generation to start.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// The model.
+    pub model: ModelSpec,
+    /// Who asks (user id; 0 for the anonymous principal of an auth-less daemon).
+    pub user: i64,
+    /// What to continue.
+    pub prompt: Prompt,
+    /// How.
+    pub params: SamplingParams,
+    /// Residency after it (the configured default, extend-only, when `None`).
+    pub keep_alive: Option<KeepAliveRequest>,
 }
 
 /// A model the engine can load: a name and a validated GGUF file.
@@ -147,6 +246,10 @@ pub struct LoadedModel {
     pub waiting: usize,
     /// When it will be unloaded if still idle (RFC 3339), `None` = never / busy.
     pub expires_at: Option<String>,
+    /// Kept loaded until an administrator unloads it.
+    pub pinned: bool,
+    /// An unload is waiting for its requests to finish.
+    pub unloading: bool,
 }
 
 /// The cheap, cloneable handle to every model worker.
@@ -157,35 +260,22 @@ pub struct Engine {
 
 struct Inner {
     config: EngineConfig,
-    exe: PathBuf,
-    metrics: Metrics,
-    workers: Mutex<HashMap<String, Arc<LlmWorker>>>,
+    scheduler: mpsc::Sender<Msg>,
     next_id: AtomicU64,
 }
 
 impl Engine {
-    /// An engine that starts workers from `exe` (normally `std::env::current_exe()`).
-    /// Spawns the idle reaper on the current runtime.
-    pub fn new(config: EngineConfig, exe: PathBuf, metrics: Metrics) -> Engine {
-        let engine = Engine {
+    /// An engine whose workers `spawner` starts (normally [`WorkerExe`]). Starts the
+    /// scheduler on the current runtime.
+    pub fn new(config: EngineConfig, spawner: Arc<dyn Spawner>, metrics: Metrics) -> Engine {
+        let scheduler = Scheduler::start(config.clone(), spawner, metrics);
+        Engine {
             inner: Arc::new(Inner {
                 config,
-                exe,
-                metrics,
-                workers: Mutex::new(HashMap::new()),
+                scheduler,
                 next_id: AtomicU64::new(1),
             }),
-        };
-        let weak = Arc::downgrade(&engine.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                Engine { inner }.reap_idle().await;
-            }
-        });
-        engine
+        }
     }
 
     /// The engine's settings.
@@ -193,132 +283,153 @@ impl Engine {
         &self.inner.config
     }
 
-    /// Loads `model` if needed and returns its worker (restarting a dead one).
+    /// A loaded worker for `model`: loads it (or waits for its load, or for room)
+    /// within the load deadline.
     async fn worker(&self, model: &ModelSpec) -> Result<Arc<LlmWorker>, EngineError> {
-        let mut workers = self.inner.workers.lock().await;
-        if let Some(worker) = workers.get(&model.name) {
-            if worker.is_alive() {
-                return Ok(worker.clone());
-            }
-            tracing::warn!(model = %model.name, "restarting a dead inference worker");
-            workers.remove(&model.name);
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .scheduler
+            .send(Msg::Acquire {
+                spec: model.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        let wait = self.inner.config.load_timeout + Duration::from_secs(5);
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(EngineError::ShuttingDown),
+            Err(_) => Err(EngineError::NoRoom {
+                model: model.name.clone(),
+                secs: wait.as_secs(),
+            }),
         }
-        // Loading holds the map lock: concurrent first requests wait for one load
-        // instead of starting several workers for the same model.
-        let worker = Arc::new(
-            LlmWorker::spawn(
-                &self.inner.exe,
-                model,
-                &self.inner.config,
-                self.inner.metrics.clone(),
-            )
-            .await?,
-        );
-        workers.insert(model.name.clone(), worker.clone());
-        Ok(worker)
     }
 
-    /// Loads a model without generating (Ollama's empty prompt).
+    /// Runs `admit` against a loaded worker, retrying once when the worker turns out
+    /// to be unloading (the retry waits for the unload and loads the model afresh).
+    async fn with_worker<T>(
+        &self,
+        model: &ModelSpec,
+        admit: impl Fn(&LlmWorker, Duration) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut attempts = 0;
+        loop {
+            let started = Instant::now();
+            let worker = self.worker(model).await?;
+            match admit(&worker, started.elapsed()) {
+                Err(EngineError::Unloading { .. }) if attempts == 0 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Loads a model without generating (Ollama's empty prompt); returns how long the
+    /// load took.
     pub async fn load(
         &self,
         model: &ModelSpec,
-        keep_alive: Option<KeepAlive>,
+        keep_alive: KeepAliveRequest,
     ) -> Result<Duration, EngineError> {
         let started = Instant::now();
         let worker = self.worker(model).await?;
-        worker.touch(keep_alive.unwrap_or(self.inner.config.keep_alive));
+        worker.touch(keep_alive);
         Ok(started.elapsed())
     }
 
     /// Starts a generation. The returned stream yields events until `Done`; dropping
     /// it early cancels the generation and frees its slot.
-    pub async fn generate(
-        &self,
-        model: &ModelSpec,
-        prompt: Prompt,
-        params: SamplingParams,
-        keep_alive: Option<KeepAlive>,
-    ) -> Result<Generation, EngineError> {
-        let load_started = Instant::now();
-        let worker = self.worker(model).await?;
-        let load_time = load_started.elapsed();
+    pub async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+        let keep_alive = request
+            .keep_alive
+            .unwrap_or(KeepAliveRequest::extend(self.inner.config.keep_alive));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let keep_alive = keep_alive.unwrap_or(self.inner.config.keep_alive);
-        worker
-            .generate(
+        self.with_worker(&request.model, |worker, load_time| {
+            worker.generate(
                 id,
-                prompt,
-                params,
-                self.inner.config.request_timeout,
+                request.user,
+                request.prompt.clone(),
+                request.params.clone(),
                 keep_alive,
                 load_time,
             )
-            .await
+        })
+        .await
     }
 
-    /// Counts a prompt's tokens with the model's tokenizer (and template).
+    /// Counts a prompt's tokens with the model's tokenizer (and template), admitted
+    /// like a generation and bounded by the request deadline.
     pub async fn count_tokens(
         &self,
         model: &ModelSpec,
+        user: i64,
         prompt: Prompt,
     ) -> Result<u32, EngineError> {
-        let worker = self.worker(model).await?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        worker.count(id, prompt).await
+        let mut attempts = 0;
+        loop {
+            let worker = self.worker(model).await?;
+            match worker.count(id, user, prompt.clone()).await {
+                Err(EngineError::Unloading { .. }) if attempts == 0 => attempts += 1,
+                other => return other,
+            }
+        }
     }
 
-    /// Unloads a model now (its worker exits and frees its memory).
-    pub async fn unload(&self, name: &str) -> bool {
-        let worker = self.inner.workers.lock().await.remove(name);
-        match worker {
-            Some(worker) => {
-                worker.shutdown().await;
-                true
-            }
-            None => false,
+    /// Unloads a model: gracefully (new requests wait, the ones in flight finish, then
+    /// the worker exits) or, with `force`, at once (requests in flight fail). Returns
+    /// whether it was loaded. Waits at most the request deadline plus a margin.
+    pub async fn unload(&self, name: &str, force: bool) -> Result<bool, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .scheduler
+            .send(Msg::Unload {
+                name: name.to_string(),
+                force,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        let wait = self.inner.config.request_timeout + Duration::from_secs(10);
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(was_loaded)) => Ok(was_loaded),
+            Ok(Err(_)) => Err(EngineError::ShuttingDown),
+            Err(_) => Err(EngineError::Timeout {
+                secs: wait.as_secs(),
+            }),
         }
     }
 
     /// Every loaded model.
     pub async fn loaded(&self) -> Vec<LoadedModel> {
-        let workers = self.inner.workers.lock().await;
-        let mut list: Vec<LoadedModel> = workers
-            .values()
-            .filter(|w| w.is_alive())
-            .map(|w| w.describe())
-            .collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
-        list
-    }
-
-    /// Stops every worker (daemon shutdown).
-    pub async fn shutdown(&self) {
-        let workers: Vec<_> = self
+        let (reply, answer) = oneshot::channel();
+        if self
             .inner
-            .workers
-            .lock()
+            .scheduler
+            .send(Msg::List { reply })
             .await
-            .drain()
-            .map(|(_, w)| w)
-            .collect();
-        for worker in workers {
-            worker.shutdown().await;
+            .is_err()
+        {
+            return Vec::new();
         }
+        tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
     }
 
-    async fn reap_idle(&self) {
-        let expired: Vec<Arc<LlmWorker>> = {
-            let mut workers = self.inner.workers.lock().await;
-            let names: Vec<String> = workers
-                .iter()
-                .filter(|(_, w)| w.is_expired() || !w.is_alive())
-                .map(|(n, _)| n.clone())
-                .collect();
-            names.iter().filter_map(|n| workers.remove(n)).collect()
-        };
-        for worker in expired {
-            tracing::info!(model = %worker.name(), "unloading idle model");
-            worker.shutdown().await;
+    /// Stops every worker (daemon shutdown); bounded.
+    pub async fn shutdown(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .inner
+            .scheduler
+            .send(Msg::Shutdown { reply })
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(10), answer).await;
         }
     }
 }

@@ -1,8 +1,18 @@
 //! The wire between the daemon and an LLM worker process: one JSON object per line,
 //! daemon → worker on the worker's stdin, worker → daemon on its stdout. The worker's
-//! stderr carries only logs.
+//! stderr carries only logs, which never reach a client.
+//!
+//! The worker announces [`PROTOCOL_VERSION`] in [`Event::Ready`]; the daemon refuses a
+//! worker speaking another version (a stale binary after an upgrade).
 
 use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a message changes shape.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The longest line either side sends (a token, a count, an error): longer lines are a
+/// broken peer, not a message.
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One chat message, already flattened to text by the HTTP layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,10 +27,23 @@ pub struct ChatMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Prompt {
-    /// Messages rendered with the model's own chat template.
+    /// Messages rendered with the model's own chat template. Only the template's own
+    /// text may contain special tokens: message contents are always plain text, so a
+    /// user cannot forge a role marker such as `<|im_start|>system`.
     Chat(Vec<ChatMessage>),
-    /// Raw text, tokenised as is (`/v1/completions`, Ollama `raw`).
+    /// Raw text, tokenised as is with special tokens parsed (`/v1/completions`, Ollama
+    /// `raw`): the caller writes the whole prompt, markers included.
     Text(String),
+}
+
+impl Prompt {
+    /// Bytes of text in the prompt (what admission limits).
+    pub fn text_len(&self) -> usize {
+        match self {
+            Prompt::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+            Prompt::Text(text) => text.len(),
+        }
+    }
 }
 
 /// How to constrain the output.
@@ -48,7 +71,7 @@ pub struct SamplingParams {
     pub min_p: f32,
     /// Repetition penalty (1.0 = off).
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalties look at.
+    /// How many recent tokens the penalties look at (-1: the whole context).
     pub repeat_last_n: i32,
     /// OpenAI frequency penalty.
     pub frequency_penalty: f32,
@@ -58,6 +81,10 @@ pub struct SamplingParams {
     pub seed: Option<u32>,
     /// Maximum tokens to generate; `None` = until the context is full.
     pub max_tokens: Option<u32>,
+    /// Tokens this request may use in all (prompt + reply), below the slot's context
+    /// (Ollama's `num_ctx`); `None` = the whole slot.
+    #[serde(default)]
+    pub max_context: Option<u32>,
     /// Stop sequences (not included in the output).
     pub stop: Vec<String>,
     /// Output constraint.
@@ -77,6 +104,7 @@ impl Default for SamplingParams {
             presence_penalty: 0.0,
             seed: None,
             max_tokens: None,
+            max_context: None,
             stop: Vec::new(),
             constraint: None,
         }
@@ -177,6 +205,8 @@ pub struct Usage {
 pub enum Event {
     /// The model is loaded and the worker accepts commands.
     Ready {
+        /// The worker's [`PROTOCOL_VERSION`].
+        protocol: u32,
         /// Context tokens available to each slot.
         n_ctx_slot: u32,
         /// Parallel sequences.

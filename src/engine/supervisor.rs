@@ -1,156 +1,261 @@
-//! One supervised worker process: spawning it, routing its events to the requests
-//! waiting for them, admission control, and noticing when it dies.
+//! One supervised worker process, whatever it runs: spawning it through a
+//! [`Spawner`], the ready handshake with a deadline, routing its events to the requests
+//! waiting for them, admission control, keep-alive bookkeeping, and noticing when it
+//! dies.
+//!
+//! What a worker writes to stderr is logged with the model's name and never reaches a
+//! client: it can contain anything, including text from other tenants' requests. Every
+//! line read from the worker is length-bounded, every wait has a deadline, and every
+//! channel to the worker is bounded by admission.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::Lines;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command as Process};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, LinesCodec};
 
-use super::protocol::{Command, Event, FinishReason, Prompt, SamplingParams, Usage, WorkerError};
-use super::{EngineConfig, EngineError, KeepAlive, LoadedModel, ModelSpec};
+use super::generation::{Generation, Permit};
+use super::protocol::{
+    Command, Event, MAX_LINE_BYTES, PROTOCOL_VERSION, Prompt, SamplingParams, WorkerError,
+};
+use super::{EngineConfig, EngineError, KeepAlive, KeepAliveRequest, LoadedModel, ModelSpec};
 use crate::telemetry::Metrics;
 
-/// What a generation yields.
-#[derive(Debug, Clone)]
-pub enum GenEvent {
-    /// The request got a slot; its prompt has this many tokens.
-    Started {
-        /// Prompt tokens.
-        prompt_tokens: u32,
-    },
-    /// More text.
-    Token(String),
-    /// Finished.
-    Done {
-        /// Why.
-        finish_reason: FinishReason,
-        /// Counts and timings.
-        usage: Usage,
-    },
+/// How a worker process is started. Production runs `appliance worker llm`; tests run
+/// the scripted `appliance worker fake` through the same supervision.
+pub trait Spawner: Send + Sync + 'static {
+    /// The command that starts a worker for `model`, arguments included.
+    fn command(&self, model: &ModelSpec, config: &EngineConfig) -> tokio::process::Command;
 }
 
-type Route = mpsc::UnboundedSender<Result<Event, EngineError>>;
+/// Starts `exe worker llm …`: the daemon's own binary in its worker mode.
+pub struct WorkerExe {
+    /// The appliance binary.
+    pub exe: std::path::PathBuf,
+}
 
-/// Shared between the worker handle and its reader task.
-struct Shared {
-    name: String,
-    routes: Mutex<HashMap<u64, Route>>,
+impl Spawner for WorkerExe {
+    fn command(&self, model: &ModelSpec, config: &EngineConfig) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.args(["worker", "llm", "--model"])
+            .arg(&model.path)
+            .args(["--slots", &config.slots.to_string()])
+            .args(["--ctx-per-slot", &config.ctx_per_slot.to_string()])
+            .args(["--threads", &config.threads.to_string()])
+            .args(["--gpu-layers", &config.gpu_layers.to_string()]);
+        cmd
+    }
+}
+
+impl<F> Spawner for F
+where
+    F: Fn(&ModelSpec, &EngineConfig) -> tokio::process::Command + Send + Sync + 'static,
+{
+    fn command(&self, model: &ModelSpec, config: &EngineConfig) -> tokio::process::Command {
+        self(model, config)
+    }
+}
+
+/// Lines of a worker's stderr kept for the log when it dies, and their longest length.
+const STDERR_TAIL_LINES: usize = 8;
+const STDERR_LINE_BYTES: usize = 512;
+
+pub(super) type Route = mpsc::UnboundedSender<Result<Event, EngineError>>;
+
+/// Who holds admission places.
+#[derive(Default)]
+struct Admission {
+    in_flight: usize,
+    per_user: HashMap<i64, usize>,
+    /// An unload is waiting for the requests in flight: admit nobody new.
+    draining: bool,
+}
+
+/// Shared between the worker handle, its reader task and the requests it serves.
+pub(super) struct Shared {
+    pub(super) name: String,
+    pub(super) routes: Mutex<HashMap<u64, Route>>,
     alive: AtomicBool,
-    running: AtomicUsize,
-    /// Idle deadline after the last request, `None` = never.
+    pub(super) running: AtomicUsize,
+    admission: Mutex<Admission>,
+    /// When it may be unloaded if still idle; `None` = never (pinned).
     expires: Mutex<Option<Instant>>,
-    in_flight: AtomicUsize,
-    metrics: Metrics,
+    pub(super) metrics: Metrics,
+    /// Told when the worker becomes idle or dies, so residency decisions happen at
+    /// once rather than at the next tick.
+    on_idle: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Shared {
+    /// Gives back an admission place (a [`Permit`] ends).
+    pub(super) fn release(&self, user: i64, keep_alive: KeepAliveRequest) {
+        let idle = {
+            let mut admission = self.admission.lock();
+            admission.in_flight = admission.in_flight.saturating_sub(1);
+            if let Some(n) = admission.per_user.get_mut(&user) {
+                *n -= 1;
+                if *n == 0 {
+                    admission.per_user.remove(&user);
+                }
+            }
+            admission.in_flight == 0
+        };
+        self.apply_keep_alive(keep_alive);
+        if idle {
+            (self.on_idle)(&self.name);
+        }
+    }
+
+    fn apply_keep_alive(&self, request: KeepAliveRequest) {
+        let new = match request.value {
+            KeepAlive::Forever => None,
+            KeepAlive::For(d) => Some(
+                Instant::now()
+                    .checked_add(d.min(super::MAX_KEEP_ALIVE))
+                    .unwrap_or_else(Instant::now),
+            ),
+        };
+        let mut expires = self.expires.lock();
+        *expires = match (request.extend_only, *expires, new) {
+            // A request that may only extend residency never shortens it or unpins it.
+            (true, None, _) => None,
+            (true, Some(old), Some(new)) => Some(old.max(new)),
+            (_, _, new) => new,
+        };
+    }
+
+    pub(super) fn crashed(&self, detail: &str) -> EngineError {
+        EngineError::EngineCrashed {
+            model: self.name.clone(),
+            detail: detail.to_string(),
+        }
+    }
 }
 
 /// The daemon's handle on one worker process.
 pub struct LlmWorker {
     shared: Arc<Shared>,
-    /// Feeds the task that writes command lines to the worker's stdin.
-    commands: mpsc::UnboundedSender<Command>,
-    child: tokio::sync::Mutex<Child>,
+    /// Feeds the task that writes command lines to the worker's stdin. Bounded: each
+    /// admitted request sends at most a start and a cancel, so it is never full unless
+    /// the worker stopped reading.
+    commands: mpsc::Sender<Command>,
+    child: tokio::sync::Mutex<Option<Child>>,
     pid: u32,
-    admission: Arc<Semaphore>,
     limit: usize,
+    per_user_limit: usize,
     slots: u32,
     n_ctx_slot: u32,
     size_bytes: u64,
+    request_timeout: Duration,
 }
 
 impl LlmWorker {
-    /// Starts `exe worker llm …` for `model` and waits for its `Ready`.
-    pub async fn spawn(
-        exe: &Path,
+    /// Starts a worker for `model` and waits (at most `load_timeout`) for its `Ready`.
+    pub(super) async fn spawn(
+        spawner: &dyn Spawner,
         model: &ModelSpec,
         config: &EngineConfig,
         metrics: Metrics,
+        on_idle: Box<dyn Fn(&str) + Send + Sync>,
     ) -> Result<LlmWorker, EngineError> {
-        let load_failed = |detail: String| EngineError::LoadFailed {
+        let load_failed = |detail: &str| EngineError::LoadFailed {
             model: model.name.clone(),
-            detail,
+            detail: detail.to_string(),
         };
-        let mut child = Process::new(exe)
-            .args(["worker", "llm", "--model"])
-            .arg(&model.path)
-            .args(["--slots", &config.slots.to_string()])
-            .args(["--ctx-per-slot", &config.ctx_per_slot.to_string()])
-            .args(["--threads", &config.threads.to_string()])
-            .args(["--gpu-layers", &config.gpu_layers.to_string()])
+        let mut child = spawner
+            .command(model, config)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| load_failed(format!("cannot start the worker process: {e}")))?;
+            .map_err(|e| {
+                tracing::error!(model = %model.name, error = %e, "cannot start a worker process");
+                load_failed("the worker process could not be started; see the daemon log")
+            })?;
         let pid = child.id().unwrap_or(0);
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-        let stderr_tail =
-            spawn_stderr_forwarder(&model.name, child.stderr.take().expect("stderr is piped"));
-
-        let ready = tokio::time::timeout(config.load_timeout, stdout.next_line()).await;
-        let ready = match ready {
-            Ok(Ok(Some(line))) => serde_json::from_str::<Event>(&line).ok(),
-            Ok(_) => None,
-            Err(_) => {
-                let _ = child.kill().await;
-                return Err(load_failed(format!(
-                    "no answer within {} s",
-                    config.load_timeout.as_secs()
-                )));
-            }
-        };
-        let Some(Event::Ready {
-            n_ctx_slot,
-            slots,
-            load_ms,
-            model_bytes,
-            ..
-        }) = ready
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            let status = child
-                .wait()
-                .await
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            // Give the stderr forwarder a moment to collect the last lines.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let tail = stderr_tail
-                .lock()
-                .map(|t| t.join(" | "))
-                .unwrap_or_default();
-            return Err(load_failed(format!("the worker exited ({status}): {tail}")));
+            return Err(load_failed("the worker's pipes could not be opened"));
+        };
+        let mut events = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
+        let stderr_tail = spawn_stderr_forwarder(&model.name, pid, stderr);
+
+        let ready = match tokio::time::timeout(config.load_timeout, events.next()).await {
+            Err(_) => Err(format!(
+                "the worker did not finish loading within {} s",
+                config.load_timeout.as_secs()
+            )),
+            Ok(Some(Ok(line))) => match serde_json::from_str::<Event>(&line) {
+                Ok(Event::Ready { protocol, .. }) if protocol != PROTOCOL_VERSION => Err(format!(
+                    "the worker speaks protocol version {protocol}, this daemon {PROTOCOL_VERSION} (a stale binary?)"
+                )),
+                Ok(Event::Ready {
+                    n_ctx_slot,
+                    slots,
+                    load_ms,
+                    model_bytes,
+                    ..
+                }) => Ok((n_ctx_slot, slots, load_ms, model_bytes)),
+                _ => Err("the worker answered something other than the protocol".into()),
+            },
+            Ok(_) => Err("the worker exited before it was ready".into()),
+        };
+        let (n_ctx_slot, slots, load_ms, model_bytes) = match ready {
+            Ok(ready) => ready,
+            Err(reason) => {
+                let status = stop_child(&mut child).await;
+                // Let the stderr forwarder collect the last lines for the log.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                tracing::error!(
+                    model = %model.name,
+                    pid,
+                    %reason,
+                    exit = %status,
+                    stderr = %stderr_tail.lock().join(" | "),
+                    "the inference worker failed to start"
+                );
+                return Err(load_failed(&format!("{reason}; see the daemon log")));
+            }
         };
         tracing::info!(model = %model.name, pid, load_ms, n_ctx_slot, slots, "model loaded");
 
         let limit = (config.slots + config.queue) as usize;
+        let per_user_limit = match config.max_requests_per_user {
+            0 => limit.div_ceil(2).max(1),
+            n => n as usize,
+        };
         let shared = Arc::new(Shared {
             name: model.name.clone(),
             routes: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
             running: AtomicUsize::new(0),
+            admission: Mutex::new(Admission::default()),
             expires: Mutex::new(None),
-            in_flight: AtomicUsize::new(0),
             metrics,
+            on_idle,
         });
-        spawn_event_reader(shared.clone(), stdout, stderr_tail);
+        shared.apply_keep_alive(KeepAliveRequest::set(config.keep_alive));
+        spawn_event_reader(shared.clone(), events, stderr_tail, pid);
         Ok(LlmWorker {
             shared,
-            commands: spawn_command_writer(stdin),
-            child: tokio::sync::Mutex::new(child),
+            // Starts and cancels of every admitted request, plus a shutdown.
+            commands: spawn_command_writer(stdin, 2 * limit + 8),
+            child: tokio::sync::Mutex::new(Some(child)),
             pid,
-            admission: Arc::new(Semaphore::new(limit)),
             limit,
+            per_user_limit,
             slots,
             n_ctx_slot,
             size_bytes: model_bytes,
+            request_timeout: config.request_timeout,
         })
     }
 
@@ -164,133 +269,181 @@ impl LlmWorker {
         self.shared.alive.load(Ordering::Acquire)
     }
 
+    /// Requests admitted now (running or waiting for a slot).
+    pub fn in_flight(&self) -> usize {
+        self.shared.admission.lock().in_flight
+    }
+
     /// Whether the idle keep-alive has run out.
     pub fn is_expired(&self) -> bool {
-        self.shared.in_flight.load(Ordering::Acquire) == 0
+        self.in_flight() == 0
             && self
                 .shared
                 .expires
                 .lock()
-                .ok()
-                .and_then(|e| *e)
                 .is_some_and(|deadline| Instant::now() >= deadline)
     }
 
-    /// Restarts the idle clock with `keep_alive`.
-    pub fn touch(&self, keep_alive: KeepAlive) {
-        set_expiry(&self.shared, keep_alive);
+    /// Applies a keep-alive now (a load without a generation).
+    pub fn touch(&self, keep_alive: KeepAliveRequest) {
+        self.shared.apply_keep_alive(keep_alive);
+    }
+
+    /// Stops admitting requests: an unload waits for the ones in flight.
+    pub fn drain(&self) {
+        self.shared.admission.lock().draining = true;
+    }
+
+    /// Takes an admission place for `user`, or says why not.
+    fn admit(&self, user: i64, keep_alive: KeepAliveRequest) -> Result<Permit, EngineError> {
+        let mut admission = self.shared.admission.lock();
+        if admission.draining || !self.is_alive() {
+            return Err(EngineError::Unloading {
+                model: self.shared.name.clone(),
+            });
+        }
+        if admission.in_flight >= self.limit {
+            // A slot frees roughly every few seconds with small models; say so.
+            return Err(EngineError::Busy {
+                model: self.shared.name.clone(),
+                in_flight: admission.in_flight,
+                limit: self.limit,
+                retry_after_secs: 2,
+            });
+        }
+        let mine = admission.per_user.get(&user).copied().unwrap_or(0);
+        if user > 0 && mine >= self.per_user_limit {
+            return Err(EngineError::UserBusy {
+                model: self.shared.name.clone(),
+                limit: self.per_user_limit,
+                retry_after_secs: 2,
+            });
+        }
+        admission.in_flight += 1;
+        *admission.per_user.entry(user).or_default() += 1;
+        Ok(Permit::new(self.shared.clone(), user, keep_alive))
     }
 
     fn send(&self, command: Command) -> Result<(), EngineError> {
-        self.commands
-            .send(command)
-            .map_err(|_| self.crashed("its input pipe is closed".into()))
-    }
-
-    fn crashed(&self, detail: String) -> EngineError {
-        EngineError::EngineCrashed {
-            model: self.shared.name.clone(),
-            detail,
-        }
+        self.commands.try_send(command).map_err(|e| {
+            tracing::error!(model = %self.shared.name, pid = self.pid, "the worker is not reading its commands ({e}); killing it");
+            self.shared.alive.store(false, Ordering::Release);
+            if let Ok(mut child) = self.child.try_lock()
+                && let Some(child) = child.as_mut()
+            {
+                let _ = child.start_kill();
+            }
+            self.shared.crashed("the worker stopped accepting requests")
+        })
     }
 
     fn route(&self, id: u64) -> mpsc::UnboundedReceiver<Result<Event, EngineError>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.shared
-            .routes
-            .lock()
-            .expect("routes lock")
-            .insert(id, tx);
+        self.shared.routes.lock().insert(id, tx);
         rx
     }
 
-    /// Starts generation `id`, subject to admission control.
-    pub async fn generate(
+    /// Starts generation `id` for `user`, subject to admission control.
+    pub(super) fn generate(
         &self,
         id: u64,
+        user: i64,
         prompt: Prompt,
         params: SamplingParams,
-        timeout: Duration,
-        keep_alive: KeepAlive,
+        keep_alive: KeepAliveRequest,
         load_time: Duration,
     ) -> Result<Generation, EngineError> {
-        let permit = self.admission.clone().try_acquire_owned().map_err(|_| {
-            // A slot frees roughly every few seconds with small models; say so.
-            EngineError::Busy {
-                model: self.shared.name.clone(),
-                in_flight: self.limit,
-                limit: self.limit,
-                retry_after_secs: 2,
-            }
-        })?;
-        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        let permit = self.admit(user, keep_alive)?;
         let rx = self.route(id);
-        let guard = InFlight {
-            shared: self.shared.clone(),
-            keep_alive,
-            _permit: permit,
-        };
         if let Err(e) = self.send(Command::Generate { id, prompt, params }) {
-            self.shared.routes.lock().expect("routes lock").remove(&id);
+            self.shared.routes.lock().remove(&id);
             return Err(e);
         }
-        Ok(Generation {
+        Ok(Generation::new(
             id,
             rx,
-            commands: self.commands.clone(),
-            deadline: tokio::time::Instant::now() + timeout,
-            timeout,
-            started: false,
-            finished: false,
+            self.commands.clone(),
+            self.request_timeout,
             load_time,
-            _in_flight: guard,
-            shared: self.shared.clone(),
-            prompt_tokens: 0,
-            tokens_seen: 0,
-            on_finish: None,
-        })
+            permit,
+            self.shared.clone(),
+        ))
     }
 
-    /// Counts a prompt's tokens.
-    pub async fn count(&self, id: u64, prompt: Prompt) -> Result<u32, EngineError> {
+    /// Counts a prompt's tokens for `user`: admitted like a generation (it uses the
+    /// worker) and bounded by the request deadline.
+    pub(super) async fn count(
+        &self,
+        id: u64,
+        user: i64,
+        prompt: Prompt,
+    ) -> Result<u32, EngineError> {
+        let _permit = self.admit(
+            user,
+            KeepAliveRequest::extend(KeepAlive::For(Duration::ZERO)),
+        )?;
         let mut rx = self.route(id);
-        self.send(Command::Count { id, prompt })?;
-        match rx.recv().await {
-            Some(Ok(Event::Counted { prompt_tokens, .. })) => Ok(prompt_tokens),
-            Some(Ok(Event::Failed { error, .. })) => Err(worker_error(error)),
-            Some(Err(e)) => Err(e),
-            Some(Ok(other)) => Err(EngineError::Decode(format!("unexpected event {other:?}"))),
-            None => Err(self.crashed("the worker stopped answering".into())),
+        let result = async {
+            self.send(Command::Count { id, prompt })?;
+            let answer = tokio::time::timeout(self.request_timeout, rx.recv())
+                .await
+                .map_err(|_| EngineError::Timeout {
+                    secs: self.request_timeout.as_secs(),
+                })?;
+            match answer {
+                Some(Ok(Event::Counted { prompt_tokens, .. })) => Ok(prompt_tokens),
+                Some(Ok(Event::Failed { error, .. })) => Err(worker_error(error)),
+                Some(Err(e)) => Err(e),
+                Some(Ok(_)) => Err(EngineError::Protocol {
+                    model: self.shared.name.clone(),
+                }),
+                None => Err(self.shared.crashed("the worker stopped answering")),
+            }
         }
+        .await;
+        self.shared.routes.lock().remove(&id);
+        result
     }
 
-    /// Asks the worker to exit, then kills it if it does not.
-    pub async fn shutdown(&self) {
-        let _ = self.send(Command::Shutdown);
-        let mut child = self.child.lock().await;
-        if tokio::time::timeout(Duration::from_secs(2), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
+    /// Stops the process: asks it to exit (when `graceful`), then kills it if it has
+    /// not exited within a short grace. Requests still in flight fail.
+    pub async fn shutdown(&self, graceful: bool) {
+        self.drain();
+        if graceful {
+            let _ = self.commands.try_send(Command::Shutdown);
         }
+        let mut child = self.child.lock().await;
+        if let Some(child) = child.as_mut() {
+            let grace = if graceful {
+                Duration::from_secs(2)
+            } else {
+                Duration::ZERO
+            };
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                let status = stop_child(child).await;
+                tracing::debug!(model = %self.shared.name, pid = self.pid, exit = %status, "worker killed");
+            }
+        }
+        *child = None;
         self.shared.alive.store(false, Ordering::Release);
     }
 
     /// How `/api/ps` and `status` show it.
     pub fn describe(&self) -> LoadedModel {
-        let in_flight = self.shared.in_flight.load(Ordering::Acquire);
+        let (in_flight, draining) = {
+            let admission = self.shared.admission.lock();
+            (admission.in_flight, admission.draining)
+        };
         let running = self.shared.running.load(Ordering::Acquire).min(in_flight);
+        let expires = *self.shared.expires.lock();
         let expires_at = if in_flight == 0 {
-            self.shared
-                .expires
-                .lock()
-                .ok()
-                .and_then(|e| *e)
-                .map(|deadline| {
-                    let from_now = deadline.saturating_duration_since(Instant::now());
-                    (jiff::Timestamp::now() + from_now).to_string()
-                })
+            expires.and_then(|deadline| {
+                let from_now = deadline.saturating_duration_since(Instant::now());
+                jiff::SignedDuration::try_from(from_now)
+                    .ok()
+                    .and_then(|d| jiff::Timestamp::now().checked_add(d).ok())
+                    .map(|t| t.to_string())
+            })
         } else {
             None
         };
@@ -303,188 +456,15 @@ impl LlmWorker {
             running,
             waiting: in_flight - running,
             expires_at,
+            pinned: expires.is_none(),
+            unloading: draining,
         }
     }
 }
 
-/// Keeps a request counted as in flight (and its admission permit held) until dropped.
-struct InFlight {
-    shared: Arc<Shared>,
-    keep_alive: KeepAlive,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        set_expiry(&self.shared, self.keep_alive);
-    }
-}
-
-fn set_expiry(shared: &Shared, keep_alive: KeepAlive) {
-    if let Ok(mut expires) = shared.expires.lock() {
-        *expires = match keep_alive {
-            KeepAlive::For(d) => Some(Instant::now() + d),
-            KeepAlive::Forever => None,
-        };
-    }
-}
-
-/// A generation in progress. Yields [`GenEvent`]s until `Done`; dropping it before
-/// then cancels the generation in the worker, which frees the slot within one decode
-/// step.
-pub struct Generation {
-    id: u64,
-    rx: mpsc::UnboundedReceiver<Result<Event, EngineError>>,
-    commands: mpsc::UnboundedSender<Command>,
-    deadline: tokio::time::Instant,
-    timeout: Duration,
-    started: bool,
-    finished: bool,
-    load_time: Duration,
-    shared: Arc<Shared>,
-    _in_flight: InFlight,
-    prompt_tokens: u32,
-    tokens_seen: u32,
-    on_finish: Option<FinishHook>,
-}
-
-/// Called once when a generation ends, however it ends, with (prompt tokens, generated
-/// tokens) — for usage accounting.
-pub type FinishHook = Box<dyn FnOnce(u32, u32) + Send>;
-
-impl Generation {
-    /// How long loading the model took before this request (zero when it was loaded).
-    pub fn load_time(&self) -> Duration {
-        self.load_time
-    }
-
-    /// Registers the [`FinishHook`].
-    pub fn on_finish(&mut self, hook: FinishHook) {
-        self.on_finish = Some(hook);
-    }
-
-    fn report(&mut self, prompt: u32, generated: u32) {
-        if let Some(hook) = self.on_finish.take() {
-            hook(prompt, generated);
-        }
-    }
-
-    /// The next event; `None` after `Done` or an error.
-    pub async fn next(&mut self) -> Option<Result<GenEvent, EngineError>> {
-        if self.finished {
-            return None;
-        }
-        let event = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
-            Err(_) => {
-                self.fail();
-                let _ = self.commands.send(Command::Cancel { id: self.id });
-                return Some(Err(EngineError::Timeout {
-                    secs: self.timeout.as_secs(),
-                }));
-            }
-            Ok(None) => {
-                self.fail();
-                return Some(Err(EngineError::EngineCrashed {
-                    model: self.shared.name.clone(),
-                    detail: "the worker stopped answering".into(),
-                }));
-            }
-            Ok(Some(event)) => event,
-        };
-        let event = match event {
-            Err(e) => {
-                self.fail();
-                return Some(Err(e));
-            }
-            Ok(event) => event,
-        };
-        Some(match event {
-            Event::Started { prompt_tokens, .. } => {
-                self.started = true;
-                self.prompt_tokens = prompt_tokens;
-                self.shared.running.fetch_add(1, Ordering::AcqRel);
-                Ok(GenEvent::Started { prompt_tokens })
-            }
-            Event::Token { text, .. } => {
-                self.tokens_seen += 1;
-                Ok(GenEvent::Token(text))
-            }
-            Event::Done {
-                finish_reason,
-                usage,
-                ..
-            } => {
-                self.finish();
-                let outcome = match finish_reason {
-                    FinishReason::Stop => "stop",
-                    FinishReason::Length => "length",
-                    FinishReason::Cancelled => "cancelled",
-                };
-                self.report(usage.prompt_tokens, usage.completion_tokens);
-                self.shared.metrics.llm_request(
-                    &self.shared.name,
-                    outcome,
-                    usage.prompt_tokens.into(),
-                    usage.cached_tokens.into(),
-                    usage.completion_tokens.into(),
-                );
-                Ok(GenEvent::Done {
-                    finish_reason,
-                    usage,
-                })
-            }
-            Event::Failed { error, .. } => {
-                self.fail();
-                Err(worker_error(error))
-            }
-            Event::Ready { .. } | Event::Counted { .. } => {
-                self.finish();
-                Err(EngineError::Decode(format!("unexpected event {event:?}")))
-            }
-        })
-    }
-
-    fn fail(&mut self) {
-        if !self.finished {
-            self.report(self.prompt_tokens, self.tokens_seen);
-            self.shared
-                .metrics
-                .llm_request(&self.shared.name, "error", 0, 0, 0);
-        }
-        self.finish();
-    }
-
-    fn finish(&mut self) {
-        if !self.finished {
-            self.finished = true;
-            if self.started {
-                self.shared.running.fetch_sub(1, Ordering::AcqRel);
-            }
-            self.shared
-                .routes
-                .lock()
-                .expect("routes lock")
-                .remove(&self.id);
-        }
-    }
-}
-
-impl Drop for Generation {
-    fn drop(&mut self) {
-        if !self.finished {
-            // The client went away: stop generating for it.
-            let _ = self.commands.send(Command::Cancel { id: self.id });
-            self.report(self.prompt_tokens, self.tokens_seen);
-            self.shared
-                .metrics
-                .llm_request(&self.shared.name, "cancelled", 0, 0, 0);
-            self.finish();
-        }
-    }
-}
-
-fn worker_error(error: WorkerError) -> EngineError {
+/// Maps a worker's request-level failure to the engine's error. Worker messages are
+/// ours (fixed strings), never llama.cpp's or another request's text.
+pub(super) fn worker_error(error: WorkerError) -> EngineError {
     match error {
         WorkerError::ContextOverflow {
             prompt_tokens,
@@ -504,11 +484,14 @@ fn worker_error(error: WorkerError) -> EngineError {
 }
 
 /// Writes commands to the worker's stdin, one JSON line each.
-fn spawn_command_writer(mut stdin: ChildStdin) -> mpsc::UnboundedSender<Command> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Command>();
+fn spawn_command_writer(mut stdin: ChildStdin, capacity: usize) -> mpsc::Sender<Command> {
+    use tokio::io::AsyncWriteExt;
+    let (tx, mut rx) = mpsc::channel::<Command>(capacity);
     tokio::spawn(async move {
         while let Some(command) = rx.recv().await {
-            let mut line = serde_json::to_vec(&command).expect("commands serialise");
+            let Ok(mut line) = serde_json::to_vec(&command) else {
+                continue;
+            };
             line.push(b'\n');
             if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
                 break; // the reader notices the exit and fails pending requests
@@ -518,19 +501,26 @@ fn spawn_command_writer(mut stdin: ChildStdin) -> mpsc::UnboundedSender<Command>
     tx
 }
 
-/// Routes the worker's events to their requests; on EOF (exit or crash) fails every
-/// pending request with `EngineCrashed` and marks the worker dead.
+/// Routes the worker's events to their requests; on EOF (exit or crash) or a protocol
+/// violation, marks the worker dead and fails every pending request with
+/// `EngineCrashed` (the details go to the log, not to the clients).
 fn spawn_event_reader(
     shared: Arc<Shared>,
-    mut stdout: Lines<BufReader<ChildStdout>>,
+    mut events: FramedRead<tokio::process::ChildStdout, LinesCodec>,
     stderr_tail: Arc<Mutex<Vec<String>>>,
+    pid: u32,
 ) {
     tokio::spawn(async move {
-        while let Ok(Some(line)) = stdout.next_line().await {
+        let mut why = "the worker process exited";
+        while let Some(line) = events.next().await {
+            let Ok(line) = line else {
+                why = "the worker broke the protocol (an over-long or unreadable line)";
+                break;
+            };
             let event: Event = match serde_json::from_str(&line) {
                 Ok(event) => event,
                 Err(e) => {
-                    tracing::warn!(model = %shared.name, error = %e, "unreadable worker event");
+                    tracing::warn!(model = %shared.name, pid, error = %e, "unreadable worker event");
                     continue;
                 }
             };
@@ -546,7 +536,7 @@ fn spawn_event_reader(
                 event,
                 Event::Done { .. } | Event::Failed { .. } | Event::Counted { .. }
             );
-            let mut routes = shared.routes.lock().expect("routes lock");
+            let mut routes = shared.routes.lock();
             if let Some(route) = routes.get(&id) {
                 let _ = route.send(Ok(event));
             }
@@ -555,52 +545,68 @@ fn spawn_event_reader(
             }
         }
         shared.alive.store(false, Ordering::Release);
+        // Let the stderr forwarder collect the last lines for the log.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let tail = stderr_tail
-            .lock()
-            .map(|t| t.join(" | "))
-            .unwrap_or_default();
-        let detail = if tail.is_empty() {
-            "the worker process exited".to_string()
-        } else {
-            format!("the worker process exited: {tail}")
-        };
-        tracing::error!(model = %shared.name, %detail, "inference worker died");
-        let routes: Vec<Route> = shared
-            .routes
-            .lock()
-            .expect("routes lock")
-            .drain()
-            .map(|(_, r)| r)
-            .collect();
+        let routes: Vec<Route> = shared.routes.lock().drain().map(|(_, r)| r).collect();
+        tracing::error!(
+            model = %shared.name,
+            pid,
+            reason = why,
+            failed_requests = routes.len(),
+            stderr = %stderr_tail.lock().join(" | "),
+            "inference worker stopped"
+        );
         for route in routes {
-            let _ = route.send(Err(EngineError::EngineCrashed {
-                model: shared.name.clone(),
-                detail: detail.clone(),
-            }));
+            let _ = route.send(Err(shared.crashed("the worker process exited")));
         }
+        (shared.on_idle)(&shared.name);
     });
 }
 
-/// Forwards the worker's stderr into the daemon's log and keeps the last lines for
-/// error messages.
+/// Kills a child that failed or is being discarded, and reaps it (bounded).
+async fn stop_child(child: &mut Child) -> String {
+    let _ = child.start_kill();
+    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        Ok(Ok(status)) => status.to_string(),
+        Ok(Err(e)) => format!("unknown ({e})"),
+        Err(_) => "did not exit within 5 s of SIGKILL".into(),
+    }
+}
+
+/// Keeps the last lines of a worker's stderr for the log when it dies; every line is
+/// also logged at debug level. Lines are length-bounded.
 fn spawn_stderr_forwarder(
     model: &str,
+    pid: u32,
     stderr: tokio::process::ChildStderr,
 ) -> Arc<Mutex<Vec<String>>> {
     let tail = Arc::new(Mutex::new(Vec::new()));
     let keep = tail.clone();
     let model = model.to_string();
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::debug!(model = %model, "worker: {line}");
-            if let Ok(mut tail) = keep.lock() {
-                if tail.len() == 8 {
-                    tail.remove(0);
+        let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(64 * 1024));
+        while let Some(line) = lines.next().await {
+            let mut line = match line {
+                Ok(line) => line,
+                Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => {
+                    "[an over-long line]".to_string()
                 }
-                tail.push(line);
+                Err(_) => break,
+            };
+            tracing::debug!(model = %model, pid, "worker: {line}");
+            if line.len() > STDERR_LINE_BYTES {
+                let mut cut = STDERR_LINE_BYTES;
+                while !line.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                line.truncate(cut);
+                line.push('…');
             }
+            let mut tail = keep.lock();
+            if tail.len() == STDERR_TAIL_LINES {
+                tail.remove(0);
+            }
+            tail.push(line);
         }
     });
     tail

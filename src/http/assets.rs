@@ -30,7 +30,7 @@ pub async fn fallback(
         };
         let dir = &state.config.server.ui_dir;
         if !dir.as_os_str().is_empty() {
-            if let Some(response) = from_dir(dir, name, method == Method::HEAD).await {
+            if let Some(response) = from_dir(dir, &method, &uri, &headers).await {
                 return response;
             }
         } else if let Some(file) = Assets::get(name) {
@@ -40,27 +40,43 @@ pub async fn fallback(
     ApiError::NotFound(format!("no route for {method} {path}")).into_response()
 }
 
-/// A file under `dir` (development UI). Only plain relative names are served: no
-/// `..`, no absolute paths, nothing outside the directory.
-async fn from_dir(dir: &std::path::Path, name: &str, head: bool) -> Option<Response> {
-    let safe = name
-        .split('/')
-        .all(|part| !part.is_empty() && part != ".." && part != "." && !part.contains('\\'));
-    if !safe {
+/// A file under `dir` (development UI), served by tower-http's `ServeDir`, which
+/// resolves paths safely: `..`, absolute paths and anything outside the directory are
+/// never served. `None` when there is no such file.
+async fn from_dir(
+    dir: &std::path::Path,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::builder()
+        .method(method.clone())
+        .uri(uri.clone())
+        .body(Body::empty())
+        .ok()?;
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::RANGE,
+    ] {
+        if let Some(value) = headers.get(&name) {
+            request.headers_mut().insert(name, value.clone());
+        }
+    }
+    let served = tower_http::services::ServeDir::new(dir)
+        .append_index_html_on_directories(true)
+        .oneshot(request)
+        .await
+        .ok()?;
+    if !(served.status().is_success() || served.status() == StatusCode::NOT_MODIFIED) {
         return None;
     }
-    let bytes = tokio::fs::read(dir.join(name)).await.ok()?;
-    let mime = mime_guess::from_path(name).first_or_octet_stream();
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::from(bytes)
-    };
-    Response::builder()
-        .header(header::CONTENT_TYPE, mime.as_ref())
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(body)
-        .ok()
+    let mut response = served.map(Body::new);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Some(response)
 }
 
 fn serve(name: &str, file: rust_embed::EmbeddedFile, headers: &HeaderMap, head: bool) -> Response {

@@ -25,8 +25,14 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone (health, setup, login, the web assets).
+    /// Anyone (health, setup, login, the web assets); limited per client address.
     Public,
+    /// A signed-in browser session, whatever the role (changing one's password: an API
+    /// key, possibly leaked, must not be able to take over the account).
+    Session,
+    /// Managing credentials: a signed-in session, or an API key with the `admin` scope.
+    /// A credential never creates or widens one beyond its own scopes.
+    Account,
     /// Any signed-in user or valid key, whatever its scopes.
     Authenticated,
     /// A key with this scope, or a session; read-only accounts may call it too.
@@ -102,6 +108,13 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Princip
         if user.disabled {
             return Err(Refusal::Credentials("the API key's user is disabled"));
         }
+        // Only a verified, valid key records its use.
+        let (store, used) = (state.store.clone(), key.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(&used).await {
+                tracing::warn!(error = %e, "could not record an API key's use");
+            }
+        });
         return Ok(Some(Principal {
             user_id: user.id,
             name: user.name,
@@ -109,6 +122,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Princip
             credential: Credential::ApiKey {
                 id: key.id,
                 scopes: key.scopes,
+                expires_at: key.expires_at,
             },
         }));
     }
@@ -153,6 +167,22 @@ pub async fn enforce(
     next: Next,
 ) -> Response {
     if access == Access::Public {
+        // Anyone can reach these, so they are limited per client address instead.
+        if let Some(address) = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            && let Err(exceeded) = state.limits.public_request(address)
+        {
+            return ApiError::TooManyRequests {
+                message: format!(
+                    "{}; retry in {} s",
+                    exceeded.what, exceeded.retry_after_secs
+                ),
+                retry_after_secs: exceeded.retry_after_secs,
+            }
+            .into_response();
+        }
         return next.run(req).await;
     }
     let refused = req.extensions().get::<Refused>().map(|r| r.0);
@@ -214,8 +244,17 @@ fn permitted(principal: &Principal, access: Access) -> Result<(), ApiError> {
     let missing = |scope: Scope| {
         ApiError::Forbidden(format!("this API key does not have the `{scope}` scope"))
     };
+    let session = matches!(principal.credential, Credential::Session { .. });
     match access {
         Access::Public | Access::Authenticated => Ok(()),
+        Access::Session if session => Ok(()),
+        Access::Session => Err(ApiError::Forbidden(
+            "this needs a signed-in session; API keys cannot do it".to_string(),
+        )),
+        Access::Account if session || principal.is_admin() => Ok(()),
+        Access::Account => Err(ApiError::Forbidden(
+            "managing API keys needs a signed-in session (or an administrator's key with the `admin` scope)".to_string(),
+        )),
         Access::Read(scope) if principal.has_scope(scope) => Ok(()),
         Access::Read(scope) => Err(missing(scope)),
         Access::Write(_) if principal.role == Role::Readonly => Err(ApiError::Forbidden(

@@ -9,27 +9,26 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive as SseKeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
-use crate::engine::{ChatMessage, FinishReason, GenEvent, Generation, Prompt, Usage};
-use crate::store::Store;
+use crate::chat::{self, DEFAULT_TITLE, Recorder};
+use crate::engine::Prompt;
 use crate::store::conversations::{
     self as conv, Conversation, ConversationPatch, Message, MessageStatus, Owner,
 };
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::Json;
+use super::extract::{Json, Path, Query};
 use super::inference::{self, WireSampling};
-
-const DEFAULT_TITLE: &str = "New conversation";
+use super::reply::{Reply, ReplyEvent};
 
 /// Sampling settings a conversation may carry (unknown keys are refused).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,10 +47,10 @@ struct Settings {
 }
 
 impl Settings {
-    fn parse(value: &Value, param: &str) -> Result<Settings, ApiError> {
+    fn parse(value: &Value, param: &str, ctx_per_slot: u32) -> Result<Settings, ApiError> {
         let settings: Settings = serde_json::from_value(value.clone())
             .map_err(|e| ApiError::bad_field(param, format!("invalid settings: {e}")))?;
-        inference::sampling_params(&settings.wire())?;
+        inference::sampling_params(&settings.wire(), ctx_per_slot)?;
         Ok(settings)
     }
 
@@ -67,6 +66,7 @@ impl Settings {
             presence_penalty: self.presence_penalty,
             seed: self.seed,
             max_tokens: self.max_tokens,
+            max_context: None,
             stop: self.stop.clone().unwrap_or_default(),
         }
     }
@@ -113,7 +113,7 @@ pub async fn create(
     let system_prompt = body.system_prompt.unwrap_or_default();
     check_text("system_prompt", &system_prompt, 100_000)?;
     let settings = body.settings.unwrap_or_else(|| json!({}));
-    Settings::parse(&settings, "settings")?;
+    Settings::parse(&settings, "settings", state.config.engine.ctx_per_slot)?;
     let (_, model) = inference::resolve_model(&state, body.model.as_deref().unwrap_or("")).await?;
     let at = conv::now();
     let created = state
@@ -132,27 +132,6 @@ pub async fn create(
         )
         .await?;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
-}
-
-/// A title from the first message: whitespace collapsed, at most 60 characters, cut at
-/// a word boundary with an ellipsis.
-fn short_title(text: &str) -> String {
-    let mut title = String::new();
-    for word in text.split_whitespace() {
-        let extra = usize::from(!title.is_empty());
-        if title.chars().count() + extra + word.chars().count() > 60 {
-            if title.is_empty() {
-                title = word.chars().take(59).collect();
-            }
-            title.push('…');
-            return title;
-        }
-        if extra == 1 {
-            title.push(' ');
-        }
-        title.push_str(word);
-    }
-    title
 }
 
 /// Query of `GET /api/v1/conversations`.
@@ -271,7 +250,7 @@ pub async fn update(
         check_text("system_prompt", s, 100_000)?;
     }
     if let Some(s) = &body.settings {
-        Settings::parse(s, "settings")?;
+        Settings::parse(s, "settings", state.config.engine.ctx_per_slot)?;
     }
     let model = match &body.model {
         Some(m) => Some(inference::resolve_model(&state, m).await?.1.name.clone()),
@@ -358,39 +337,16 @@ pub async fn send(
     if let (Some(Value::Object(over)), Value::Object(base)) = (&body.settings, &mut settings) {
         base.extend(over.clone());
     }
-    let params = inference::sampling_params(&Settings::parse(&settings, "settings")?.wire())?;
+    let ctx = state.config.engine.ctx_per_slot;
+    let params =
+        inference::sampling_params(&Settings::parse(&settings, "settings", ctx)?.wire(), ctx)?;
     let (spec, _) = inference::resolve_model(&state, &conversation.model).await?;
-
-    let mut prompt = Vec::with_capacity(history.len() + 2);
-    if !conversation.system_prompt.is_empty() {
-        prompt.push(ChatMessage {
-            role: "system".into(),
-            content: conversation.system_prompt.clone(),
-        });
-    }
-    prompt.extend(history.iter().map(|m| ChatMessage {
-        role: m.role.clone(),
-        content: m.content.clone(),
-    }));
-    prompt.push(ChatMessage {
-        role: "user".into(),
-        content: body.content.clone(),
-    });
-    let mut generation =
-        inference::generate(&state, &caller, &spec, Prompt::Chat(prompt), params, None).await?;
-    match generation.next().await {
-        Some(Ok(GenEvent::Started { .. })) => {}
-        Some(Err(e)) => return Err(e.into()),
-        _ => {
-            return Err(ApiError::Internal(
-                "the generation ended before it started".into(),
-            ));
-        }
-    }
+    let prompt = chat::conversation_prompt(&conversation, &history, &body.content);
+    let name = spec.name.clone();
+    let reply = inference::start(&state, &caller, spec, Prompt::Chat(prompt), params, None).await?;
     if history.is_empty() && conversation.title == DEFAULT_TITLE {
-        let title = short_title(&body.content);
         let patch = ConversationPatch {
-            title: Some(title),
+            title: Some(chat::short_title(&body.content)),
             ..Default::default()
         };
         state
@@ -400,193 +356,40 @@ pub async fn send(
     }
     let recorder = Recorder::new(
         state.store.clone(),
+        state.tasks.clone(),
         id,
         caller.owner_filter(),
-        spec.name,
+        name,
         body.content.clone(),
     );
+    let reply = reply.record(Some(recorder));
     if body.stream.unwrap_or(true) {
-        Ok(stream_reply(recorder, generation))
-    } else {
-        let mut recorder = recorder;
-        let mut generation = generation;
-        loop {
-            match generation.next().await {
-                Some(Ok(GenEvent::Token(t))) => recorder.text.push_str(&t),
-                Some(Ok(GenEvent::Started { .. })) => {}
-                Some(Ok(GenEvent::Done {
-                    finish_reason,
-                    usage,
-                })) => {
-                    let (user, reply) = recorder
-                        .save(MessageStatus::Complete, Some(finish_reason), Some(usage))
-                        .await?;
-                    return Ok(
-                        axum::Json(json!({ "user_message": user, "message": reply }))
-                            .into_response(),
-                    );
-                }
-                Some(Err(e)) => {
-                    let _ = recorder.save(MessageStatus::Error, None, None).await;
-                    return Err(e.into());
-                }
-                None => {
-                    return Err(ApiError::Internal(
-                        "the generation ended without finishing".into(),
-                    ));
-                }
+        return Ok(stream_reply(reply));
+    }
+    let done = reply.collect().await?;
+    let (user, message) = done
+        .stored
+        .ok_or_else(|| ApiError::Internal("the exchange was not stored".into()))?;
+    Ok(axum::Json(json!({ "user_message": user, "message": message })).into_response())
+}
+
+fn stream_reply(reply: Reply) -> Response {
+    let events = reply
+        .events()
+        .map(|event| match event {
+            ReplyEvent::Text(text) => json!({"type": "token", "text": text}),
+            ReplyEvent::Done { stored, .. } => {
+                let (user, message) = match stored {
+                    Some(pair) => (json!(pair.0), json!(pair.1)),
+                    None => (Value::Null, Value::Null),
+                };
+                json!({"type": "done", "user_message": user, "message": message})
             }
-        }
-    }
-}
-
-/// Owns the pending user turn and the reply so far, and stores them exactly once:
-/// through [`Recorder::save`] when the caller wants the stored rows back, otherwise
-/// when dropped — with the outcome set by [`Recorder::outcome`], or `cut_off` when the
-/// stream was dropped early because the client left.
-pub(super) struct Recorder {
-    store: Store,
-    conversation: String,
-    owner: Owner,
-    model: String,
-    user: Option<Message>,
-    /// The reply so far.
-    pub(super) text: String,
-    outcome: (MessageStatus, Option<FinishReason>, Option<Usage>),
-}
-
-impl Recorder {
-    /// Starts recording a user turn in `conversation`.
-    pub(super) fn new(
-        store: Store,
-        conversation: String,
-        owner: Owner,
-        model: String,
-        user_content: String,
-    ) -> Recorder {
-        Recorder {
-            store,
-            conversation,
-            owner,
-            model,
-            user: Some(Message {
-                id: 0,
-                role: "user".into(),
-                content: user_content,
-                model: None,
-                status: MessageStatus::Complete,
-                finish_reason: None,
-                prompt_tokens: None,
-                completion_tokens: None,
-                cached_tokens: None,
-                prompt_ms: None,
-                generation_ms: None,
-                created_at: conv::now(),
-            }),
-            text: String::new(),
-            outcome: (MessageStatus::CutOff, None, None),
-        }
-    }
-
-    /// Records how the reply ended (stored when the recorder is dropped).
-    pub(super) fn outcome(
-        &mut self,
-        status: MessageStatus,
-        reason: Option<FinishReason>,
-        usage: Option<Usage>,
-    ) {
-        self.outcome = (status, reason, usage);
-    }
-
-    fn messages(&mut self) -> Option<Vec<Message>> {
-        let user = self.user.take()?;
-        let (status, reason, usage) = self.outcome;
-        let reply = Message {
-            id: 0,
-            role: "assistant".into(),
-            content: std::mem::take(&mut self.text),
-            model: Some(self.model.clone()),
-            status,
-            finish_reason: reason.map(|r| match r {
-                FinishReason::Length => "length".to_string(),
-                FinishReason::Stop | FinishReason::Cancelled => "stop".to_string(),
-            }),
-            prompt_tokens: usage.map(|u| u.prompt_tokens.into()),
-            completion_tokens: usage.map(|u| u.completion_tokens.into()),
-            cached_tokens: usage.map(|u| u.cached_tokens.into()),
-            prompt_ms: usage.map(|u| u.prompt_ms),
-            generation_ms: usage.map(|u| u.generation_ms),
-            created_at: conv::now(),
-        };
-        Some(vec![user, reply])
-    }
-
-    /// Stores the exchange now and returns the stored (user, reply).
-    pub(super) async fn save(
-        &mut self,
-        status: MessageStatus,
-        reason: Option<FinishReason>,
-        usage: Option<Usage>,
-    ) -> Result<(Message, Message), ApiError> {
-        self.outcome(status, reason, usage);
-        let messages = self
-            .messages()
-            .ok_or_else(|| ApiError::Internal("the exchange was already stored".into()))?;
-        let mut stored = self
-            .store
-            .append_messages(self.conversation.clone(), messages, self.owner)
-            .await?;
-        let reply = stored.pop().expect("two messages stored");
-        let user = stored.pop().expect("two messages stored");
-        Ok((user, reply))
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        if let Some(messages) = self.messages() {
-            let (store, id, owner) = (self.store.clone(), self.conversation.clone(), self.owner);
-            tokio::spawn(async move {
-                if let Err(e) = store.append_messages(id, messages, owner).await {
-                    tracing::error!(error = %e, "could not store a reply");
-                }
-            });
-        }
-    }
-}
-
-fn stream_reply(recorder: Recorder, generation: Generation) -> Response {
-    let events = stream::unfold(Some((recorder, generation)), |state| async move {
-        let (mut recorder, mut generation) = state?;
-        loop {
-            let value = match generation.next().await {
-                Some(Ok(GenEvent::Token(text))) => {
-                    recorder.text.push_str(&text);
-                    json!({"type": "token", "text": text})
-                }
-                Some(Ok(GenEvent::Started { .. })) => continue,
-                Some(Ok(GenEvent::Done { finish_reason, usage })) => {
-                    match recorder.save(MessageStatus::Complete, Some(finish_reason), Some(usage)).await {
-                        Ok((user, reply)) => {
-                            return Some((json!({"type": "done", "user_message": user, "message": reply}), None));
-                        }
-                        Err(e) => return Some((json!({"type": "error", "error": e.body()["error"]}), None)),
-                    }
-                }
-                Some(Err(e)) => {
-                    let error = ApiError::from(e);
-                    let stored = recorder.save(MessageStatus::Error, None, None).await.ok();
-                    return Some((
-                        json!({"type": "error", "error": error.body()["error"], "message": stored.map(|s| s.1)}),
-                        None,
-                    ));
-                }
-                None => return None,
-            };
-            return Some((value, Some((recorder, generation))));
-        }
-    })
-    .map(|value| Ok::<_, Infallible>(SseEvent::default().data(value.to_string())));
+            ReplyEvent::Failed { error, stored } => {
+                json!({"type": "error", "error": error.body()["error"], "message": stored})
+            }
+        })
+        .map(|value| Ok::<_, Infallible>(SseEvent::default().data(value.to_string())));
     Sse::new(events)
         .keep_alive(SseKeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -702,55 +505,16 @@ pub async fn import(
             format!("expected `{EXPORT_FORMAT}`"),
         ));
     }
-    let c = &doc.conversation;
-    if !c.id.starts_with("conv_")
-        || c.id.len() > 64
-        || !c
-            .id
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-    {
-        return Err(ApiError::bad_field(
-            "conversation.id",
-            "not a conversation id",
-        ));
-    }
-    check_text("conversation.title", &c.title, 500)?;
-    Settings::parse(&c.settings, "conversation.settings")?;
-    for (i, m) in doc.messages.iter().enumerate() {
-        if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
-            return Err(ApiError::bad_field(
-                &format!("messages[{i}].role"),
-                "must be system, user or assistant",
-            ));
-        }
-        check_text(&format!("messages[{i}].content"), &m.content, 1_000_000)?;
-    }
+    chat::check_import(&doc.conversation, &doc.messages)
+        .map_err(|e| ApiError::bad_field(&e.field, format!("`{}` {}", e.field, e.message)))?;
+    Settings::parse(
+        &doc.conversation.settings,
+        "conversation.settings",
+        state.config.engine.ctx_per_slot,
+    )?;
     let stored = state
         .store
         .import_conversation(doc.conversation, doc.messages, caller.owner_id())
         .await?;
     Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::short_title;
-
-    #[test]
-    fn titles_are_cut_at_a_word_boundary() {
-        assert_eq!(
-            short_title("  What is   the capital? "),
-            "What is the capital?"
-        );
-        let long = "Write a function that returns the sum of a list of numbers in Rust please";
-        let title = short_title(long);
-        assert!(
-            title.ends_with('…') && title.chars().count() <= 61,
-            "{title}"
-        );
-        assert!(long.starts_with(title.trim_end_matches('…')));
-        assert!(!title.trim_end_matches('…').ends_with(' '));
-        assert_eq!(short_title(&"x".repeat(100)).chars().count(), 60);
-    }
 }

@@ -1,6 +1,7 @@
 //! Web defences every response gets: a Host allow-list (a DNS-rebinding page cannot
-//! reach a loopback daemon under its own name), Origin checks on state-changing
-//! requests, and security headers suited to the embedded UI.
+//! reach a loopback daemon under its own name), checked on the `Host` header and on the
+//! HTTP/2 `:authority` alike; a same-origin check on state-changing requests; and
+//! security headers suited to the embedded UI.
 
 use std::net::IpAddr;
 
@@ -69,37 +70,51 @@ pub fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
+/// The host a request names: its `Host` header, or for HTTP/2 (and absolute-form
+/// requests) the URI's authority. Both are checked when both are present.
+fn named_hosts(req: &Request) -> Vec<String> {
+    let mut hosts = Vec::new();
+    if let Some(host) = req.headers().get(header::HOST) {
+        // A Host header that is not text is not one we answer to.
+        hosts.push(host.to_str().unwrap_or("\u{fffd}").to_string());
+    }
+    if let Some(authority) = req.uri().authority() {
+        hosts.push(authority.as_str().to_string());
+    }
+    hosts
+}
+
 /// The middleware.
 pub async fn defend(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let allowed = &state.config.server.allowed_hosts;
-    if let Some(host) = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        && !host_allowed(host, allowed)
-    {
+    let hosts = named_hosts(&req);
+    if let Some(host) = hosts.iter().find(|h| !host_allowed(h, allowed)) {
+        let shown: String = host.chars().take(100).collect();
         return secure(
             ApiError::Forbidden(format!(
-                "host `{host}` is not one this server answers to; add it to server.allowed_hosts"
+                "host `{shown}` is not one this server answers to; add it to server.allowed_hosts"
             ))
             .into_response(),
         );
     }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if state_changing
-        && let Some(origin) = req
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|o| o.to_str().ok())
-    {
-        let host = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .unwrap_or("");
+    if state_changing && let Some(origin) = req.headers().get(header::ORIGIN) {
+        // Same origin only (the daemon's own scheme, host and port, as this request
+        // names them), or a configured CORS origin.
+        let origin = origin.to_str().unwrap_or("null");
+        let scheme = if state.config.tls_enabled() {
+            "https"
+        } else {
+            "http"
+        };
+        let own = hosts
+            .first()
+            .is_some_and(|host| origin.eq_ignore_ascii_case(&format!("{scheme}://{host}")));
         let listed = state.config.server.cors_origins.iter().any(|o| o == origin);
-        if !listed && (origin == "null" || !host_allowed(host, allowed)) {
+        if !(own || listed) {
+            let shown: String = origin.chars().take(100).collect();
             return secure(
-                ApiError::Forbidden(format!("cross-origin request from `{origin}` refused"))
+                ApiError::Forbidden(format!("cross-origin request from `{shown}` refused"))
                     .into_response(),
             );
         }

@@ -4,6 +4,10 @@
 //! shape `{"error":{"message","type","param","code"}}` that existing clients parse.
 //! Domain errors convert into it through exhaustive matches (no catch-all arm), so a
 //! new variant cannot silently become a 500.
+//!
+//! What a client reads is [`ApiError::public_message`]: for failures inside the daemon
+//! (database, storage, bugs) only the kind of failure and the request id, never SQL,
+//! I/O error text or paths; the full error goes to the log with the request id.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -154,6 +158,12 @@ impl ApiError {
                     "shutting_down",
                     None,
                 ),
+                StoreError::Busy => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "database_busy",
+                    None,
+                ),
                 StoreError::Sqlite(_)
                 | StoreError::Migration { .. }
                 | StoreError::SchemaTooNew { .. }
@@ -169,6 +179,30 @@ impl ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "server_error",
                     "overloaded",
+                    None,
+                ),
+                EngineError::UserBusy { .. } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "too_many_concurrent_requests",
+                    None,
+                ),
+                EngineError::NoRoom { .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "no_room_to_load",
+                    Some("model"),
+                ),
+                EngineError::Unloading { .. } | EngineError::ShuttingDown => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "unavailable",
+                    None,
+                ),
+                EngineError::Protocol { .. } => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "engine_crashed",
                     None,
                 ),
                 EngineError::ContextOverflow { .. } => (
@@ -255,10 +289,40 @@ impl ApiError {
             | ApiError::TooManyRequests {
                 retry_after_secs, ..
             }
-            | ApiError::Engine(EngineError::Busy {
-                retry_after_secs, ..
-            }) => Some(*retry_after_secs),
+            | ApiError::Engine(
+                EngineError::Busy {
+                    retry_after_secs, ..
+                }
+                | EngineError::UserBusy {
+                    retry_after_secs, ..
+                },
+            ) => Some(*retry_after_secs),
+            ApiError::Engine(EngineError::NoRoom { .. } | EngineError::Unloading { .. })
+            | ApiError::Store(StoreError::Busy) => Some(2),
             _ => None,
+        }
+    }
+
+    /// The message a client reads. Failures inside the daemon are described by kind
+    /// only; their details (SQL, I/O errors, paths) go to the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::Store(
+                StoreError::Sqlite(_)
+                | StoreError::Migration { .. }
+                | StoreError::SchemaTooNew { .. }
+                | StoreError::Open { .. },
+            ) => "a database error occurred; the daemon log has the details (look for this request's x-request-id)".into(),
+            ApiError::Registry(RegistryError::Io { .. }) => {
+                "the model storage failed; the daemon log has the details (look for this request's x-request-id)".into()
+            }
+            ApiError::Registry(RegistryError::Invalid { reason, .. }) => {
+                format!("the model file is not a usable GGUF model: {reason}")
+            }
+            ApiError::Internal(_) => {
+                "an internal error occurred; the daemon log has the details (look for this request's x-request-id)".into()
+            }
+            other => other.to_string(),
         }
     }
 
@@ -272,7 +336,7 @@ impl ApiError {
         let (_, kind, code, param) = self.parts();
         json!({
             "error": {
-                "message": self.to_string(),
+                "message": self.public_message(),
                 "type": kind,
                 "param": param,
                 "code": code,
@@ -299,5 +363,30 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_side_failures_tell_the_client_the_kind_never_the_detail() {
+        let sql = ApiError::Store(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(1),
+            Some("no such table: secret_stuff".into()),
+        )));
+        let io = ApiError::Registry(RegistryError::Io {
+            context: "reading /var/lib/appliance/models/x.gguf".into(),
+            source: std::io::Error::other("permission denied"),
+        });
+        let bug = ApiError::Internal("index out of bounds at src/x.rs:3".into());
+        for error in [sql, io, bug] {
+            let body = error.body().to_string();
+            for leak in ["secret_stuff", "/var/lib", "permission denied", "src/x.rs"] {
+                assert!(!body.contains(leak), "{body}");
+            }
+            assert!(error.status().is_server_error());
+        }
     }
 }

@@ -126,3 +126,81 @@ where
         }
     }
 }
+
+/// `axum::extract::Path`, but a path segment of the wrong type is a JSON 400 naming the
+/// segment (axum's default is a `text/plain` answer).
+#[derive(Debug, Clone)]
+pub struct Path<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let kind = e.into_kind();
+                let param = path_param(&kind);
+                Err(ApiError::BadRequest {
+                    message: format!("invalid path: {kind}"),
+                    param,
+                })
+            }
+            Err(other) => Err(ApiError::Internal(format!(
+                "path parameters unavailable: {}",
+                other.body_text()
+            ))),
+        }
+    }
+}
+
+fn path_param(kind: &axum::extract::path::ErrorKind) -> Option<String> {
+    use axum::extract::path::ErrorKind;
+    match kind {
+        ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::InvalidUtf8InPathParam { key } => {
+            Some(key.clone())
+        }
+        _ => None,
+    }
+}
+
+/// `axum::extract::Query`, but a malformed query string is a JSON 400 naming the
+/// parameter (axum's default is a `text/plain` answer).
+#[derive(Debug, Clone)]
+pub struct Query<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        match serde_path_to_error::deserialize(deserializer) {
+            Ok(value) => Ok(Query(value)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                Err(ApiError::BadRequest {
+                    message: format!("invalid query string: {path}: {inner}"),
+                    param: (path != "." && !path.is_empty()).then_some(path),
+                })
+            }
+        }
+    }
+}

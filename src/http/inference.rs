@@ -1,16 +1,23 @@
 //! What the OpenAI, Ollama and native chat routes share: resolving a model name,
-//! turning wire sampling fields into [`SamplingParams`] with range checks, and
-//! keep-alive values.
+//! turning wire sampling fields into [`SamplingParams`] with range checks (every number
+//! a client sends is bounded here, with a 400 naming the field), keep-alive values and
+//! who may use which, and starting a generation with the caller's quota.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::app::AppState;
-use crate::engine::{ChatMessage, KeepAlive, ModelSpec, SamplingParams};
+use crate::auth::Principal;
+use crate::engine::constraint;
+use crate::engine::{
+    ChatMessage, Constraint, GenerateRequest, KeepAlive, KeepAliveRequest, ModelSpec, Prompt,
+    SamplingParams,
+};
 use crate::models::registry::ModelInfo;
 
 use super::error::ApiError;
+use super::reply::Reply;
 
 /// Looks a client's model name up in the registry ("" and "default" mean the
 /// configured default model).
@@ -41,37 +48,79 @@ pub async fn resolve_model(
     ))
 }
 
-/// Starts a generation on behalf of `caller`: checks their daily token quota first and
-/// records the tokens when it ends, however it ends.
-pub async fn generate(
+/// Starts a generation on behalf of `caller` and waits for its slot: bounds the prompt,
+/// reserves the caller's daily token quota (cutting `max_tokens` to what is left), and
+/// settles the quota with the real count when the generation ends, however it ends.
+pub async fn start(
     state: &AppState,
-    caller: &crate::auth::Principal,
-    spec: &crate::engine::ModelSpec,
-    prompt: crate::engine::Prompt,
-    params: SamplingParams,
-    keep_alive: Option<KeepAlive>,
-) -> Result<crate::engine::Generation, ApiError> {
-    let user = caller.user_id;
-    if user > 0
-        && let Err(exceeded) = state.limits.check_tokens(user).await?
-    {
-        return Err(ApiError::TooManyRequests {
+    caller: &Principal,
+    model: ModelSpec,
+    prompt: Prompt,
+    mut params: SamplingParams,
+    keep_alive: Option<KeepAliveRequest>,
+) -> Result<Reply, ApiError> {
+    let max = state.config.engine.max_prompt_bytes;
+    if prompt.text_len() > max {
+        return Err(ApiError::BadRequest {
             message: format!(
-                "user `{}` has used {}; it resets at midnight UTC",
-                caller.name, exceeded.what
+                "the prompt is {} bytes; at most {max} bytes of text are accepted per request",
+                prompt.text_len()
             ),
-            retry_after_secs: exceeded.retry_after_secs,
+            param: Some(
+                match prompt {
+                    Prompt::Chat(_) => "messages",
+                    Prompt::Text(_) => "prompt",
+                }
+                .into(),
+            ),
         });
+    }
+    let ctx = u64::from(state.config.engine.ctx_per_slot);
+    let wanted = params.max_tokens.map_or(ctx, |m| u64::from(m).min(ctx));
+    let reservation = match state.limits.reserve_tokens(caller.user_id, wanted).await? {
+        Ok(reservation) => reservation,
+        Err(exceeded) => {
+            return Err(ApiError::TooManyRequests {
+                message: format!(
+                    "user `{}` has used {}; it resets at midnight UTC",
+                    caller.name, exceeded.what
+                ),
+                retry_after_secs: exceeded.retry_after_secs,
+            });
+        }
+    };
+    if let Some(r) = &reservation {
+        params.max_tokens = Some(u32::try_from(r.granted()).unwrap_or(u32::MAX));
     }
     let mut generation = state
         .engine
-        .generate(spec, prompt, params, keep_alive)
+        .generate(GenerateRequest {
+            model,
+            user: caller.user_id,
+            prompt,
+            params,
+            keep_alive,
+        })
         .await?;
-    let limits = state.limits.clone();
-    generation.on_finish(Box::new(move |prompt, generated| {
-        limits.record_tokens(user, prompt, generated)
+    let (limits, user) = (state.limits.clone(), caller.user_id);
+    generation.on_finish(Box::new(move |prompt, generated| match reservation {
+        Some(r) => r.settle(prompt, generated),
+        None => limits.record_tokens(user, prompt, generated),
     }));
-    Ok(generation)
+    Reply::start(generation).await
+}
+
+/// Checks an output constraint before it reaches a worker, naming `param` when it is
+/// refused.
+pub fn constraint(param: &str, constraint: Constraint) -> Result<Constraint, ApiError> {
+    constraint::check(constraint).map_err(|refused| {
+        let at = if refused.at.is_empty() {
+            String::new()
+        } else {
+            format!(" (at {})", refused.at)
+        };
+        ApiError::bad_field(param, format!("{}{at}", refused.message))
+    })
 }
 
 /// Checks `value` is within `range`, naming `param` otherwise.
@@ -108,24 +157,61 @@ pub struct WireSampling {
     pub seed: Option<i64>,
     /// `max_tokens` / `num_predict`.
     pub max_tokens: Option<i64>,
+    /// Ollama's `num_ctx`: tokens this request may use in all.
+    pub max_context: Option<i64>,
     /// `stop`.
     pub stop: Vec<String>,
 }
 
-/// Validates and converts wire sampling fields.
-pub fn sampling_params(wire: &WireSampling) -> Result<SamplingParams, ApiError> {
+/// Largest `top_k` accepted (the largest vocabularies in use).
+const MAX_TOP_K: i32 = 262_144;
+
+/// Validates and converts wire sampling fields. `ctx_per_slot` bounds the fields that
+/// count tokens of context.
+pub fn sampling_params(wire: &WireSampling, ctx_per_slot: u32) -> Result<SamplingParams, ApiError> {
     check_range("temperature", wire.temperature, 0.0, 2.0)?;
     check_range("top_p", wire.top_p, 0.0, 1.0)?;
     check_range("min_p", wire.min_p, 0.0, 1.0)?;
     check_range("repeat_penalty", wire.repeat_penalty, 0.0, 10.0)?;
     check_range("frequency_penalty", wire.frequency_penalty, -2.0, 2.0)?;
     check_range("presence_penalty", wire.presence_penalty, -2.0, 2.0)?;
-    if wire.top_k.is_some_and(|k| k < 0) {
+    if wire.top_k.is_some_and(|k| !(0..=MAX_TOP_K).contains(&k)) {
         return Err(ApiError::bad_field(
             "top_k",
-            "`top_k` must be 0 (off) or positive",
+            format!("`top_k` must be from 0 (off) to {MAX_TOP_K}"),
         ));
     }
+    let ctx = i64::from(ctx_per_slot);
+    if wire
+        .repeat_last_n
+        .is_some_and(|n| !(-1..=ctx).contains(&i64::from(n)))
+    {
+        return Err(ApiError::bad_field(
+            "repeat_last_n",
+            format!(
+                "`repeat_last_n` must be from -1 (the whole context) to {ctx} (this model's context)"
+            ),
+        ));
+    }
+    let max_context = match wire.max_context {
+        None => None,
+        Some(n) if (1..=1 << 20).contains(&n) => Some(n as u32),
+        Some(_) => {
+            return Err(ApiError::bad_field(
+                "num_ctx",
+                "`num_ctx` must be from 1 to 1048576 (it is capped to this model's context)",
+            ));
+        }
+    };
+    let seed = match wire.seed {
+        None | Some(-1) => None,
+        Some(s) => Some(u32::try_from(s).map_err(|_| {
+            ApiError::bad_field(
+                "seed",
+                "`seed` must be from 0 to 4294967295 (or -1 for random)",
+            )
+        })?),
+    };
     if wire.stop.len() > 16 || wire.stop.iter().any(|s| s.len() > 256) {
         return Err(ApiError::bad_field(
             "stop",
@@ -135,11 +221,11 @@ pub fn sampling_params(wire: &WireSampling) -> Result<SamplingParams, ApiError> 
     let max_tokens = match wire.max_tokens {
         None => None,
         // Ollama: -1 = unlimited, -2 = fill the context.
-        Some(n) if n < 0 => None,
-        Some(0) => {
+        Some(-1 | -2) => None,
+        Some(n) if n < 1 => {
             return Err(ApiError::bad_field(
                 "max_tokens",
-                "`max_tokens` must be at least 1",
+                "`max_tokens` must be at least 1 (Ollama's num_predict may also be -1 or -2)",
             ));
         }
         Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
@@ -154,9 +240,9 @@ pub fn sampling_params(wire: &WireSampling) -> Result<SamplingParams, ApiError> 
         repeat_last_n: wire.repeat_last_n.unwrap_or(defaults.repeat_last_n),
         frequency_penalty: wire.frequency_penalty.unwrap_or(defaults.frequency_penalty),
         presence_penalty: wire.presence_penalty.unwrap_or(defaults.presence_penalty),
-        // Seeds are 32-bit in llama.cpp; larger ones are folded, not rejected.
-        seed: wire.seed.map(|s| s as u32),
+        seed,
         max_tokens,
+        max_context,
         stop: wire
             .stop
             .iter()
@@ -167,8 +253,15 @@ pub fn sampling_params(wire: &WireSampling) -> Result<SamplingParams, ApiError> 
     })
 }
 
-/// Parses a keep-alive value: a duration string ("5m"), seconds, or a negative number.
-pub fn keep_alive(value: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> {
+/// Parses a request's keep-alive (a duration string such as "5m", seconds, or a
+/// negative number) and applies who may do what: administrators set residency as they
+/// like (0 unloads once idle, negative pins); everyone else may only keep a shared model
+/// loaded longer, up to `engine.user_max_keep_alive`.
+pub fn keep_alive(
+    state: &AppState,
+    caller: &Principal,
+    value: Option<&Value>,
+) -> Result<Option<KeepAliveRequest>, ApiError> {
     let bad = || {
         ApiError::bad_field(
             "keep_alive",
@@ -183,10 +276,29 @@ pub fn keep_alive(value: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> 
         }
         Some(_) => return Err(bad()),
     };
-    Ok(Some(match parsed {
+    let value = match parsed {
         Some(duration) => KeepAlive::For(duration),
         None => KeepAlive::Forever,
-    }))
+    };
+    if caller.is_admin() {
+        return Ok(Some(KeepAliveRequest::set(value)));
+    }
+    let limit = crate::config::parse_keep_alive(&state.config.engine.user_max_keep_alive)
+        .flatten()
+        .unwrap_or_default();
+    match value {
+        KeepAlive::Forever => Err(ApiError::Forbidden(
+            "keeping a shared model loaded forever (`keep_alive` < 0) is for administrators".into(),
+        )),
+        KeepAlive::For(d) if d > limit => Err(ApiError::bad_field(
+            "keep_alive",
+            format!(
+                "`keep_alive` may be at most {} s for users who are not administrators",
+                limit.as_secs()
+            ),
+        )),
+        KeepAlive::For(_) => Ok(Some(KeepAliveRequest::extend(value))),
+    }
 }
 
 /// Checks roles and sizes of chat messages.

@@ -8,28 +8,28 @@ mod conversations;
 mod defences;
 pub mod error;
 pub mod extract;
+#[cfg(test)]
+mod fuzz;
 mod inference;
 pub mod middleware;
 mod ollama;
 mod openai;
+mod reply;
 mod routes;
-
-use std::future::Future;
-use std::net::SocketAddr;
-use std::time::Duration;
+pub mod server;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 
 use crate::app::AppState;
 use crate::auth::Scope;
 pub use auth::Access;
 pub use error::ApiError;
 pub use middleware::REQUEST_ID;
+pub use server::{ServerOptions, Tls, serve};
 
 /// One route: method, path template, who may call it, and how large a body it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ type Handler = axum::routing::MethodRouter<AppState>;
 /// and nothing else, so no route can exist without a declared policy; a test walks it.
 #[rustfmt::skip]
 fn table() -> Vec<(RouteSpec, Handler)> {
-    use Access::{Admin, Authenticated, Public, Read, Write};
+    use Access::{Account, Admin, Authenticated, Public, Read, Session, Write};
     use axum::routing::{delete, patch, put};
     const CHAT: Scope = Scope::Chat;
     let r =
@@ -73,21 +73,23 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::GET, "/api/v1/system", Admin, false, get(routes::status::system)),
         r(Method::GET, "/api/v1/log-level", Admin, false, get(routes::status::get_log_level)),
         r(Method::PUT, "/api/v1/log-level", Admin, false, put(routes::status::set_log_level)),
+        r(Method::POST, "/api/v1/models/{name}/load", Admin, false, post(routes::models::load)),
+        r(Method::POST, "/api/v1/models/{name}/unload", Admin, false, post(routes::models::unload)),
         // Accounts.
-        r(Method::POST, "/api/v1/setup", Public, false, post(accounts::setup)),
-        r(Method::POST, "/api/v1/auth/login", Public, false, post(accounts::login)),
-        r(Method::POST, "/api/v1/auth/logout", Authenticated, false, post(accounts::logout)),
-        r(Method::GET, "/api/v1/auth/me", Authenticated, false, get(accounts::me)),
-        r(Method::POST, "/api/v1/auth/password", Authenticated, false, post(accounts::change_password)),
-        r(Method::GET, "/api/v1/keys", Authenticated, false, get(accounts::list_keys)),
-        r(Method::POST, "/api/v1/keys", Authenticated, false, post(accounts::create_key)),
-        r(Method::DELETE, "/api/v1/keys/{id}", Authenticated, false, delete(accounts::revoke_key)),
-        r(Method::GET, "/api/v1/users", Admin, false, get(accounts::list_users)),
-        r(Method::POST, "/api/v1/users", Admin, false, post(accounts::create_user)),
-        r(Method::PATCH, "/api/v1/users/{id}", Admin, false, patch(accounts::update_user)),
-        r(Method::DELETE, "/api/v1/users/{id}", Admin, false, delete(accounts::delete_user)),
-        r(Method::GET, "/api/v1/audit", Admin, false, get(accounts::audit_log)),
-        r(Method::GET, "/api/v1/usage", Authenticated, false, get(accounts::usage)),
+        r(Method::POST, "/api/v1/setup", Public, false, post(accounts::session::setup)),
+        r(Method::POST, "/api/v1/auth/login", Public, false, post(accounts::session::login)),
+        r(Method::POST, "/api/v1/auth/logout", Authenticated, false, post(accounts::session::logout)),
+        r(Method::GET, "/api/v1/auth/me", Authenticated, false, get(accounts::session::me)),
+        r(Method::POST, "/api/v1/auth/password", Session, false, post(accounts::session::change_password)),
+        r(Method::GET, "/api/v1/keys", Account, false, get(accounts::keys::list)),
+        r(Method::POST, "/api/v1/keys", Account, false, post(accounts::keys::create)),
+        r(Method::DELETE, "/api/v1/keys/{id}", Account, false, delete(accounts::keys::revoke)),
+        r(Method::GET, "/api/v1/users", Admin, false, get(accounts::users::list)),
+        r(Method::POST, "/api/v1/users", Admin, false, post(accounts::users::create)),
+        r(Method::PATCH, "/api/v1/users/{id}", Admin, false, patch(accounts::users::update)),
+        r(Method::DELETE, "/api/v1/users/{id}", Admin, false, delete(accounts::users::delete)),
+        r(Method::GET, "/api/v1/audit", Admin, false, get(accounts::audit::list)),
+        r(Method::GET, "/api/v1/usage", Authenticated, false, get(accounts::audit::usage)),
         // OpenAI.
         r(Method::POST, "/v1/chat/completions", Write(CHAT), true, post(openai::chat_completions)),
         r(Method::POST, "/v1/completions", Write(CHAT), true, post(openai::completions)),
@@ -101,7 +103,7 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::POST, "/api/show", Authenticated, false, post(ollama::show)),
         r(Method::GET, "/api/version", Public, false, get(ollama::version)),
         // Native chat.
-        r(Method::POST, "/api/v1/tokenize", Read(CHAT), true, post(openai::tokenize)),
+        r(Method::POST, "/api/v1/tokenize", Write(CHAT), true, post(openai::tokenize)),
         r(Method::GET, "/api/v1/conversations", Read(CHAT), false, get(conversations::list)),
         r(Method::POST, "/api/v1/conversations", Write(CHAT), false, post(conversations::create)),
         r(Method::GET, "/api/v1/conversations/search", Read(CHAT), false, get(conversations::search)),
@@ -155,7 +157,10 @@ pub fn router(state: AppState) -> Router {
     if let Some(cors) = cors {
         app = app.layer(cors);
     }
-    app.layer(axum::middleware::from_fn_with_state(
+    app.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        middleware::panic_response,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         middleware::observe,
     ))
@@ -164,79 +169,7 @@ pub fn router(state: AppState) -> Router {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {
     ApiError::MethodNotAllowed {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-    }
-}
-
-/// Serves `router` on an already-bound listener until `shutdown` resolves, then stops
-/// accepting and gives in-flight requests `grace` to finish before cutting them off.
-/// With `tls`, connections are HTTPS (the configuration can be reloaded while serving).
-/// Returns whether every request finished within the grace period.
-pub async fn serve(
-    listener: std::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-    tls: Option<axum_server::tls_rustls::RustlsConfig>,
-) -> std::io::Result<bool> {
-    listener.set_nonblocking(true)?;
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let Some(tls) = tls else {
-        return serve_plain(TcpListener::from_std(listener)?, service, shutdown, grace).await;
-    };
-    let handle = axum_server::Handle::new();
-    // When the shutdown began, to tell a drain from a cut-off.
-    let began = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
-    let (signalled, mark) = (handle.clone(), began.clone());
-    tokio::spawn(async move {
-        shutdown.await;
-        if let Ok(mut at) = mark.lock() {
-            *at = Some(std::time::Instant::now());
-        }
-        signalled.graceful_shutdown(Some(grace));
-    });
-    let server = axum_server::from_tcp_rustls(listener, tls)?
-        .handle(handle)
-        .serve(service);
-    server.await?;
-    let within = began
-        .lock()
-        .ok()
-        .and_then(|at| *at)
-        .is_none_or(|at| at.elapsed() < grace);
-    if !within {
-        tracing::warn!(
-            grace_secs = grace.as_secs(),
-            "in-flight requests did not finish within the grace period; cutting them off"
-        );
-    }
-    Ok(within)
-}
-
-async fn serve_plain(
-    listener: TcpListener,
-    service: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<bool> {
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = signalled_tx.send(());
-    });
-    let deadline = async move {
-        if signalled_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result.map(|()| true),
-        () = deadline => {
-            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; cutting them off");
-            Ok(false)
-        }
+        method: middleware::method_label(&method).to_string(),
+        path: uri.path().chars().take(200).collect(),
     }
 }

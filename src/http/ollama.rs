@@ -10,13 +10,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::{AppState, VERSION};
+use crate::auth::Principal;
 use crate::engine::{
-    ChatMessage, Constraint, FinishReason, GenEvent, Generation, KeepAlive, Prompt, SamplingParams,
+    ChatMessage, Constraint, FinishReason, KeepAlive, KeepAliveRequest, Prompt, SamplingParams,
     Usage,
 };
 use crate::models::registry::ModelInfo;
@@ -25,6 +26,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::LenientJson as Json;
 use super::inference::{self, WireSampling};
+use super::reply::{Reply, ReplyEvent};
 
 /// An [`ApiError`] answered in Ollama's shape.
 pub struct OllamaError(ApiError);
@@ -37,7 +39,7 @@ impl<E: Into<ApiError>> From<E> for OllamaError {
 
 impl IntoResponse for OllamaError {
     fn into_response(self) -> Response {
-        let text = self.0.to_string();
+        let text = self.0.public_message();
         // The status, Retry-After and logging come from the one error mapping.
         let mapped = self.0.into_response();
         let mut response = (mapped.status(), axum::Json(json!({ "error": text }))).into_response();
@@ -63,6 +65,7 @@ pub struct Options {
     presence_penalty: Option<f32>,
     seed: Option<i64>,
     num_predict: Option<i64>,
+    num_ctx: Option<i64>,
     stop: Option<Vec<String>>,
 }
 
@@ -83,9 +86,9 @@ pub struct ChatRequest {
     #[serde(default)]
     messages: Vec<OllamaMessage>,
     #[serde(default)]
-    format: Option<Value>,
+    pub(super) format: Option<Value>,
     #[serde(default)]
-    options: Option<Options>,
+    pub(super) options: Option<Options>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -118,22 +121,41 @@ pub struct GenerateRequest {
     images: Option<Vec<Value>>,
 }
 
-fn params(options: Option<&Options>, format: Option<&Value>) -> Result<SamplingParams, ApiError> {
+pub(super) fn params(
+    options: Option<&Options>,
+    format: Option<&Value>,
+    ctx_per_slot: u32,
+) -> Result<SamplingParams, ApiError> {
     let o = options.cloned().unwrap_or_default();
-    let mut params = inference::sampling_params(&WireSampling {
-        temperature: o.temperature,
-        top_p: o.top_p,
-        top_k: o.top_k,
-        min_p: o.min_p,
-        repeat_penalty: o.repeat_penalty,
-        repeat_last_n: o.repeat_last_n,
-        frequency_penalty: o.frequency_penalty,
-        presence_penalty: o.presence_penalty,
-        seed: o.seed,
-        max_tokens: o.num_predict,
-        stop: o.stop.unwrap_or_default(),
+    let mut params = inference::sampling_params(
+        &WireSampling {
+            temperature: o.temperature,
+            top_p: o.top_p,
+            top_k: o.top_k,
+            min_p: o.min_p,
+            repeat_penalty: o.repeat_penalty,
+            repeat_last_n: o.repeat_last_n,
+            frequency_penalty: o.frequency_penalty,
+            presence_penalty: o.presence_penalty,
+            seed: o.seed,
+            max_tokens: o.num_predict,
+            max_context: o.num_ctx,
+            stop: o.stop.unwrap_or_default(),
+        },
+        ctx_per_slot,
+    )
+    .map_err(|e| match e {
+        // Name the fields as this API calls them.
+        ApiError::BadRequest { message, param } => ApiError::BadRequest {
+            message: message.replace("`max_tokens`", "`options.num_predict`"),
+            param: param.map(|p| match p.as_str() {
+                "max_tokens" => "options.num_predict".to_string(),
+                other => format!("options.{other}"),
+            }),
+        },
+        other => other,
     })?;
-    params.constraint = match format {
+    let constraint = match format {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) if s == "json" => Some(Constraint::JsonObject),
@@ -145,6 +167,9 @@ fn params(options: Option<&Options>, format: Option<&Value>) -> Result<SamplingP
             ));
         }
     };
+    params.constraint = constraint
+        .map(|c| inference::constraint("format", c))
+        .transpose()?;
     Ok(params)
 }
 
@@ -217,31 +242,29 @@ pub async fn chat(
             content: m.content.clone(),
         });
     }
-    let keep_alive = inference::keep_alive(req.keep_alive.as_ref())?;
-    let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let keep_alive = inference::keep_alive(&state, &caller, req.keep_alive.as_ref())?;
     if messages.is_empty() {
         // Ollama: an empty chat loads (or, with keep_alive 0, unloads) the model.
-        return load_or_unload(&state, &spec, keep_alive, Kind::Chat).await;
+        return load_or_unload(&state, &caller, &req.model, keep_alive, Kind::Chat).await;
     }
     inference::check_messages(&messages)?;
-    let params = params(req.options.as_ref(), req.format.as_ref())?;
-    let generation = inference::generate(
+    let params = params(
+        req.options.as_ref(),
+        req.format.as_ref(),
+        state.config.engine.ctx_per_slot,
+    )?;
+    let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let name = spec.name.clone();
+    let reply = inference::start(
         &state,
         &caller,
-        &spec,
+        spec,
         Prompt::Chat(messages),
         params,
         keep_alive,
     )
     .await?;
-    respond(
-        Kind::Chat,
-        spec.name,
-        generation,
-        req.stream.unwrap_or(true),
-        started,
-    )
-    .await
+    respond(Kind::Chat, name, reply, req.stream.unwrap_or(true), started).await
 }
 
 /// `POST /api/generate`.
@@ -261,11 +284,10 @@ pub async fn generate(
         )
         .into());
     }
-    let keep_alive = inference::keep_alive(req.keep_alive.as_ref())?;
-    let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let keep_alive = inference::keep_alive(&state, &caller, req.keep_alive.as_ref())?;
     let prompt = req.prompt.unwrap_or_default();
     if prompt.is_empty() {
-        return load_or_unload(&state, &spec, keep_alive, Kind::Generate).await;
+        return load_or_unload(&state, &caller, &req.model, keep_alive, Kind::Generate).await;
     }
     let prompt = if req.raw {
         Prompt::Text(prompt)
@@ -284,29 +306,50 @@ pub async fn generate(
         inference::check_messages(&messages)?;
         Prompt::Chat(messages)
     };
-    let params = params(req.options.as_ref(), req.format.as_ref())?;
-    let generation =
-        inference::generate(&state, &caller, &spec, prompt, params, keep_alive).await?;
+    let params = params(
+        req.options.as_ref(),
+        req.format.as_ref(),
+        state.config.engine.ctx_per_slot,
+    )?;
+    let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let name = spec.name.clone();
+    let reply = inference::start(&state, &caller, spec, prompt, params, keep_alive).await?;
     respond(
         Kind::Generate,
-        spec.name,
-        generation,
+        name,
+        reply,
         req.stream.unwrap_or(true),
         started,
     )
     .await
 }
 
+/// Ollama's empty request: load the model, or with `keep_alive: 0` unload it. Unloading
+/// waits for the requests in flight (nobody's generation is cut off) and is for
+/// administrators: on a shared appliance a user's `keep_alive` can only keep a model
+/// loaded longer.
 async fn load_or_unload(
     state: &AppState,
-    spec: &crate::engine::ModelSpec,
-    keep_alive: Option<KeepAlive>,
+    caller: &Principal,
+    model: &str,
+    keep_alive: Option<KeepAliveRequest>,
     kind: Kind,
 ) -> Result<Response, OllamaError> {
-    let reason = if keep_alive == Some(KeepAlive::For(std::time::Duration::ZERO)) {
-        state.engine.unload(&spec.name).await;
+    let unload = keep_alive.is_some_and(|k| k.value == KeepAlive::For(std::time::Duration::ZERO));
+    if unload && !caller.is_admin() {
+        return Err(ApiError::Forbidden(
+            "unloading a shared model is for administrators; a request's keep_alive can only keep it loaded longer".into(),
+        )
+        .into());
+    }
+    let (spec, _) = inference::resolve_model(state, model).await?;
+    let spec = &spec;
+    let reason = if unload {
+        state.engine.unload(&spec.name, false).await?;
         "unload"
     } else {
+        let keep_alive =
+            keep_alive.unwrap_or(KeepAliveRequest::extend(state.engine.config().keep_alive));
         state.engine.load(spec, keep_alive).await?;
         "load"
     };
@@ -318,62 +361,50 @@ async fn load_or_unload(
 async fn respond(
     kind: Kind,
     model: String,
-    mut generation: Generation,
+    reply: Reply,
     stream: bool,
     started: Instant,
 ) -> Result<Response, OllamaError> {
-    let load_ns = generation.load_time().as_nanos();
-    // Wait for a slot (or an error) so failures keep their HTTP status.
-    match generation.next().await {
-        Some(Ok(GenEvent::Started { .. })) => {}
-        Some(Err(e)) => return Err(e.into()),
-        _ => {
-            return Err(ApiError::Internal("the generation ended before it started".into()).into());
-        }
-    }
-    if !stream {
-        let (text, reason, usage) = super::openai::collect(&mut generation).await?;
-        let mut obj = line(kind, &model, &text, true);
+    let load_ns = reply.load_time().as_nanos();
+    let closing = move |model: &str, reason: FinishReason, usage: &Usage| {
+        let mut obj = line(kind, model, "", true);
         obj.insert("done_reason".into(), json!(done_reason(reason)));
-        if let Value::Object(s) = stats(started, load_ns, &usage) {
+        if let Value::Object(s) = stats(started, load_ns, usage) {
             obj.extend(s);
         }
+        obj
+    };
+    if !stream {
+        let done = reply.collect().await?;
+        let mut obj = closing(&model, done.finish_reason, &done.usage);
+        obj.insert(
+            match kind {
+                Kind::Chat => "message".into(),
+                Kind::Generate => "response".into(),
+            },
+            match kind {
+                Kind::Chat => json!({"role": "assistant", "content": done.text}),
+                Kind::Generate => json!(done.text),
+            },
+        );
         return Ok(axum::Json(Value::Object(obj)).into_response());
     }
-    let lines = stream::unfold(Some(generation), move |state| {
-        let model = model.clone();
-        async move {
-            let mut generation = state?;
-            let value = match generation.next().await? {
-                Ok(GenEvent::Token(text)) => {
-                    return Some((
-                        Value::Object(line(kind, &model, &text, false)),
-                        Some(generation),
-                    ));
-                }
-                Ok(GenEvent::Started { .. }) => Value::Null,
-                Ok(GenEvent::Done {
-                    finish_reason,
-                    usage,
-                }) => {
-                    let mut obj = line(kind, &model, "", true);
-                    obj.insert("done_reason".into(), json!(done_reason(finish_reason)));
-                    if let Value::Object(s) = stats(started, load_ns, &usage) {
-                        obj.extend(s);
-                    }
-                    return Some((Value::Object(obj), None));
-                }
-                Err(e) => return Some((json!({"error": e.to_string()}), None)),
-            };
-            Some((value, Some(generation)))
-        }
-    })
-    .filter(|v| std::future::ready(!v.is_null()))
-    .map(|v| {
-        let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
-        bytes.push(b'\n');
-        Ok::<_, Infallible>(Bytes::from(bytes))
-    });
+    let lines = reply
+        .events()
+        .map(move |event| match event {
+            ReplyEvent::Text(text) => Value::Object(line(kind, &model, &text, false)),
+            ReplyEvent::Done {
+                finish_reason,
+                usage,
+                ..
+            } => Value::Object(closing(&model, finish_reason, &usage)),
+            ReplyEvent::Failed { error, .. } => json!({"error": error.public_message()}),
+        })
+        .map(|v| {
+            let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
+            bytes.push(b'\n');
+            Ok::<_, Infallible>(Bytes::from(bytes))
+        });
     let mut response = Body::from_stream(lines).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -426,7 +457,12 @@ pub async fn tags(State(state): State<AppState>) -> Result<axum::Json<Value>, Ol
 pub async fn ps(State(state): State<AppState>) -> Result<axum::Json<Value>, OllamaError> {
     let mut out = Vec::new();
     for loaded in state.engine.loaded().await {
-        let info = state.registry.find(&loaded.name).ok();
+        let registry = state.registry.clone();
+        let name = loaded.name.clone();
+        let info = tokio::task::spawn_blocking(move || registry.find(&name).ok())
+            .await
+            .ok()
+            .flatten();
         let (details, digest) = match info {
             Some(info) => (
                 details(&info),
@@ -475,7 +511,7 @@ pub async fn show(
     let arch = info.architecture.clone();
     Ok(axum::Json(json!({
         "license": info.license.clone().unwrap_or_default(),
-        "modelfile": format!("# Modelfile generated by the appliance\nFROM {}\n", info.path.display()),
+        "modelfile": format!("# Modelfile generated by the appliance\nFROM {}\n", info.name),
         "parameters": "",
         "template": info.template_text.clone().unwrap_or_default(),
         "details": details(&info),

@@ -89,7 +89,7 @@ impl Manifest {
 /// Checks one file (reads it whole: blocking, and slow for big files).
 pub fn check_file(models_dir: &Path, file: &ManifestFile) -> FileState {
     let path: PathBuf = models_dir.join(&file.dest);
-    let size = match std::fs::metadata(&path) {
+    let size = match fs_err::metadata(&path) {
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return FileState::Missing,
         Err(e) => return FileState::Unreadable(e.to_string()),
@@ -144,7 +144,7 @@ mod tests {
     #[test]
     fn check_file_detects_each_state() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.bin"), b"abc").unwrap();
+        fs_err::write(dir.path().join("a.bin"), b"abc").unwrap();
         let spec = |size, sha256: &str| ManifestFile {
             member: String::new(),
             dest: "a.bin".into(),

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -119,7 +121,7 @@ impl Registry {
     /// Every valid model, sorted by name; invalid files are logged and skipped.
     /// Blocking (reads headers of new or changed files).
     pub fn list(&self) -> Vec<Arc<ModelInfo>> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let Ok(entries) = fs_err::read_dir(&self.dir) else {
             return Vec::new();
         };
         let mut models = Vec::new();
@@ -152,12 +154,12 @@ impl Registry {
 
     /// Reads (or recalls) one file's header.
     pub fn info(&self, path: &Path) -> Result<Arc<ModelInfo>, RegistryError> {
-        let meta = std::fs::metadata(path).map_err(|source| RegistryError::Io {
+        let meta = fs_err::metadata(path).map_err(|source| RegistryError::Io {
             context: format!("reading {}", path.display()),
             source,
         })?;
         let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        if let Some(info) = self.headers.lock().ok().and_then(|h| h.get(path).cloned())
+        if let Some(info) = self.headers.lock().get(path).cloned()
             && info.size == meta.len()
             && info.mtime == mtime
         {
@@ -193,25 +195,21 @@ impl Registry {
             template_text: text("tokenizer.chat_template"),
             mtime,
         });
-        if let Ok(mut headers) = self.headers.lock() {
-            headers.insert(path.to_path_buf(), info.clone());
-        }
+        self.headers.lock().insert(path.to_path_buf(), info.clone());
         Ok(info)
     }
 
     /// The sha256 of a model file (cached; the first call reads the whole file).
     pub fn digest(&self, info: &ModelInfo) -> Result<String, RegistryError> {
         let key = (info.path.clone(), info.size, info.mtime);
-        if let Some(d) = self.digests.lock().ok().and_then(|d| d.get(&key).cloned()) {
+        if let Some(d) = self.digests.lock().get(&key).cloned() {
             return Ok(d);
         }
         let digest = super::sha256_file(&info.path).map_err(|source| RegistryError::Io {
             context: format!("hashing {}", info.path.display()),
             source,
         })?;
-        if let Ok(mut digests) = self.digests.lock() {
-            digests.insert(key, digest.clone());
-        }
+        self.digests.lock().insert(key, digest.clone());
         Ok(digest)
     }
 
@@ -239,13 +237,13 @@ impl Registry {
         if self.find(&name).is_ok() {
             return Err(RegistryError::Exists(name));
         }
-        std::fs::create_dir_all(&self.dir)
+        fs_err::create_dir_all(&self.dir)
             .map_err(io(format!("creating {}", self.dir.display())))?;
         let target = self.dir.join(format!("{name}.gguf"));
         let temp = self.dir.join(format!(".{name}.gguf.importing"));
-        let _ = std::fs::remove_file(&temp);
-        if std::fs::hard_link(source, &temp).is_err() {
-            std::fs::copy(source, &temp).map_err(io(format!(
+        let _ = fs_err::remove_file(&temp);
+        if fs_err::hard_link(source, &temp).is_err() {
+            fs_err::copy(source, &temp).map_err(io(format!(
                 "copying {} into {}",
                 source.display(),
                 self.dir.display()
@@ -253,26 +251,24 @@ impl Registry {
         }
         // Re-validate the copy (the source could have changed underneath us).
         if let Err(reason) = gguf::read_header(&temp) {
-            let _ = std::fs::remove_file(&temp);
+            let _ = fs_err::remove_file(&temp);
             return Err(RegistryError::Invalid {
                 path: source.display().to_string(),
                 reason,
             });
         }
-        std::fs::rename(&temp, &target).map_err(io(format!("installing {}", target.display())))?;
+        fs_err::rename(&temp, &target).map_err(io(format!("installing {}", target.display())))?;
         self.info(&target)
     }
 
     /// Deletes a model's file.
     pub fn remove(&self, name: &str) -> Result<Arc<ModelInfo>, RegistryError> {
         let info = self.find(name)?;
-        std::fs::remove_file(&info.path).map_err(|source| RegistryError::Io {
+        fs_err::remove_file(&info.path).map_err(|source| RegistryError::Io {
             context: format!("deleting {}", info.path.display()),
             source,
         })?;
-        if let Ok(mut headers) = self.headers.lock() {
-            headers.remove(&info.path);
-        }
+        self.headers.lock().remove(&info.path);
         Ok(info)
     }
 }
@@ -318,8 +314,8 @@ mod tests {
     fn invalid_files_are_skipped_and_imports_refused() {
         let dir = tempfile::tempdir().unwrap();
         let models = dir.path().join("models");
-        std::fs::create_dir_all(&models).unwrap();
-        std::fs::write(models.join("broken.gguf"), b"GGUF\x03\0\0\0").unwrap();
+        fs_err::create_dir_all(&models).unwrap();
+        fs_err::write(models.join("broken.gguf"), b"GGUF\x03\0\0\0").unwrap();
         let registry = Registry::new(models.clone());
         assert!(registry.list().is_empty());
         assert!(matches!(
@@ -328,7 +324,7 @@ mod tests {
         ));
 
         let outside = dir.path().join("junk.gguf");
-        std::fs::write(&outside, vec![0u8; 1000]).unwrap();
+        fs_err::write(&outside, vec![0u8; 1000]).unwrap();
         assert!(matches!(
             registry.import(&outside, None),
             Err(RegistryError::Invalid { .. })

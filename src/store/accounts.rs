@@ -149,7 +149,7 @@ impl Store {
         only_if_first: bool,
     ) -> Result<User, StoreError> {
         self.write("create_user", move |conn| {
-            let tx = conn.transaction()?;
+            let tx = super::immediate(conn)?;
             if only_if_first {
                 let n: i64 = tx.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
                 if n > 0 {
@@ -216,7 +216,7 @@ impl Store {
         disabled: Option<bool>,
     ) -> Result<User, StoreError> {
         self.write("update_user", move |conn| {
-            let tx = conn.transaction()?;
+            let tx = super::immediate(conn)?;
             get_user(&tx, id)?;
             let at = now();
             if let Some(hash) = &password_hash {
@@ -287,48 +287,47 @@ impl Store {
         .await
     }
 
-    /// A key with its secret hash and owner, for authentication; also records its use
-    /// (at most once a minute, to keep reads cheap).
+    /// A key with its secret hash and owner, for authentication (a read only; see
+    /// [`Store::touch_api_key`]).
     pub async fn api_key_for_auth(
         &self,
         id: String,
     ) -> Result<Option<(ApiKey, String, User)>, StoreError> {
-        let found = self
-            .read("api_key_for_auth", {
-                let id = id.clone();
-                move |conn| {
-                    Ok(conn
-                        .query_row(
-                            &format!(
-                                "SELECT {KEY_COLUMNS}, k.secret_hash, {U_COLUMNS} FROM api_keys k \
-                                 JOIN users u ON u.id = k.user_id WHERE k.id = ?1"
-                            ),
-                            [id],
-                            |row| Ok((key_row(row)?, row.get(9)?, user_at(row, 10)?)),
-                        )
-                        .optional()?)
-                }
+        self.read("api_key_for_auth", move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {KEY_COLUMNS}, k.secret_hash, {U_COLUMNS} FROM api_keys k \
+                         JOIN users u ON u.id = k.user_id WHERE k.id = ?1"
+                    ),
+                    [id],
+                    |row| Ok((key_row(row)?, row.get(9)?, user_at(row, 10)?)),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Records that a key was used, at most once a minute per key. Call it only after
+    /// the key's secret was verified: a wrong secret must leave no trace on the key.
+    pub async fn touch_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let stale = key.last_used_at.as_deref().is_none_or(|at| {
+            at.parse::<jiff::Timestamp>().map_or(true, |at| {
+                jiff::Timestamp::now().duration_since(at) >= jiff::SignedDuration::from_secs(60)
+            })
+        });
+        if stale {
+            let id = key.id.clone();
+            self.write("touch_api_key", move |conn| {
+                conn.execute(
+                    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+                    params![id, now()],
+                )?;
+                Ok(())
             })
             .await?;
-        if let Some((key, _, _)) = &found {
-            let stale = key.last_used_at.as_deref().is_none_or(|at| {
-                jiff::Timestamp::now()
-                    .since(at.parse::<jiff::Timestamp>().unwrap_or_default())
-                    .is_ok_and(|span| span.get_seconds() >= 60)
-            });
-            if stale {
-                let id = id.clone();
-                self.write("touch_api_key", move |conn| {
-                    conn.execute(
-                        "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
-                        params![id, now()],
-                    )?;
-                    Ok(())
-                })
-                .await?;
-            }
         }
-        Ok(found)
+        Ok(())
     }
 
     /// Keys, newest first; `owner` limits to one user's.
@@ -442,6 +441,30 @@ impl Store {
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Deletes sessions that expired or were revoked; returns how many.
+    pub async fn prune_sessions(&self) -> Result<usize, StoreError> {
+        self.write("prune_sessions", |conn| {
+            Ok(conn.execute(
+                "DELETE FROM sessions WHERE expires_at <= ?1 OR revoked_at IS NOT NULL",
+                [now()],
+            )?)
+        })
+        .await
+    }
+
+    /// Deletes up to `batch` audit entries older than `before` (RFC 3339); returns how
+    /// many. Callers loop, so one call never holds the writer for long.
+    pub async fn prune_audit(&self, before: String, batch: usize) -> Result<usize, StoreError> {
+        self.write("prune_audit", move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM audit_log WHERE id IN \
+                 (SELECT id FROM audit_log WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                params![before, batch as i64],
+            )?)
         })
         .await
     }

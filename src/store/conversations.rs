@@ -322,7 +322,7 @@ impl Store {
         owner: Owner,
     ) -> Result<Conversation, StoreError> {
         self.write("update_conversation", move |conn| {
-            let tx = conn.transaction()?;
+            let tx = super::immediate(conn)?;
             let mut current = get(&tx, &id, owner)?.ok_or(StoreError::NotFound("conversation"))?;
             if let Some(t) = patch.title {
                 current.title = t;
@@ -378,7 +378,7 @@ impl Store {
         owner: Owner,
     ) -> Result<Vec<Message>, StoreError> {
         self.write("append_messages", move |conn| {
-            let tx = conn.transaction()?;
+            let tx = super::immediate(conn)?;
             let updated = tx.execute(
                 "UPDATE conversations SET updated_at = ?2 WHERE id = ?1 AND (?3 IS NULL OR user_id = ?3)",
                 params![id, now(), owner],
@@ -402,7 +402,7 @@ impl Store {
         owner: Owner,
     ) -> Result<usize, StoreError> {
         self.write("truncate_messages", move |conn| {
-            let tx = conn.transaction()?;
+            let tx = super::immediate(conn)?;
             if get(&tx, &id, owner)?.is_none() {
                 return Err(StoreError::NotFound("conversation"));
             }
@@ -437,7 +437,7 @@ impl Store {
         user_id: Option<i64>,
     ) -> Result<Conversation, StoreError> {
         self.write("import_conversation", move |conn| {
-            let tx = conn.transaction()?;
+            let tx = super::immediate(conn)?;
             let mut conversation = conversation;
             if get(&tx, &conversation.id, None)?.is_some() {
                 conversation.id = new_id();

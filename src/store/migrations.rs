@@ -54,7 +54,7 @@ pub fn migrate_to(conn: &mut Connection, target: u32) -> Result<MigrationReport,
     }
     for version in from + 1..=target.min(LATEST) {
         let (name, sql) = MIGRATIONS[version as usize - 1];
-        let tx = conn.transaction()?;
+        let tx = super::immediate(conn)?;
         tx.execute_batch(sql)
             .map_err(|source| StoreError::Migration { name, source })?;
         tx.pragma_update(None, "user_version", version)?;

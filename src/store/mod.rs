@@ -6,6 +6,12 @@
 //! own read-only connections (WAL lets them read while the writer writes). Each call
 //! carries its own reply channel; the async caller awaits it.
 //!
+//! The queues to the threads are bounded: when the database falls behind, a call waits
+//! a few seconds for a place and then fails with [`StoreError::Busy`] (a 503) instead
+//! of piling up work without end. Every write transaction is `IMMEDIATE`: it takes the
+//! write lock when it begins, so another process writing at the same moment (the CLI
+//! beside the daemon) makes it wait for the busy timeout instead of failing at once.
+//!
 //! Durability policy: WAL journal with `synchronous = FULL`, so a transaction that has
 //! returned from `commit` is on disk and survives power loss (with `NORMAL`, WAL can
 //! lose the last transactions on power loss). Foreign keys are enforced and a busy
@@ -19,11 +25,12 @@ mod runs;
 pub mod usage;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once, mpsc};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
 
 pub use migrations::{LATEST as SCHEMA_VERSION, MIGRATIONS, MigrationReport};
 pub use runs::{DaemonRun, RunId};
@@ -69,6 +76,19 @@ pub enum StoreError {
     /// The store's threads have stopped (the process is shutting down).
     #[error("the database threads have stopped")]
     Closed,
+    /// The database is too far behind to take more work now.
+    #[error("the database is busy; retry shortly")]
+    Busy,
+}
+
+/// Calls waiting for each database thread at most.
+const QUEUE: usize = 1024;
+/// How long a call waits for a place in a full queue.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// Begins a write transaction that holds the write lock from the start.
+pub(crate) fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
 }
 
 /// Called after every store call with its name and how long it ran on its thread.
@@ -83,6 +103,24 @@ pub struct StoreOptions {
     pub readers: usize,
     /// Receives call timings (for metrics).
     pub observer: Option<QueryObserver>,
+    /// Calls that may wait for each thread; more wait up to `queue_wait`, then fail
+    /// with [`StoreError::Busy`].
+    pub queue: usize,
+    /// How long a call waits for a place in a full queue.
+    pub queue_wait: Duration,
+}
+
+impl StoreOptions {
+    /// The daemon's defaults with this busy timeout and number of readers.
+    pub fn new(busy_timeout: Duration, readers: usize) -> StoreOptions {
+        StoreOptions {
+            busy_timeout,
+            readers,
+            observer: None,
+            queue: QUEUE,
+            queue_wait: QUEUE_WAIT,
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -94,6 +132,7 @@ pub struct Store {
     writer: mpsc::Sender<Job>,
     readers: mpsc::Sender<Job>,
     observer: Option<QueryObserver>,
+    queue_wait: Duration,
     path: Arc<PathBuf>,
 }
 
@@ -105,14 +144,14 @@ impl Store {
         let mut writer = open_connection(path, options.busy_timeout, false)?;
         migrations::migrate_to(&mut writer, migrations::LATEST)?;
 
-        let (writer_tx, writer_rx) = mpsc::channel::<Job>();
+        let (writer_tx, writer_rx) = mpsc::channel::<Job>(options.queue.max(1));
         spawn_worker(
             "db-writer".to_string(),
             writer,
             Arc::new(Mutex::new(writer_rx)),
         );
 
-        let (reader_tx, reader_rx) = mpsc::channel::<Job>();
+        let (reader_tx, reader_rx) = mpsc::channel::<Job>(options.queue.max(1));
         let reader_rx = Arc::new(Mutex::new(reader_rx));
         for i in 0..options.readers.max(1) {
             let conn = open_connection(path, options.busy_timeout, true)?;
@@ -122,6 +161,7 @@ impl Store {
             writer: writer_tx,
             readers: reader_tx,
             observer: options.observer,
+            queue_wait: options.queue_wait,
             path: Arc::new(path.to_path_buf()),
         })
     }
@@ -131,40 +171,32 @@ impl Store {
         &self.path
     }
 
-    /// Runs `f` on the writer connection. `op` names the call in metrics.
-    pub async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    /// Runs `f` on the writer connection. `op` names the call in metrics. Only this
+    /// module and its children use it: SQL lives nowhere else.
+    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(&self.writer, op, f)?
+        self.submit(&self.writer, op, f)
+            .await?
             .await
             .map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `f` on one of the read-only connections.
-    pub async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(&self.readers, op, f)?
+        self.submit(&self.readers, op, f)
+            .await?
             .await
             .map_err(|_| StoreError::Closed)?
     }
 
-    /// [`Store::write`] for synchronous callers (CLI commands, never async tasks).
-    pub fn write_blocking<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.submit(&self.writer, op, f)?
-            .blocking_recv()
-            .map_err(|_| StoreError::Closed)?
-    }
-
-    fn submit<T, F>(
+    async fn submit<T, F>(
         &self,
         queue: &mpsc::Sender<Job>,
         op: &'static str,
@@ -185,8 +217,11 @@ impl Store {
             // The caller may have gone away (request cancelled); the work is done anyway.
             let _ = reply_tx.send(result);
         });
-        queue.send(job).map_err(|_| StoreError::Closed)?;
-        Ok(reply_rx)
+        match tokio::time::timeout(self.queue_wait, queue.send(job)).await {
+            Ok(Ok(())) => Ok(reply_rx),
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) => Err(StoreError::Busy),
+        }
     }
 
     /// A cheap liveness query used by `/readyz`: runs on a reader and checks that the
@@ -225,13 +260,10 @@ fn spawn_worker(name: String, mut conn: Connection, jobs: Arc<Mutex<mpsc::Receiv
         .spawn(move || {
             loop {
                 // Hold the lock only while waiting, so the reader threads share one queue.
-                let job = match jobs.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
-                };
+                let job = jobs.lock().blocking_recv();
                 match job {
-                    Ok(job) => job(&mut conn),
-                    Err(_) => return, // every Store handle is gone
+                    Some(job) => job(&mut conn),
+                    None => return, // every Store handle is gone
                 }
             }
         })

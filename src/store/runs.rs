@@ -30,7 +30,7 @@ impl Store {
         version: &'static str,
     ) -> Result<(RunId, Option<DaemonRun>), StoreError> {
         self.write("begin_run", move |conn| {
-            let tx = conn.transaction()?;
+            let tx = super::immediate(conn)?;
             let previous = last_unclean(&tx)?;
             tx.execute(
                 &format!("INSERT INTO daemon_runs (pid, version, started_at) VALUES (?1, ?2, {NOW})"),

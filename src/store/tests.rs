@@ -1,11 +1,44 @@
 use super::*;
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        busy_timeout: Duration::from_secs(5),
-        readers: 2,
-        observer: None,
-    }
+    StoreOptions::new(Duration::from_secs(5), 2)
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_busy_instead_of_growing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options();
+    options.queue = 4;
+    options.queue_wait = Duration::from_millis(200);
+    let store = Store::open(&dir.path().join("q.db"), options).unwrap();
+    // Hold the writer thread, then flood its queue.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write("hold", move |_| {
+                    let _ = held.recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let flood = (0..50).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.write("noop", |_| Ok(())).await })
+    });
+    let results = futures_util::future::join_all(flood).await;
+    let busy = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Err(StoreError::Busy))))
+        .count();
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    assert!(busy >= 40, "{busy} of 50 were refused");
+    // Once the writer is free again, calls go through.
+    store.write("after", |_| Ok(())).await.unwrap();
 }
 
 #[tokio::test]
@@ -108,12 +141,12 @@ async fn observer_sees_every_call() {
     let store = Store::open(
         &dir.path().join("o.db"),
         StoreOptions {
-            observer: Some(Arc::new(move |op, _| sink.lock().unwrap().push(op))),
+            observer: Some(Arc::new(move |op, _| sink.lock().push(op))),
             ..options()
         },
     )
     .unwrap();
     store.ping().await.unwrap();
     store.meta("created_at").await.unwrap();
-    assert_eq!(*seen.lock().unwrap(), ["ping", "meta"]);
+    assert_eq!(*seen.lock(), ["ping", "meta"]);
 }

@@ -115,7 +115,7 @@ impl Store {
         deltas: Vec<(i64, String, UsageDelta)>,
     ) -> Result<(), StoreError> {
         self.write("add_usage", move |conn| {
-            let tx = conn.transaction()?;
+            let tx = super::immediate(conn)?;
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO usage_daily (user_id, day, requests, prompt_tokens, generated_tokens) \

@@ -3,7 +3,9 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
@@ -38,7 +40,7 @@ impl LogLevel {
 
     /// The filter in effect.
     pub fn current(&self) -> String {
-        self.current.lock().map(|s| s.clone()).unwrap_or_default()
+        self.current.lock().clone()
     }
 
     /// Replaces the filter; the text is validated first and nothing changes on error.
@@ -50,9 +52,7 @@ impl LogLevel {
                 reason: e.to_string(),
             })?;
         }
-        if let Ok(mut current) = self.current.lock() {
-            *current = level.to_string();
-        }
+        *self.current.lock() = level.to_string();
         Ok(())
     }
 }
@@ -101,7 +101,7 @@ pub fn init_daemon_logging(
     };
 
     let (file_layer, guard) = if config.file {
-        std::fs::create_dir_all(log_dir).map_err(|e| dir_error(log_dir, e))?;
+        fs_err::create_dir_all(log_dir).map_err(|e| dir_error(log_dir, e))?;
         let appender = Builder::new()
             .rotation(Rotation::DAILY)
             .filename_prefix("appliance")

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Dirs, TestApp, non_empty, wait_for};
+use crate::support::{Dirs, TestApp, non_empty, raw_request, wait_for};
 
 #[tokio::test]
 async fn health_ready_metrics_and_request_ids() {
@@ -131,9 +131,11 @@ async fn sigterm_lets_in_flight_requests_finish_and_releases_the_lock() {
             .send(),
     );
     tx.send(Ok(b"{\"level\":".to_vec())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The request is in the handler (the metrics request counts itself too) …
+    wait_for_in_flight(&app, 2).await;
     app.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // … and the daemon has stopped accepting before the body completes.
+    wait_until_closed(&app.url).await;
     tx.send(Ok(b"\"debug\"}".to_vec())).await.unwrap();
     drop(tx);
     let response = in_flight.await.unwrap().unwrap();
@@ -146,6 +148,42 @@ async fn sigterm_lets_in_flight_requests_finish_and_releases_the_lock() {
     // The lock is free: a new daemon starts on the same data dir.
     let again = TestApp::spawn(&dirs);
     assert_eq!(again.get("/healthz").send().await.unwrap().status(), 200);
+}
+
+/// Waits until the daemon reports `n` HTTP requests in flight (explicit
+/// synchronisation instead of a sleep that hopes the request got there).
+async fn wait_for_in_flight(app: &TestApp, n: i64) {
+    let line = format!("appliance_http_requests_in_flight {n}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let metrics = reqwest::Client::new()
+            .get(format!("{}/metrics", app.url))
+            .bearer_auth(&app.key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.lines().any(|l| l == line) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never saw {line}");
+}
+
+/// Waits until the daemon's listener refuses new connections.
+async fn wait_until_closed(url: &str) {
+    let addr = url.trim_start_matches("http://").to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the listener at {addr} stayed open");
 }
 
 /// A request body that arrives in pieces, fed by a channel.
@@ -170,7 +208,7 @@ async fn grace_period_cuts_off_requests_that_never_finish() {
             .send(),
     );
     tx.send(Ok(b"{".to_vec())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_in_flight(&app, 2).await;
     let started = Instant::now();
     app.signal("TERM");
     let (status, stderr) = app.wait(Duration::from_secs(10));
@@ -424,12 +462,32 @@ async fn a_development_ui_dir_is_served_without_escaping_it() {
             .unwrap()
             .contains("javascript")
     );
+    // Sent byte for byte: an HTTP client would normalise `..` away before sending.
     for sneaky in [
         "/../secret.txt",
         "/%2e%2e/secret.txt",
         "/assets/../../secret.txt",
+        "/assets/%2e%2e/%2e%2e/secret.txt",
+        "//etc/passwd",
+        "/..%2fsecret.txt",
     ] {
-        let r = app.get(sneaky).send().await.unwrap();
-        assert_ne!(r.status(), 200, "{sneaky}");
+        let request = format!(
+            "GET {sneaky} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            app.key
+        );
+        let url = app.url.clone();
+        let answer = tokio::task::spawn_blocking(move || raw_request(&url, request.as_bytes()))
+            .await
+            .unwrap();
+        assert!(!answer.is_empty(), "{sneaky}: no answer");
+        assert!(
+            !answer.contains("secret"),
+            "{sneaky} escaped the UI dir:\n{answer}"
+        );
+        assert!(
+            !answer.contains("root:"),
+            "{sneaky} escaped the UI dir:\n{answer}"
+        );
+        assert!(!answer.starts_with("HTTP/1.1 200"), "{sneaky}:\n{answer}");
     }
 }

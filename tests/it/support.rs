@@ -93,6 +93,54 @@ impl Output {
     pub fn code(&self) -> i32 {
         self.status.code().unwrap_or(-1)
     }
+
+    /// Asserts the command succeeded, printing everything it said when it did not.
+    #[track_caller]
+    pub fn ok(self) -> Output {
+        assert_eq!(
+            self.code(),
+            0,
+            "command failed\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// A user with a key of the given scopes, made with the CLI.
+pub fn user_key(dirs: &Dirs, name: &str, role: &str, scopes: &str) -> String {
+    dirs.run(&["users", "add", name, "--role", role]).ok();
+    let key = dirs
+        .run(&["keys", "create", "--owner", name, "--scopes", scopes])
+        .ok();
+    key.stdout.trim().to_string()
+}
+
+/// A user's password, set with the CLI (it prints a generated one).
+pub fn reset_password(dirs: &Dirs, name: &str) -> String {
+    let out = dirs.run(&["users", "passwd", name]).ok();
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .expect("users passwd prints the new password")
+        .to_string()
+}
+
+/// Sends `bytes` on a fresh TCP connection to the daemon and returns everything it
+/// answers until it closes the connection (or 10 s pass). Bypasses any client-side
+/// normalisation of paths and headers.
+pub fn raw_request(url: &str, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the daemon");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Dirs {
@@ -105,10 +153,11 @@ impl Dirs {
             add.code() == 0 || add.stderr.contains("already exists"),
             "{add:?}"
         );
-        let key = self.run(&[
-            "keys", "create", "--owner", "admin", "--scopes", "all", "--name", "tests",
-        ]);
-        assert_eq!(key.code(), 0, "{key:?}");
+        let key = self
+            .run(&[
+                "keys", "create", "--owner", "admin", "--scopes", "all", "--name", "tests",
+            ])
+            .ok();
         key.stdout.trim().to_string()
     }
 }

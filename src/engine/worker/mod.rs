@@ -1,22 +1,24 @@
 //! The LLM worker process (`appliance worker llm`): owns one llama.cpp model and one
 //! context, and serves several generations at once as parallel sequences.
 //!
-//! Continuous batching: every loop iteration builds one batch holding, for each busy
-//! slot, either its next chunk of prompt or its last sampled token, decodes it once,
-//! then samples one token for every slot that produced logits. New requests join at
-//! the next iteration, finished ones leave, without waiting for each other.
+//! Three threads, so that no request can stall the others' streams:
+//! - `stdin` reads commands and routes them (never blocks on anything else);
+//! - `prep` renders chat templates, tokenizes and checks constraints ([`prep`]): an
+//!   8 MB prompt costs its own request time, not everyone's decode steps;
+//! - the main thread runs the decode loop ([`batch`]): continuous batching over the
+//!   slots, prefix reuse, sampling.
 //!
-//! Prefix reuse: each slot remembers the tokens whose keys/values are in its part of
-//! the cache. A new request goes to the free slot sharing the longest prefix with its
-//! prompt, and only the rest of the prompt is evaluated.
-//!
-//! This process may crash (a bad model, a GGML_ASSERT): that is why it is a process.
-//! Protocol on stdin/stdout ([`super::protocol`]); logs on stderr.
+//! This process may still crash (a bad model, a GGML_ASSERT): that is why it is a
+//! process. Protocol on stdin/stdout ([`super::protocol`]); logs on stderr, which the
+//! daemon logs but never shows a client. [`fake`] is a scripted stand-in speaking the
+//! same protocol, for tests of the daemon side that need no weights.
 
+mod batch;
+pub mod fake;
+mod prep;
 mod sampler;
 mod text;
 
-use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -24,17 +26,14 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::Context;
-use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
-use llama_cpp_2::sampling::LlamaSampler;
-use llama_cpp_2::token::LlamaToken;
 
-use super::protocol::{Command, Event, FinishReason, Prompt, SamplingParams, Usage, WorkerError};
-use text::{Piece, TextAssembler};
+use super::protocol::{Command, Event, PROTOCOL_VERSION, Prompt, SamplingParams};
+pub use prep::{ChatTokenizer, TokenizedChat};
+pub use sampler::JSON_OBJECT_GBNF;
 
 /// How the daemon starts a worker.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,48 +58,44 @@ pub struct WorkerArgs {
     pub batch: u32,
 }
 
-/// One generation in progress.
-struct Job {
-    id: u64,
-    prompt: Vec<LlamaToken>,
-    sampler: LlamaSampler,
-    text: TextAssembler,
-    max_tokens: Option<u32>,
-    generated: u32,
-    /// The token sampled last, not yet in the cache.
-    last: Option<LlamaToken>,
-    /// Index of this job's logits in the current batch.
-    logits_at: Option<i32>,
-    cached: u32,
-    received: Instant,
-    started: Instant,
-    prompt_done: Option<Instant>,
+/// What the decode loop receives: commands that concern it, and the preparation
+/// thread's results. Every generate/count id passes through here exactly once
+/// (`Prepared` or `Settled`), so an early cancel can be remembered and forgotten.
+enum Input {
+    /// A request ready for a slot.
+    Prepared(batch::Pending),
+    /// A request the preparation thread answered itself (counted or failed).
+    Settled(u64),
+    /// Stop a request.
+    Cancel(u64),
+    /// Exit.
+    Shutdown,
 }
 
-struct Slot {
-    seq: i32,
-    /// Tokens whose KV entries are in this slot's sequence, positions 0..len.
-    cache: Vec<LlamaToken>,
-    job: Option<Job>,
+/// Work for the preparation thread.
+enum PrepJob {
+    Generate {
+        id: u64,
+        prompt: Prompt,
+        params: SamplingParams,
+        received: Instant,
+    },
+    Count {
+        id: u64,
+        prompt: Prompt,
+    },
+    Stop,
 }
 
-/// A request waiting for a slot, already tokenised.
-struct Pending {
-    id: u64,
-    tokens: Vec<LlamaToken>,
-    params: SamplingParams,
-    received: Instant,
-}
-
-struct Worker<'m> {
-    model: &'m LlamaModel,
-    ctx: LlamaContext<'m>,
-    template: Option<LlamaChatTemplate>,
-    slots: Vec<Slot>,
-    queue: VecDeque<Pending>,
-    n_ctx_slot: u32,
-    batch_size: usize,
-    out: std::io::Stdout,
+/// Writes one event line to stdout. Both worker threads emit; each line is written
+/// whole under stdout's lock.
+fn emit(event: &Event) -> anyhow::Result<()> {
+    let mut line = serde_json::to_vec(event)?;
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    out.write_all(&line)?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Entry point of `appliance worker llm`.
@@ -124,384 +119,69 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let ctx = model
         .new_context(&backend, ctx_params)
         .context("creating the llama.cpp context")?;
-    let template = model.chat_template(None).ok();
-
-    let mut worker = Worker {
-        model: &model,
-        ctx,
-        slots: (0..slots as i32)
-            .map(|seq| Slot {
-                seq,
-                cache: Vec::new(),
-                job: None,
-            })
-            .collect(),
-        template,
-        queue: VecDeque::new(),
-        n_ctx_slot,
-        batch_size: args.batch as usize,
-        out: std::io::stdout(),
-    };
-    worker.emit(&Event::Ready {
+    let tokenizer = ChatTokenizer::new(&model);
+    emit(&Event::Ready {
+        protocol: PROTOCOL_VERSION,
         n_ctx_slot,
         slots,
         n_ctx_train: model.n_ctx_train(),
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
         model_bytes: model.size(),
-        chat_template: worker.template.is_some(),
+        chat_template: tokenizer.has_template(),
     })?;
 
-    let commands = spawn_stdin_reader();
-    worker.serve(commands)
+    let (input_tx, input_rx) = mpsc::channel::<Input>();
+    let (prep_tx, prep_rx) = mpsc::channel::<PrepJob>();
+    spawn_stdin_reader(prep_tx.clone(), input_tx.clone());
+    std::thread::scope(|scope| {
+        let preparer = prep::Preparer::new(tokenizer, n_ctx_slot);
+        std::thread::Builder::new()
+            .name("prep".into())
+            .spawn_scoped(scope, move || preparer.run(prep_rx, input_tx))
+            .context("spawning the preparation thread")?;
+        let result =
+            batch::Worker::new(&model, ctx, slots, n_ctx_slot, args.batch as usize).serve(input_rx);
+        let _ = prep_tx.send(PrepJob::Stop);
+        result
+    })
 }
 
-/// Reads commands on a thread so the decode loop never blocks on stdin.
-fn spawn_stdin_reader() -> mpsc::Receiver<Command> {
-    let (tx, rx) = mpsc::channel();
+/// Reads commands on a thread so neither the decode loop nor the preparation thread
+/// ever blocks on stdin.
+fn spawn_stdin_reader(prep: mpsc::Sender<PrepJob>, decode: mpsc::Sender<Input>) {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
             for line in std::io::stdin().lock().lines() {
                 let Ok(line) = line else { break };
-                match serde_json::from_str::<Command>(&line) {
-                    Ok(cmd) => {
-                        if tx.send(cmd).is_err() {
-                            break;
-                        }
+                let sent = match serde_json::from_str::<Command>(&line) {
+                    Ok(Command::Generate { id, prompt, params }) => prep
+                        .send(PrepJob::Generate {
+                            id,
+                            prompt,
+                            params,
+                            received: Instant::now(),
+                        })
+                        .is_ok(),
+                    Ok(Command::Count { id, prompt }) => {
+                        prep.send(PrepJob::Count { id, prompt }).is_ok()
                     }
-                    Err(e) => eprintln!("worker: ignoring malformed command: {e}"),
+                    Ok(Command::Cancel { id }) => decode.send(Input::Cancel(id)).is_ok(),
+                    Ok(Command::Shutdown) => {
+                        let _ = decode.send(Input::Shutdown);
+                        false
+                    }
+                    Err(e) => {
+                        eprintln!("worker: ignoring a malformed command: {e}");
+                        true
+                    }
+                };
+                if !sent {
+                    break;
                 }
             }
             // stdin closed: the daemon is gone; finish.
-            let _ = tx.send(Command::Shutdown);
+            let _ = decode.send(Input::Shutdown);
         })
         .expect("spawning the stdin thread");
-    rx
-}
-
-impl<'m> Worker<'m> {
-    fn serve(&mut self, commands: mpsc::Receiver<Command>) -> anyhow::Result<()> {
-        loop {
-            let idle = self.queue.is_empty() && self.slots.iter().all(|s| s.job.is_none());
-            let mut incoming = Vec::new();
-            if idle {
-                match commands.recv() {
-                    Ok(cmd) => incoming.push(cmd),
-                    Err(_) => return Ok(()),
-                }
-            }
-            incoming.extend(commands.try_iter());
-            for cmd in incoming {
-                match cmd {
-                    Command::Shutdown => return Ok(()),
-                    Command::Generate { id, prompt, params } => self.accept(id, prompt, params)?,
-                    Command::Count { id, prompt } => match self.tokenize(&prompt) {
-                        Ok(tokens) => self.emit(&Event::Counted {
-                            id,
-                            prompt_tokens: tokens.len() as u32,
-                        })?,
-                        Err(error) => self.emit(&Event::Failed { id, error })?,
-                    },
-                    Command::Cancel { id } => self.cancel(id)?,
-                }
-            }
-            self.assign()?;
-            self.step()?;
-        }
-    }
-
-    fn emit(&mut self, event: &Event) -> anyhow::Result<()> {
-        let mut line = serde_json::to_vec(event)?;
-        line.push(b'\n');
-        self.out.write_all(&line)?;
-        self.out.flush()?;
-        Ok(())
-    }
-
-    fn tokenize(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>, WorkerError> {
-        let text = match prompt {
-            Prompt::Text(text) => text.clone(),
-            Prompt::Chat(messages) => {
-                let template = self.template.as_ref().ok_or(WorkerError::NoChatTemplate)?;
-                let chat = messages
-                    .iter()
-                    .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| WorkerError::Invalid {
-                        message: format!("a message contains a NUL byte: {e}"),
-                    })?;
-                self.model
-                    .apply_chat_template(template, &chat, true)
-                    .map_err(|e| WorkerError::Invalid {
-                        message: format!("the chat template failed: {e}"),
-                    })?
-            }
-        };
-        // The template already contains any BOS it wants; raw text gets the model's.
-        // Special-token text (e.g. `<|im_start|>`) is parsed in both, as llama-server does.
-        let add_special = matches!(prompt, Prompt::Text(_));
-        let tokens = self
-            .model
-            .vocab()
-            .tokenize(text.as_bytes(), add_special, true);
-        if tokens.is_empty() {
-            return Err(WorkerError::Invalid {
-                message: "the prompt is empty".into(),
-            });
-        }
-        Ok(tokens)
-    }
-
-    fn accept(&mut self, id: u64, prompt: Prompt, params: SamplingParams) -> anyhow::Result<()> {
-        let received = Instant::now();
-        let tokens = match self.tokenize(&prompt) {
-            Ok(tokens) => tokens,
-            Err(error) => return self.emit(&Event::Failed { id, error }),
-        };
-        // The prompt must leave room for at least one generated token.
-        if tokens.len() as u32 >= self.n_ctx_slot {
-            return self.emit(&Event::Failed {
-                id,
-                error: WorkerError::ContextOverflow {
-                    prompt_tokens: tokens.len() as u32,
-                    n_ctx: self.n_ctx_slot,
-                },
-            });
-        }
-        // Build the sampler now so a bad grammar fails before queueing.
-        if let Err(error) = sampler::build(self.model, &params) {
-            return self.emit(&Event::Failed { id, error });
-        }
-        self.queue.push_back(Pending {
-            id,
-            tokens,
-            params,
-            received,
-        });
-        Ok(())
-    }
-
-    fn cancel(&mut self, id: u64) -> anyhow::Result<()> {
-        if let Some(at) = self.queue.iter().position(|p| p.id == id) {
-            let pending = self.queue.remove(at).expect("index from position");
-            return self.emit(&Event::Done {
-                id,
-                finish_reason: FinishReason::Cancelled,
-                usage: Usage {
-                    prompt_tokens: pending.tokens.len() as u32,
-                    ..Usage::default()
-                },
-            });
-        }
-        if let Some(slot) = self
-            .slots
-            .iter_mut()
-            .find(|s| s.job.as_ref().is_some_and(|j| j.id == id))
-        {
-            let job = slot.job.take().expect("found above");
-            return self.finish(job, FinishReason::Cancelled, String::new());
-        }
-        Ok(())
-    }
-
-    /// Moves queued requests into free slots, choosing the slot whose cache shares the
-    /// longest prefix with the prompt, and drops the rest of that slot's cache.
-    fn assign(&mut self) -> anyhow::Result<()> {
-        while let Some(pending) = self.queue.front() {
-            let best = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.job.is_none())
-                .map(|(i, s)| (common_prefix(&s.cache, &pending.tokens), i))
-                .max();
-            let Some((mut common, index)) = best else {
-                break;
-            };
-            let pending = self.queue.pop_front().expect("front exists");
-            // At least one prompt token must be evaluated to get logits.
-            if common == pending.tokens.len() {
-                common -= 1;
-            }
-            let sampler = match sampler::build(self.model, &pending.params) {
-                Ok(s) => s,
-                Err(error) => {
-                    self.emit(&Event::Failed {
-                        id: pending.id,
-                        error,
-                    })?;
-                    continue;
-                }
-            };
-            let slot = &mut self.slots[index];
-            if self
-                .ctx
-                .clear_kv_cache_seq(Some(slot.seq as u32), Some(common as u32), None)
-                .is_err()
-            {
-                common = 0;
-                let _ = self
-                    .ctx
-                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-            }
-            slot.cache.truncate(common);
-            let prompt_tokens = pending.tokens.len() as u32;
-            slot.job = Some(Job {
-                id: pending.id,
-                prompt: pending.tokens,
-                sampler,
-                text: TextAssembler::new(&pending.params.stop),
-                max_tokens: pending.params.max_tokens,
-                generated: 0,
-                last: None,
-                logits_at: None,
-                cached: common as u32,
-                received: pending.received,
-                started: Instant::now(),
-                prompt_done: None,
-            });
-            let id = pending.id;
-            self.emit(&Event::Started { id, prompt_tokens })?;
-        }
-        Ok(())
-    }
-
-    /// One decode over every busy slot, then one sampled token per slot with logits.
-    fn step(&mut self) -> anyhow::Result<()> {
-        let mut batch = LlamaBatch::new(self.batch_size, self.slots.len() as i32);
-        let mut budget = self.batch_size;
-        // Generating slots first: one token each keeps every stream moving.
-        for slot in &mut self.slots {
-            let Some(job) = slot.job.as_mut() else {
-                continue;
-            };
-            job.logits_at = None;
-            if let Some(token) = job.last.take() {
-                let pos = slot.cache.len() as i32;
-                batch.add(token, pos, &[slot.seq], true)?;
-                slot.cache.push(token);
-                job.logits_at = Some(batch.n_tokens() - 1);
-                budget -= 1;
-            }
-        }
-        // Then prompt chunks with what is left of the batch.
-        for slot in &mut self.slots {
-            let Some(job) = slot.job.as_mut() else {
-                continue;
-            };
-            if job.prompt_done.is_some() || budget == 0 {
-                continue;
-            }
-            let start = slot.cache.len();
-            let end = job.prompt.len().min(start + budget);
-            for (i, token) in job.prompt[start..end].iter().enumerate() {
-                let last = start + i + 1 == job.prompt.len();
-                batch.add(*token, (start + i) as i32, &[slot.seq], last)?;
-                slot.cache.push(*token);
-            }
-            budget -= end - start;
-            if end == job.prompt.len() {
-                job.logits_at = Some(batch.n_tokens() - 1);
-            }
-        }
-        if batch.n_tokens() == 0 {
-            return Ok(());
-        }
-        if let Err(e) = self.ctx.decode(&mut batch) {
-            // Fail every job in this batch; their slots' caches are no longer known.
-            for index in 0..self.slots.len() {
-                if let Some(job) = self.slots[index].job.take() {
-                    let seq = self.slots[index].seq as u32;
-                    self.slots[index].cache.clear();
-                    let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
-                    self.emit(&Event::Failed {
-                        id: job.id,
-                        error: WorkerError::Decode {
-                            message: e.to_string(),
-                        },
-                    })?;
-                }
-            }
-            return Ok(());
-        }
-        for index in 0..self.slots.len() {
-            self.sample_slot(index)?;
-        }
-        Ok(())
-    }
-
-    fn sample_slot(&mut self, index: usize) -> anyhow::Result<()> {
-        let n_ctx_slot = self.n_ctx_slot as usize;
-        let slot = &mut self.slots[index];
-        let Some(job) = slot.job.as_mut() else {
-            return Ok(());
-        };
-        let Some(at) = job.logits_at else {
-            return Ok(());
-        };
-        if job.prompt_done.is_none() {
-            job.prompt_done = Some(Instant::now());
-        }
-        let token = job.sampler.sample(&self.ctx, at);
-        let vocab = self.model.vocab();
-        if vocab.is_eog(token) {
-            let job = slot.job.take().expect("checked above");
-            return self.finish(job, FinishReason::Stop, String::new());
-        }
-        job.generated += 1;
-        let bytes = vocab.token_to_piece(token, false, None);
-        let piece = job.text.push(&bytes);
-        let id = job.id;
-        let text = match piece {
-            Piece::Stopped(before) => {
-                let job = slot.job.take().expect("checked above");
-                return self.finish(job, FinishReason::Stop, before);
-            }
-            Piece::Text(text) => text,
-        };
-        let at_limit = job.max_tokens.is_some_and(|max| job.generated >= max)
-            || slot.cache.len() + 1 >= n_ctx_slot;
-        if at_limit {
-            let job = slot.job.take().expect("checked above");
-            return self.finish(job, FinishReason::Length, text);
-        }
-        job.last = Some(token);
-        if !text.is_empty() {
-            self.emit(&Event::Token { id, text })?;
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, mut job: Job, reason: FinishReason, text: String) -> anyhow::Result<()> {
-        let mut text = text;
-        if reason != FinishReason::Cancelled {
-            text.push_str(&job.text.finish());
-        }
-        if !text.is_empty() {
-            self.emit(&Event::Token { id: job.id, text })?;
-        }
-        let now = Instant::now();
-        let prompt_done = job.prompt_done.unwrap_or(now);
-        let usage = Usage {
-            prompt_tokens: job.prompt.len() as u32,
-            cached_tokens: job.cached,
-            completion_tokens: job.generated,
-            prompt_ms: ms(prompt_done - job.started),
-            generation_ms: ms(now - prompt_done),
-            queue_ms: ms(job.started - job.received),
-        };
-        self.emit(&Event::Done {
-            id: job.id,
-            finish_reason: reason,
-            usage,
-        })
-    }
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

@@ -11,21 +11,21 @@ pub mod types;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive as SseKeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{Value, json};
 
 use crate::app::{AppState, VERSION};
-use crate::engine::{ChatMessage, Constraint, FinishReason, GenEvent, Generation, Prompt, Usage};
-use crate::store::conversations::MessageStatus;
+use crate::chat::Recorder;
+use crate::engine::{ChatMessage, Constraint, FinishReason, Prompt, Usage};
 
 use super::auth::Caller;
-use super::conversations::Recorder;
 use super::error::ApiError;
-use super::extract::LenientJson as Json;
+use super::extract::{LenientJson as Json, Path};
 use super::inference::{self, WireSampling};
+use super::reply::{Reply, ReplyEvent};
 use types::{
     ChatCompletionRequest, CompletionRequest, Content, ContentPart, PromptField, ResponseFormat,
     Sampling, UsageOut,
@@ -71,7 +71,10 @@ fn model_object(m: &crate::models::registry::ModelInfo) -> Value {
 }
 
 /// Refuses options that would otherwise be silently ignored, and converts the rest.
-fn sampling(s: &Sampling) -> Result<crate::engine::SamplingParams, ApiError> {
+pub(super) fn sampling(
+    s: &Sampling,
+    ctx_per_slot: u32,
+) -> Result<crate::engine::SamplingParams, ApiError> {
     if s.n.is_some_and(|n| n != 1) {
         return Err(ApiError::bad_field("n", "only n = 1 is supported"));
     }
@@ -92,10 +95,11 @@ fn sampling(s: &Sampling) -> Result<crate::engine::SamplingParams, ApiError> {
         presence_penalty: s.presence_penalty,
         seed: s.seed,
         max_tokens: s.max_completion_tokens.or(s.max_tokens).map(i64::from),
+        max_context: None,
         stop: s.stop.clone().map(|st| st.into_vec()).unwrap_or_default(),
     };
-    let mut params = inference::sampling_params(&wire)?;
-    params.constraint = match (&s.response_format, &s.grammar) {
+    let mut params = inference::sampling_params(&wire, ctx_per_slot)?;
+    let constraint = match (&s.response_format, &s.grammar) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_field(
                 "grammar",
@@ -115,6 +119,14 @@ fn sampling(s: &Sampling) -> Result<crate::engine::SamplingParams, ApiError> {
             }
         },
     };
+    let param = if s.grammar.is_some() {
+        "grammar"
+    } else {
+        "response_format"
+    };
+    params.constraint = constraint
+        .map(|c| inference::constraint(param, c))
+        .transpose()?;
     Ok(params)
 }
 
@@ -151,40 +163,6 @@ fn flatten_messages(req: &ChatCompletionRequest) -> Result<Vec<ChatMessage>, Api
     Ok(out)
 }
 
-/// Waits for the request to get a slot (or fail) so errors still get their status.
-async fn started(generation: &mut Generation) -> Result<u32, ApiError> {
-    match generation.next().await {
-        Some(Ok(GenEvent::Started { prompt_tokens })) => Ok(prompt_tokens),
-        Some(Err(e)) => Err(e.into()),
-        Some(Ok(other)) => Err(ApiError::Internal(format!(
-            "unexpected first event {other:?}"
-        ))),
-        None => Err(ApiError::Internal(
-            "the generation ended before it started".into(),
-        )),
-    }
-}
-
-/// Drains a generation into its full text.
-pub async fn collect(
-    generation: &mut Generation,
-) -> Result<(String, FinishReason, Usage), ApiError> {
-    let mut text = String::new();
-    while let Some(event) = generation.next().await {
-        match event? {
-            GenEvent::Token(t) => text.push_str(&t),
-            GenEvent::Done {
-                finish_reason,
-                usage,
-            } => return Ok((text, finish_reason, usage)),
-            GenEvent::Started { .. } => {}
-        }
-    }
-    Err(ApiError::Internal(
-        "the generation ended without finishing".into(),
-    ))
-}
-
 fn finish_reason(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Stop | FinishReason::Cancelled => "stop",
@@ -205,8 +183,8 @@ pub async fn chat_completions(
         ));
     }
     let messages = flatten_messages(&req)?;
-    let params = sampling(&req.sampling)?;
-    let keep_alive = inference::keep_alive(req.sampling.keep_alive.as_ref())?;
+    let params = sampling(&req.sampling, state.config.engine.ctx_per_slot)?;
+    let keep_alive = inference::keep_alive(&state, &caller, req.sampling.keep_alive.as_ref())?;
     let (spec, _) = inference::resolve_model(&state, &req.model).await?;
     let last_user = match (&req.conversation_id, messages.last()) {
         (None, _) => None,
@@ -224,48 +202,37 @@ pub async fn chat_completions(
             ));
         }
     };
-    let mut generation = inference::generate(
+    let name = spec.name.clone();
+    let reply = inference::start(
         &state,
         &caller,
-        &spec,
+        spec,
         Prompt::Chat(messages),
         params,
         keep_alive,
     )
     .await?;
-    started(&mut generation).await?;
     let recorder = last_user.map(|(id, content)| {
         Recorder::new(
             state.store.clone(),
+            state.tasks.clone(),
             id,
             caller.owner_filter(),
-            spec.name.clone(),
+            name.clone(),
             content,
         )
     });
+    let reply = reply.record(recorder);
     let head = Head {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         created: inference::unix_now(),
-        model: spec.name,
+        model: name,
     };
     if req.sampling.stream {
         let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
-        return Ok(sse(chat_stream(head, generation, include_usage, recorder)));
+        return Ok(sse(chat_stream(head, reply, include_usage)));
     }
-    let (text, reason, usage) = match collect(&mut generation).await {
-        Ok(done) => done,
-        Err(e) => {
-            if let Some(mut r) = recorder {
-                r.outcome(MessageStatus::Error, None, None);
-            }
-            return Err(e);
-        }
-    };
-    if let Some(mut r) = recorder {
-        r.text = text.clone();
-        r.save(MessageStatus::Complete, Some(reason), Some(usage))
-            .await?;
-    }
+    let done = reply.collect().await?;
     Ok(axum::Json(json!({
         "id": head.id,
         "object": "chat.completion",
@@ -274,10 +241,10 @@ pub async fn chat_completions(
         "system_fingerprint": fingerprint(),
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": finish_reason(reason),
+            "message": {"role": "assistant", "content": done.text},
+            "finish_reason": finish_reason(done.finish_reason),
         }],
-        "usage": UsageOut::from(usage),
+        "usage": UsageOut::from(done.usage),
     }))
     .into_response())
 }
@@ -307,39 +274,39 @@ pub async fn completions(
     if prompt.is_empty() {
         return Err(ApiError::bad_field("prompt", "`prompt` must not be empty"));
     }
-    let params = sampling(&req.sampling)?;
-    let keep_alive = inference::keep_alive(req.sampling.keep_alive.as_ref())?;
+    let params = sampling(&req.sampling, state.config.engine.ctx_per_slot)?;
+    let keep_alive = inference::keep_alive(&state, &caller, req.sampling.keep_alive.as_ref())?;
     let (spec, _) = inference::resolve_model(&state, &req.model).await?;
     let echo = req.echo.then(|| prompt.clone());
-    let mut generation = inference::generate(
+    let name = spec.name.clone();
+    let reply = inference::start(
         &state,
         &caller,
-        &spec,
+        spec,
         Prompt::Text(prompt),
         params,
         keep_alive,
     )
     .await?;
-    started(&mut generation).await?;
     let head = Head {
         id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
         created: inference::unix_now(),
-        model: spec.name,
+        model: name,
     };
     if req.sampling.stream {
         let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
-        return Ok(sse(text_stream(head, generation, include_usage, echo)));
+        return Ok(sse(text_stream(head, reply, include_usage, echo)));
     }
-    let (text, reason, usage) = collect(&mut generation).await?;
-    let text = echo.unwrap_or_default() + &text;
+    let done = reply.collect().await?;
+    let text = echo.unwrap_or_default() + &done.text;
     Ok(axum::Json(json!({
         "id": head.id,
         "object": "text_completion",
         "created": head.created,
         "model": head.model,
         "system_fingerprint": fingerprint(),
-        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(reason)}],
-        "usage": UsageOut::from(usage),
+        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(done.finish_reason)}],
+        "usage": UsageOut::from(done.usage),
     }))
     .into_response())
 }
@@ -368,111 +335,46 @@ fn sse(stream: impl Stream<Item = Value> + Send + 'static) -> Response {
         .into_response()
 }
 
-/// Where a stream is.
-enum Phase {
-    Opening,
-    Streaming,
-    Closing(Vec<Value>),
-    Ended,
+/// One wire shape of a streamed reply: the first payload, each text chunk, and the
+/// payloads that close a finished stream.
+struct Shape {
+    opening: Option<Value>,
+    chunk: Box<dyn Fn(&str) -> Value + Send + Sync>,
+    closing: Box<dyn Fn(FinishReason, Usage) -> Vec<Value> + Send + Sync>,
 }
 
-/// Drives a generation into a sequence of JSON payloads. `opening` is the first
-/// payload, `chunk` wraps text, `closing` builds the final payloads.
-fn drive(
-    generation: Generation,
-    recorder: Option<Recorder>,
-    opening: Option<Value>,
-    chunk: impl Fn(&str) -> Value + Send + Sync + 'static,
-    closing: impl Fn(FinishReason, Usage) -> Vec<Value> + Send + Sync + 'static,
-) -> impl Stream<Item = Value> + Send + 'static {
-    let chunk = std::sync::Arc::new(chunk);
-    let closing = std::sync::Arc::new(closing);
-    let state = (generation, Phase::Opening, opening, recorder);
-    stream::unfold(
-        state,
-        move |(mut generation, phase, mut opening, mut recorder)| {
-            let (chunk, closing) = (chunk.clone(), closing.clone());
-            let out = match phase {
-                Phase::Ended => None,
-                Phase::Opening => match opening.take() {
-                    Some(first) => Some((first, (generation, Phase::Streaming, None, recorder))),
-                    None => Some((Value::Null, (generation, Phase::Streaming, None, recorder))),
-                },
-                Phase::Closing(mut rest) => {
-                    if rest.is_empty() {
-                        None
-                    } else {
-                        let next = rest.remove(0);
-                        Some((next, (generation, Phase::Closing(rest), None, recorder)))
-                    }
-                }
-                Phase::Streaming => {
-                    return futures_util::future::Either::Left(async move {
-                        loop {
-                            match generation.next().await {
-                                Some(Ok(GenEvent::Token(text))) => {
-                                    if let Some(r) = recorder.as_mut() {
-                                        r.text.push_str(&text);
-                                    }
-                                    return Some((
-                                        chunk(&text),
-                                        (generation, Phase::Streaming, None, recorder),
-                                    ));
-                                }
-                                Some(Ok(GenEvent::Started { .. })) => continue,
-                                Some(Ok(GenEvent::Done {
-                                    finish_reason,
-                                    usage,
-                                })) => {
-                                    if let Some(mut r) = recorder.take()
-                                        && let Err(e) = r
-                                            .save(
-                                                MessageStatus::Complete,
-                                                Some(finish_reason),
-                                                Some(usage),
-                                            )
-                                            .await
-                                    {
-                                        return Some((
-                                            e.body(),
-                                            (generation, Phase::Ended, None, None),
-                                        ));
-                                    }
-                                    let mut rest = closing(finish_reason, usage);
-                                    rest.push(Value::String("[DONE]".into()));
-                                    let first = rest.remove(0);
-                                    return Some((
-                                        first,
-                                        (generation, Phase::Closing(rest), None, None),
-                                    ));
-                                }
-                                Some(Err(e)) => {
-                                    if let Some(r) = recorder.as_mut() {
-                                        r.outcome(MessageStatus::Error, None, None);
-                                    }
-                                    let body = ApiError::from(e).body();
-                                    return Some((
-                                        body,
-                                        (generation, Phase::Ended, None, recorder),
-                                    ));
-                                }
-                                None => return None,
-                            }
-                        }
-                    });
-                }
-            };
-            futures_util::future::Either::Right(std::future::ready(out))
-        },
-    )
-    .filter(|v| std::future::ready(!v.is_null()))
+/// Maps a reply onto an OpenAI event stream: the opening payload, one payload per text,
+/// the closing payloads and `[DONE]` — or, when the generation fails after it started,
+/// an `{"error": …}` payload (the status line is long gone by then).
+fn drive(reply: Reply, shape: Shape) -> impl Stream<Item = Value> + Send + 'static {
+    let Shape {
+        opening,
+        chunk,
+        closing,
+    } = shape;
+    let body = reply.events().flat_map(move |event| {
+        let out: Vec<Value> = match event {
+            ReplyEvent::Text(text) => vec![chunk(&text)],
+            ReplyEvent::Done {
+                finish_reason,
+                usage,
+                ..
+            } => {
+                let mut out = closing(finish_reason, usage);
+                out.push(Value::String("[DONE]".into()));
+                out
+            }
+            ReplyEvent::Failed { error, .. } => vec![error.body()],
+        };
+        stream::iter(out)
+    });
+    stream::iter(opening).chain(body)
 }
 
 fn chat_stream(
     head: Head,
-    generation: Generation,
+    reply: Reply,
     include_usage: bool,
-    recorder: Option<Recorder>,
 ) -> impl Stream<Item = Value> + Send + 'static {
     let chunk = {
         let (id, created, model) = (head.id.clone(), head.created, head.model.clone());
@@ -487,27 +389,28 @@ fn chat_stream(
     let opening = chunk(json!({"role": "assistant", "content": ""}), None);
     let token_chunk = chunk.clone();
     drive(
-        generation,
-        recorder,
-        Some(opening),
-        move |text| token_chunk(json!({"content": text}), None),
-        move |reason, usage| {
-            let mut out = vec![chunk(json!({}), Some(finish_reason(reason)))];
-            if include_usage {
-                out.push(json!({
-                    "id": head.id, "object": "chat.completion.chunk", "created": head.created,
-                    "model": head.model, "system_fingerprint": fingerprint(),
-                    "choices": [], "usage": UsageOut::from(usage),
-                }));
-            }
-            out
+        reply,
+        Shape {
+            opening: Some(opening),
+            chunk: Box::new(move |text| token_chunk(json!({"content": text}), None)),
+            closing: Box::new(move |reason, usage| {
+                let mut out = vec![chunk(json!({}), Some(finish_reason(reason)))];
+                if include_usage {
+                    out.push(json!({
+                        "id": head.id, "object": "chat.completion.chunk", "created": head.created,
+                        "model": head.model, "system_fingerprint": fingerprint(),
+                        "choices": [], "usage": UsageOut::from(usage),
+                    }));
+                }
+                out
+            }),
         },
     )
 }
 
 fn text_stream(
     head: Head,
-    generation: Generation,
+    reply: Reply,
     include_usage: bool,
     echo: Option<String>,
 ) -> impl Stream<Item = Value> + Send + 'static {
@@ -524,19 +427,20 @@ fn text_stream(
     let opening = echo.map(|e| chunk(&e, None));
     let token_chunk = chunk.clone();
     drive(
-        generation,
-        None,
-        opening,
-        move |text| token_chunk(text, None),
-        move |reason, usage| {
-            let mut out = vec![chunk("", Some(finish_reason(reason)))];
-            if include_usage {
-                out.push(json!({
-                    "id": head.id, "object": "text_completion", "created": head.created,
-                    "model": head.model, "choices": [], "usage": UsageOut::from(usage),
-                }));
-            }
-            out
+        reply,
+        Shape {
+            opening,
+            chunk: Box::new(move |text| token_chunk(text, None)),
+            closing: Box::new(move |reason, usage| {
+                let mut out = vec![chunk("", Some(finish_reason(reason)))];
+                if include_usage {
+                    out.push(json!({
+                        "id": head.id, "object": "text_completion", "created": head.created,
+                        "model": head.model, "choices": [], "usage": UsageOut::from(usage),
+                    }));
+                }
+                out
+            }),
         },
     )
 }
@@ -556,9 +460,11 @@ pub struct TokenizeRequest {
 }
 
 /// `POST /api/v1/tokenize`: how many tokens a prompt is, exactly as a chat or
-/// completion request would count it (so clients can budget the context).
+/// completion request would count it (so clients can budget the context). It uses the
+/// model's worker, so it is admitted, bounded and deadlined like a generation.
 pub async fn tokenize(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Json(req): Json<TokenizeRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let prompt = match (req.messages, req.prompt) {
@@ -580,8 +486,18 @@ pub async fn tokenize(
             ));
         }
     };
+    let max = state.config.engine.max_prompt_bytes;
+    if prompt.text_len() > max {
+        return Err(ApiError::bad_field(
+            "messages",
+            format!("at most {max} bytes of prompt text are accepted per request"),
+        ));
+    }
     let (spec, _) = inference::resolve_model(&state, &req.model).await?;
-    let count = state.engine.count_tokens(&spec, prompt).await?;
+    let count = state
+        .engine
+        .count_tokens(&spec, caller.user_id, prompt)
+        .await?;
     Ok(axum::Json(
         json!({"model": spec.name, "tokens": count, "context_length": state.config.engine.ctx_per_slot}),
     ))

@@ -15,16 +15,33 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 /// `GET /readyz`: 200 when every check passes, else 503 listing the failing ones.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+/// Anyone sees each check's name and status; only administrators see the details
+/// (paths, free space, hints).
+pub async fn readyz(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+) -> Response {
     let checks = state.readiness().await;
     let ready = app::is_ready(&checks);
-    let failing: Vec<_> = checks
+    let detailed = principal.is_some_and(|p| p.is_admin());
+    let shown: Vec<serde_json::Value> = checks
         .iter()
-        .filter(|c| c.status == crate::health::Status::Fail)
+        .map(|c| {
+            if detailed {
+                json!(c)
+            } else {
+                json!({"name": c.name, "status": c.status})
+            }
+        })
+        .collect();
+    let failing: Vec<_> = shown
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .cloned()
         .collect();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "checks": checks,
+        "checks": shown,
         "failing": failing,
     });
     let status = if ready {

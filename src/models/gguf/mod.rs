@@ -151,7 +151,7 @@ impl GgufHeader {
 
 /// Reads and validates the header of the GGUF file at `path`.
 pub fn read_header(path: &Path) -> Result<GgufHeader, GgufError> {
-    let file = std::fs::File::open(path).map_err(|e| GgufError::Io(e.to_string()))?;
+    let file = fs_err::File::open(path).map_err(|e| GgufError::Io(e.to_string()))?;
     let file_size = file
         .metadata()
         .map_err(|e| GgufError::Io(e.to_string()))?

@@ -45,7 +45,7 @@ fn valid_gguf() -> Vec<u8> {
 fn parse(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
-    std::fs::write(&path, bytes).unwrap();
+    fs_err::write(&path, bytes).unwrap();
     read_header(&path)
 }
 

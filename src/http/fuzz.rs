@@ -1,0 +1,165 @@
+//! Property tests over everything a client can send: the wire request types, the
+//! numbers and durations inside them, grammars and schemas. Whatever arrives, parsing
+//! and validation either accept it within bounds or refuse it; they never panic.
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use crate::engine::Constraint;
+use crate::engine::constraint;
+
+use super::ollama;
+use super::openai::{self, types::ChatCompletionRequest};
+
+/// Strings that have broken parsers before, mixed with arbitrary text.
+fn tricky_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("NaN".to_string()),
+        Just("inf".to_string()),
+        Just("-inf".to_string()),
+        Just("1e20".to_string()),
+        Just("1e308".to_string()),
+        Just("-1".to_string()),
+        Just("5m".to_string()),
+        Just("1h30m".to_string()),
+        Just("99999999999h".to_string()),
+        Just(".".to_string()),
+        Just("-".to_string()),
+        Just("1.5.5s".to_string()),
+        Just("\u{0}".to_string()),
+        "\\PC{0,24}",
+        "[0-9.eE+-]{0,24}[a-zµ]{0,3}",
+    ]
+}
+
+/// Any JSON number, including ones past every integer type.
+fn number() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        Just(json!(1e300)),
+        Just(json!(-0.0)),
+    ]
+}
+
+/// Any JSON value, shallow.
+fn value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        number(),
+        tricky_string().prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Fields the chat APIs read, each given an arbitrary value (or left out).
+const SAMPLING_FIELDS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "n",
+    "logprobs",
+    "stream",
+    "keep_alive",
+    "grammar",
+    "response_format",
+    "stream_options",
+];
+const OLLAMA_OPTIONS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+    "num_predict",
+    "num_ctx",
+    "stop",
+];
+
+fn object_with(
+    fields: &'static [&'static str],
+) -> impl Strategy<Value = serde_json::Map<String, Value>> {
+    prop::collection::vec(prop::option::of(value()), fields.len()).prop_map(move |values| {
+        fields
+            .iter()
+            .zip(values)
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn keep_alive_parsing_never_panics_and_stays_bounded(text in tricky_string(), n in number()) {
+        for input in [text, n.to_string()] {
+            if let Some(Some(d)) = crate::config::parse_keep_alive(&input) {
+                prop_assert!(d.as_secs_f64() <= crate::config::MAX_KEEP_ALIVE_SECS);
+            }
+        }
+    }
+
+    #[test]
+    fn openai_requests_validate_without_panicking(fields in object_with(SAMPLING_FIELDS)) {
+        let mut body = fields;
+        body.insert("model".into(), json!("m"));
+        body.insert("messages".into(), json!([{"role": "user", "content": "hi"}]));
+        if let Ok(req) = serde_json::from_value::<ChatCompletionRequest>(Value::Object(body))
+            && let Ok(params) = openai::sampling(&req.sampling, 4096)
+        {
+            prop_assert!((0.0..=2.0).contains(&params.temperature));
+            prop_assert!((0.0..=1.0).contains(&params.top_p));
+            prop_assert!(params.stop.len() <= 16);
+        }
+    }
+
+    #[test]
+    fn ollama_requests_validate_without_panicking(options in object_with(OLLAMA_OPTIONS), format in prop::option::of(value())) {
+        let body = json!({"model": "m", "messages": [], "options": options, "format": format});
+        if let Ok(req) = serde_json::from_value::<ollama::ChatRequest>(body)
+            && let Ok(params) = ollama::params(req.options.as_ref(), req.format.as_ref(), 4096)
+        {
+            prop_assert!(params.repeat_last_n <= 4096);
+            prop_assert!(params.max_context.is_none_or(|n| n <= 1 << 20));
+        }
+    }
+
+    #[test]
+    fn grammars_and_schemas_are_checked_without_panicking(grammar in "[()\\[\\]{}\"a-z0-9:=|,# \\\\\n]{0,200}", schema in value()) {
+        let _ = constraint::check(Constraint::Grammar(grammar));
+        let _ = constraint::check(Constraint::JsonSchema(schema.to_string()));
+        if let Value::Object(_) = schema {
+            let mut schema = schema;
+            let _ = constraint::check_schema(&mut schema);
+        }
+    }
+
+    #[test]
+    fn patterns_are_normalised_or_refused_without_panicking(pattern in "\\^?[a-z\\\\()\\[\\]{}|.*+?^$:,0-9dDwWsS-]{0,40}\\$?") {
+        if let Ok(normal) = constraint::normalize_pattern(&pattern) {
+            prop_assert!(normal.starts_with('^') && normal.ends_with('$'));
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The one generation-stream adaptor every chat API maps over.
+//!
+//! [`Reply::start`] waits until the request holds a slot (or failed), so errors known
+//! before the first byte keep their HTTP status. [`Reply::events`] then yields text and
+//! exactly one terminal event, recording the exchange when a [`Recorder`] is attached:
+//! saved whole at the end, labelled `error` when the engine fails, `cut_off` when the
+//! client goes away (the stream is dropped). [`Reply::collect`] is the non-streaming
+//! form. The OpenAI, Ollama and native handlers only choose the wire shape.
+
+use futures_util::stream::{self, Stream};
+
+use crate::chat::Recorder;
+use crate::engine::{FinishReason, GenEvent, Generation, Usage};
+use crate::store::conversations::{Message, MessageStatus};
+
+use super::error::ApiError;
+
+/// A generation that has started.
+pub struct Reply {
+    generation: Generation,
+    recorder: Option<Recorder>,
+}
+
+/// What a reply stream yields.
+pub enum ReplyEvent {
+    /// More text.
+    Text(String),
+    /// The end.
+    Done {
+        /// Why it ended.
+        finish_reason: FinishReason,
+        /// Counts and timings.
+        usage: Usage,
+        /// The stored (user, reply) messages, when recording.
+        stored: Option<Box<(Message, Message)>>,
+    },
+    /// The generation failed after it started.
+    Failed {
+        /// What went wrong.
+        error: ApiError,
+        /// The stored partial reply, when recording.
+        stored: Option<Box<Message>>,
+    },
+}
+
+/// A finished non-streaming reply.
+pub struct Collected {
+    /// The text.
+    pub text: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Counts and timings.
+    pub usage: Usage,
+    /// The stored (user, reply) messages, when recording.
+    pub stored: Option<(Message, Message)>,
+}
+
+impl Reply {
+    /// Waits for `generation` to get a slot.
+    pub async fn start(mut generation: Generation) -> Result<Reply, ApiError> {
+        match generation.next().await {
+            Some(Ok(GenEvent::Started { .. })) => Ok(Reply {
+                generation,
+                recorder: None,
+            }),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(_)) | None => Err(ApiError::Internal(
+                "the generation ended before it started".into(),
+            )),
+        }
+    }
+
+    /// Records the exchange as the reply proceeds.
+    pub fn record(mut self, recorder: Option<Recorder>) -> Reply {
+        self.recorder = recorder;
+        self
+    }
+
+    /// How long loading the model took before this request.
+    pub fn load_time(&self) -> std::time::Duration {
+        self.generation.load_time()
+    }
+
+    /// The reply as a stream: text events, then one `Done` or `Failed`.
+    pub fn events(self) -> impl Stream<Item = ReplyEvent> + Send + 'static {
+        stream::unfold(Some((self.generation, self.recorder)), |state| async move {
+            let (mut generation, mut recorder) = state?;
+            loop {
+                return match generation.next().await? {
+                    Ok(GenEvent::Started { .. }) => continue,
+                    Ok(GenEvent::Token(text)) => {
+                        if let Some(r) = recorder.as_mut() {
+                            r.push(&text);
+                        }
+                        Some((ReplyEvent::Text(text), Some((generation, recorder))))
+                    }
+                    Ok(GenEvent::Done {
+                        finish_reason,
+                        usage,
+                    }) => {
+                        let stored = match recorder {
+                            Some(r) => match r
+                                .save(MessageStatus::Complete, Some(finish_reason), Some(usage))
+                                .await
+                            {
+                                Ok(pair) => Some(Box::new(pair)),
+                                Err(e) => {
+                                    let error = ApiError::from(e);
+                                    return Some((
+                                        ReplyEvent::Failed {
+                                            error,
+                                            stored: None,
+                                        },
+                                        None,
+                                    ));
+                                }
+                            },
+                            None => None,
+                        };
+                        Some((
+                            ReplyEvent::Done {
+                                finish_reason,
+                                usage,
+                                stored,
+                            },
+                            None,
+                        ))
+                    }
+                    Err(e) => {
+                        let stored = match recorder {
+                            Some(r) => r
+                                .save(MessageStatus::Error, None, None)
+                                .await
+                                .ok()
+                                .map(|(_, reply)| Box::new(reply)),
+                            None => None,
+                        };
+                        Some((
+                            ReplyEvent::Failed {
+                                error: e.into(),
+                                stored,
+                            },
+                            None,
+                        ))
+                    }
+                };
+            }
+        })
+    }
+
+    /// Drains the reply into its whole text.
+    pub async fn collect(self) -> Result<Collected, ApiError> {
+        use futures_util::StreamExt;
+        let events = self.events();
+        futures_util::pin_mut!(events);
+        let mut text = String::new();
+        while let Some(event) = events.next().await {
+            match event {
+                ReplyEvent::Text(t) => text.push_str(&t),
+                ReplyEvent::Done {
+                    finish_reason,
+                    usage,
+                    stored,
+                } => {
+                    return Ok(Collected {
+                        text,
+                        finish_reason,
+                        usage,
+                        stored: stored.map(|b| *b),
+                    });
+                }
+                ReplyEvent::Failed { error, .. } => return Err(error),
+            }
+        }
+        Err(ApiError::Internal(
+            "the generation ended without finishing".into(),
+        ))
+    }
+}
