@@ -192,7 +192,7 @@ fn every_key_can_be_set_through_its_environment_variable() {
                 ) => "/srv/appliance".to_string(),
                 ("server.bind", _) => "127.0.0.2".to_string(),
                 ("log.format", _) => "json".to_string(),
-                ("engine.keep_alive", _) => "1m".to_string(),
+                ("engine.keep_alive" | "engine.user_max_keep_alive", _) => "1m".to_string(),
                 ("tls.cert" | "tls.key", _) => continue, // only valid as a pair
                 (_, toml::Value::Integer(n)) => (n + 1).to_string(),
                 (_, toml::Value::Boolean(b)) => (!b).to_string(),
@@ -222,4 +222,29 @@ fn tls_needs_both_files_and_switches_the_local_url_to_https() {
     let loaded = load(&cli_with(&path, &[]), &Environment::default()).unwrap();
     assert!(loaded.config.tls_enabled());
     assert_eq!(loaded.config.local_url(), "https://127.0.0.1:9443");
+}
+
+#[test]
+fn keep_alive_values_are_parsed_bounded_and_never_panic() {
+    use std::time::Duration;
+    let secs = |s: &str| parse_keep_alive(s).map(|d| d.map(|d| d.as_secs_f64()));
+    assert_eq!(secs("5m"), Some(Some(300.0)));
+    assert_eq!(secs("1h30m"), Some(Some(5400.0)));
+    assert_eq!(secs("250ms"), Some(Some(0.25)));
+    assert_eq!(secs("1.5h"), Some(Some(5400.0)));
+    assert_eq!(secs("30"), Some(Some(30.0)));
+    assert_eq!(secs("0"), Some(Some(0.0)));
+    assert_eq!(secs("-1"), Some(None));
+    assert_eq!(secs("-5m"), Some(None));
+    for bad in ["NaN", "nan", "inf", "-inf", "infinity", "5x", "m", "", "1..5s", "5 m"] {
+        assert_eq!(parse_keep_alive(bad), None, "{bad:?}");
+    }
+    // Huge values are clamped to a year instead of overflowing a Duration.
+    for huge in ["1e20", "1e308", "99999999999999h"] {
+        assert_eq!(
+            parse_keep_alive(huge),
+            Some(Some(Duration::from_secs_f64(MAX_KEEP_ALIVE_SECS))),
+            "{huge}"
+        );
+    }
 }

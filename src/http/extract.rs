@@ -148,7 +148,13 @@ where
             Ok(axum::extract::Path(value)) => Ok(Path(value)),
             Err(PathRejection::FailedToDeserializePathParams(e)) => {
                 let kind = e.into_kind();
-                let param = path_param(&kind);
+                // Name the segment: from the error, else from the route's parameters.
+                let names: Vec<String> =
+                    axum::extract::RawPathParams::from_request_parts(parts, state)
+                        .await
+                        .map(|raw| raw.iter().map(|(k, _)| k.to_string()).collect())
+                        .unwrap_or_default();
+                let param = path_param(&kind, &names);
                 Err(ApiError::BadRequest {
                     message: format!("invalid path: {kind}"),
                     param,
@@ -162,12 +168,14 @@ where
     }
 }
 
-fn path_param(kind: &axum::extract::path::ErrorKind) -> Option<String> {
+fn path_param(kind: &axum::extract::path::ErrorKind, names: &[String]) -> Option<String> {
     use axum::extract::path::ErrorKind;
     match kind {
         ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::InvalidUtf8InPathParam { key } => {
             Some(key.clone())
         }
+        ErrorKind::ParseErrorAtIndex { index, .. } => names.get(*index).cloned(),
+        ErrorKind::ParseError { .. } if names.len() == 1 => names.first().cloned(),
         _ => None,
     }
 }

@@ -25,16 +25,20 @@ async fn a_full_queue_answers_busy_instead_of_growing() {
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let flood = (0..50).map(|_| {
-        let store = store.clone();
-        tokio::spawn(async move { store.write("noop", |_| Ok(())).await })
-    });
+    let flood: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.write("noop", |_| Ok(())).await })
+        })
+        .collect();
+    // Past the queue wait, everything that found no place has given up.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    release.send(()).unwrap();
     let results = futures_util::future::join_all(flood).await;
     let busy = results
         .iter()
         .filter(|r| matches!(r, Ok(Err(StoreError::Busy))))
         .count();
-    release.send(()).unwrap();
     blocker.await.unwrap().unwrap();
     assert!(busy >= 40, "{busy} of 50 were refused");
     // Once the writer is free again, calls go through.

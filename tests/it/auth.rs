@@ -358,16 +358,42 @@ async fn users_cannot_reach_each_others_resources() {
         200
     );
     assert_eq!(app.get(&path).send().await.unwrap().status(), 200);
-    // Keys: bob can neither see nor revoke alice's.
-    let alice_keys: Value = as_(&alice, Method::GET, "/api/v1/keys")
+    // Keys: managing them needs a session, and bob's session neither sees nor
+    // revokes alice's.
+    let all_keys: Value = app
+        .get("/api/v1/keys?all=true")
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let alice_key_id = alice_keys["data"][0]["id"].as_str().unwrap().to_string();
-    let bob_keys: Value = as_(&bob, Method::GET, "/api/v1/keys?all=true")
+    let alice_key_id = all_keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["user_name"] == "alice")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let password = reset_password(&dirs, "bob");
+    let bob_session = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let login: Value = bob_session
+        .post(format!("{}/api/v1/auth/login", app.url))
+        .json(&json!({"name": "bob", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let csrf = login["csrf_token"].as_str().unwrap().to_string();
+    let bob_keys: Value = bob_session
+        .get(format!("{}/api/v1/keys?all=true", app.url))
         .send()
         .await
         .unwrap()
@@ -381,14 +407,12 @@ async fn users_cannot_reach_each_others_resources() {
             .iter()
             .all(|k| k["user_name"] == "bob")
     );
-    let revoke = as_(
-        &bob,
-        Method::DELETE,
-        &format!("/api/v1/keys/{alice_key_id}"),
-    )
-    .send()
-    .await
-    .unwrap();
+    let revoke = bob_session
+        .delete(format!("{}/api/v1/keys/{alice_key_id}", app.url))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(revoke.status(), 404);
     assert_eq!(
         as_(&alice, Method::GET, &path)
@@ -400,14 +424,11 @@ async fn users_cannot_reach_each_others_resources() {
         "alice's key still works"
     );
     // A revoked or disabled credential stops working at once.
-    let revoked = as_(
-        &alice,
-        Method::DELETE,
-        &format!("/api/v1/keys/{alice_key_id}"),
-    )
-    .send()
-    .await
-    .unwrap();
+    let revoked = app
+        .request(Method::DELETE, &format!("/api/v1/keys/{alice_key_id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(revoked.status(), 200);
     assert_eq!(
         as_(&alice, Method::GET, &path)

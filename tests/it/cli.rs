@@ -81,8 +81,7 @@ fn unknown_config_key_is_rejected_naming_file_and_key() {
 #[test]
 fn config_default_is_the_commented_file_and_loads_as_is() {
     let dirs = Dirs::new();
-    let out = dirs.run(&["config", "default"]);
-    assert_eq!(out.code(), 0);
+    let out = dirs.run(&["config", "default"]).ok();
     assert!(out.stdout.contains("# Appliance configuration."));
     std::fs::write(dirs.path("config.toml"), &out.stdout).unwrap();
     let show = dirs.run(&["config", "show"]);
@@ -141,7 +140,7 @@ fn migrate_upgrades_a_previous_schema_version() {
 #[test]
 fn doctor_reports_integrity_ok_then_fails_on_a_corrupted_database() {
     let dirs = Dirs::new();
-    assert_eq!(dirs.run(&["db", "migrate"]).code(), 0);
+    dirs.run(&["db", "migrate"]).ok();
     let db = dirs.data().join("appliance.db");
     {
         // Enough rows for several b-tree pages, then a checkpoint into the main file.
@@ -225,8 +224,7 @@ fn doctor_flags_missing_models_with_the_fetch_command() {
 #[test]
 fn version_and_usage_exit_codes() {
     let dirs = Dirs::new();
-    let version = dirs.run(&["version"]);
-    assert_eq!(version.code(), 0);
+    let version = dirs.run(&["version"]).ok();
     assert!(version.stdout.starts_with("appliance "));
     let usage = dirs.run(&["no-such-command"]);
     assert_eq!(usage.code(), 2);

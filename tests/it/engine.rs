@@ -171,9 +171,12 @@ async fn one_user_cannot_take_every_place() {
         Err(EngineError::UserBusy { limit, .. }) => assert_eq!(limit, 2),
         other => panic!("expected UserBusy, got {:?}", other.err()),
     }
-    // Another user still gets in.
-    let (text, _) = finish(engine.generate(request("m", 8, "tokens=1")).await.unwrap())
+    // Another user is still admitted (not refused) and runs as soon as a slot frees.
+    let other = engine.generate(request("m", 8, "tokens=1")).await.unwrap();
+    drop(_a);
+    let (text, _) = tokio::time::timeout(Duration::from_secs(5), finish(other))
         .await
+        .expect("the other user's request ran once a slot freed")
         .unwrap();
     assert_eq!(text, "t0 ");
 }
