@@ -112,7 +112,7 @@ pub enum EngineError {
     },
     /// The worker process died while serving this request.
     #[error(
-        "the inference worker for `{model}` stopped ({detail}); the request was aborted and the next request starts a new worker"
+        "the inference worker for `{model}` crashed ({detail}); the request was aborted and the next request starts a new worker"
     )]
     EngineCrashed {
         /// The model.

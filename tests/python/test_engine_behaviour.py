@@ -36,7 +36,9 @@ def stream_text(url, prompt, seed=7, max_tokens=24):
 
 
 def test_eight_parallel_streams_match_their_solo_runs(make_daemon):
-    d = make_daemon("engine.slots=8", "engine.queue=8")
+    # Bit-identical only on the CPU: batched GPU kernels may sum in another order, so
+    # this test pins the CPU path (a GPU check compares with a tolerance instead).
+    d = make_daemon("engine.slots=8", "engine.queue=8", "engine.gpu_layers=0")
     solo = [stream_text(d.url, p) for p in PROMPTS]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda p: stream_text(d.url, p), PROMPTS))
