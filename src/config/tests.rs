@@ -236,7 +236,9 @@ fn keep_alive_values_are_parsed_bounded_and_never_panic() {
     assert_eq!(secs("0"), Some(Some(0.0)));
     assert_eq!(secs("-1"), Some(None));
     assert_eq!(secs("-5m"), Some(None));
-    for bad in ["NaN", "nan", "inf", "-inf", "infinity", "5x", "m", "", "1..5s", "5 m"] {
+    for bad in [
+        "NaN", "nan", "inf", "-inf", "infinity", "5x", "m", "", "1..5s", "5 m",
+    ] {
         assert_eq!(parse_keep_alive(bad), None, "{bad:?}");
     }
     // Huge values are clamped to a year instead of overflowing a Duration.

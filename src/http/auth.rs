@@ -174,14 +174,7 @@ pub async fn enforce(
             .map(|c| c.0.ip())
             && let Err(exceeded) = state.limits.public_request(address)
         {
-            return ApiError::TooManyRequests {
-                message: format!(
-                    "{}; retry in {} s",
-                    exceeded.what, exceeded.retry_after_secs
-                ),
-                retry_after_secs: exceeded.retry_after_secs,
-            }
-            .into_response();
+            return too_many(exceeded).into_response();
         }
         return next.run(req).await;
     }
@@ -198,14 +191,7 @@ pub async fn enforce(
         && principal.user_id > 0
         && let Err(exceeded) = state.limits.key_request(id)
     {
-        return ApiError::TooManyRequests {
-            message: format!(
-                "{}; retry in {} s",
-                exceeded.what, exceeded.retry_after_secs
-            ),
-            retry_after_secs: exceeded.retry_after_secs,
-        }
-        .into_response();
+        return too_many(exceeded).into_response();
     }
     if principal.user_id > 0 {
         match state.limits.request(principal.user_id).await {
@@ -238,6 +224,17 @@ pub async fn enforce(
         }
     }
     next.run(req).await
+}
+
+/// A rate limit was hit: 429 with when to retry.
+fn too_many(exceeded: crate::limits::Exceeded) -> ApiError {
+    ApiError::TooManyRequests {
+        message: format!(
+            "{}; retry in {} s",
+            exceeded.what, exceeded.retry_after_secs
+        ),
+        retry_after_secs: exceeded.retry_after_secs,
+    }
 }
 
 fn permitted(principal: &Principal, access: Access) -> Result<(), ApiError> {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use appliance::http::{Access, route_specs};
 
-use crate::support::{Dirs, TestApp, reset_password, user_key};
+use crate::support::{Dirs, FreshDaemon, TestApp, get_json, reset_password, user_key};
 
 /// A concrete path for a route template.
 fn concrete(path: &str) -> String {
@@ -136,21 +136,9 @@ async fn every_route_requires_the_right_credentials() {
 async fn first_run_setup_creates_the_admin_once() {
     let dirs = Dirs::new();
     // Start without any user: the daemon prints a one-time token.
-    let mut child = dirs
-        .command()
-        .args(["--port", "0", "serve"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let mut fresh = FreshDaemon::spawn(&dirs);
+    let url = fresh.url.clone();
+    let lines = &mut fresh.lines;
     let setup = lines.next().unwrap().unwrap();
     assert!(setup.starts_with("first run"), "{setup}");
     let token = setup
@@ -188,8 +176,7 @@ async fn first_run_setup_creates_the_admin_once() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(fresh);
 }
 
 #[tokio::test]
@@ -360,14 +347,7 @@ async fn users_cannot_reach_each_others_resources() {
     assert_eq!(app.get(&path).send().await.unwrap().status(), 200);
     // Keys: managing them needs a session, and bob's session neither sees nor
     // revokes alice's.
-    let all_keys: Value = app
-        .get("/api/v1/keys?all=true")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all_keys: Value = get_json(&app, "/api/v1/keys?all=true").await;
     let alice_key_id = all_keys["data"]
         .as_array()
         .unwrap()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Dirs, TestApp};
+use crate::support::{Dirs, TestApp, get_json};
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -88,28 +88,14 @@ async fn reading_usage_never_writes() {
     let before = writes(&metrics(&app).await);
     let began = Instant::now();
     for _ in 0..50 {
-        let usage: Value = app
-            .get("/api/v1/usage")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let usage: Value = get_json(&app, "/api/v1/usage").await;
         assert!(usage["data"].is_array());
     }
     let flushes = (began.elapsed().as_secs_f64() / 2.0).ceil() + 1.0;
     let after = writes(&metrics(&app).await);
     assert!(after - before <= flushes, "{} usage writes", after - before);
     // What was counted but not written yet is still shown.
-    let usage: Value = app
-        .get("/api/v1/usage")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage: Value = get_json(&app, "/api/v1/usage").await;
     assert!(
         usage["data"][0]["requests"].as_i64().unwrap() >= 50,
         "{usage}"

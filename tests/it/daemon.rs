@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Dirs, TestApp, non_empty, raw_request, wait_for};
+use crate::support::{Dirs, TestApp, get_json, non_empty, raw_request, wait_for};
 
 #[tokio::test]
 async fn health_ready_metrics_and_request_ids() {
@@ -414,14 +414,7 @@ async fn system_samples_accumulate_for_the_admin_graphs() {
     let app = TestApp::spawn(&dirs);
     let mut samples = Vec::new();
     for _ in 0..50 {
-        let body: serde_json::Value = app
-            .get("/api/v1/system")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: serde_json::Value = get_json(&app, "/api/v1/system").await;
         samples = body["samples"].as_array().unwrap().clone();
         if samples.len() >= 2 {
             break;

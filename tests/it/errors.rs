@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 
-use crate::support::{Dirs, TestApp};
+use crate::support::{Dirs, TestApp, get_json};
 
 async fn error_of(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
@@ -79,14 +79,7 @@ async fn malformed_oversized_and_unknown_requests_get_json_errors() {
     // A valid change still works afterwards, and the daemon is alive.
     let ok = put(b"{\"level\": \"debug\"}".to_vec()).await.unwrap();
     assert_eq!(ok.status(), 200);
-    let level: serde_json::Value = app
-        .get("/api/v1/log-level")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let level: serde_json::Value = get_json(&app, "/api/v1/log-level").await;
     assert_eq!(level["level"], "debug");
     assert_eq!(app.get("/healthz").send().await.unwrap().status(), 200);
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Dirs, TestApp, raw_request, reset_password, user_key};
+use crate::support::{Dirs, FreshDaemon, TestApp, get_json, raw_request, reset_password, user_key};
 
 /// Logs `name` in and returns a cookie-carrying client and its CSRF token.
 async fn session(app: &TestApp, name: &str, password: &str) -> (reqwest::Client, String) {
@@ -59,14 +59,7 @@ async fn a_credential_never_creates_or_widens_one_beyond_itself() {
     // An embeddings key can neither mint nor revoke its user's other keys.
     let (status, _) = post_key(&app, &embed, json!({"name": "x", "scopes": ["chat"]})).await;
     assert_eq!(status, 403);
-    let listed: Value = app
-        .get("/api/v1/keys?all=true")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&app, "/api/v1/keys?all=true").await;
     let erin_key = listed["data"]
         .as_array()
         .unwrap()
@@ -705,21 +698,8 @@ fn files_and_directories_are_private_whatever_the_umask() {
 #[tokio::test]
 async fn setup_failures_do_not_record_what_strangers_send() {
     let dirs = Dirs::new();
-    let mut child = dirs
-        .command()
-        .args(["--port", "0", "serve"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let fresh = FreshDaemon::spawn(&dirs);
+    let url = fresh.url.clone();
     let big = "n".repeat(500_000);
     let r = reqwest::Client::new()
         .post(format!("{url}/api/v1/setup"))
@@ -729,8 +709,7 @@ async fn setup_failures_do_not_record_what_strangers_send() {
         .unwrap();
     assert_eq!(r.status(), 403);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(fresh);
     let audit = dirs.run(&["audit", "--limit", "10"]).ok();
     assert!(
         audit.stdout.len() < 2000,

@@ -328,3 +328,47 @@ pub fn test_models_dir() -> PathBuf {
     );
     dir
 }
+
+/// A daemon started with no users at all (first-run setup open): the process, its URL
+/// and the rest of its standard output.
+pub struct FreshDaemon {
+    pub child: Child,
+    pub url: String,
+    pub lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl FreshDaemon {
+    pub fn spawn(dirs: &Dirs) -> FreshDaemon {
+        appliance::client::tls_provider();
+        let mut child = dirs
+            .command()
+            .args(["--port", "0", "serve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning appliance serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {first:?}"))
+            .to_string();
+        FreshDaemon { child, url, lines }
+    }
+}
+
+impl Drop for FreshDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `path` with the admin key and parse the JSON answer.
+pub async fn get_json(app: &TestApp, path: &str) -> serde_json::Value {
+    let r = app.get(path).send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("GET {path}: {status} {text}"))
+}
