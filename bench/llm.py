@@ -357,7 +357,7 @@ def measure_single(server, args):
 
 def measure_aggregate(server, streams, args):
     rates, tokens = [], []
-    for run_no in range(max(2, args.runs // 2)):
+    for run_no in range(max(3, args.runs // 2 + 1)):
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(streams) as pool:
             done = list(pool.map(
@@ -503,7 +503,7 @@ def main():
     table = []
     print(f"\nmachine: nproc {facts['nproc']} ({facts['cpu']}); model {MODEL}; {args.threads} threads; "
           f"{args.tokens} max tokens; ctx {args.ctx}/slot; median of {args.runs} runs "
-          f"(aggregates: {max(2, args.runs // 2)}); commit {facts['commit']}; load average "
+          f"(aggregates: {max(3, args.runs // 2 + 1)}); commit {facts['commit']}; load average "
           f"{facts['load_before'][0]:.2f} before, {facts['load_after'][0]:.2f} after; {facts['duration_s']} s")
     print(f"appliance: {args.bin}, auth on; llama.cpp: {facts['appliance_llama_cpp']}")
     print(f"llama-server: {facts['reference_llama_cpp']}, version {facts['llama_server_version']}, no auth; "

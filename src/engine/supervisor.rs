@@ -82,6 +82,8 @@ pub(super) struct Shared {
     pub(super) name: String,
     pub(super) routes: Mutex<HashMap<u64, Route>>,
     alive: AtomicBool,
+    /// The daemon asked the worker to stop (an unload or shutdown, not a crash).
+    stopping: AtomicBool,
     pub(super) running: AtomicUsize,
     admission: Mutex<Admission>,
     /// When it may be unloaded if still idle; `None` = never (pinned).
@@ -236,6 +238,7 @@ impl LlmWorker {
             name: model.name.clone(),
             routes: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             admission: Mutex::new(Admission::default()),
             expires: Mutex::new(None),
@@ -409,6 +412,7 @@ impl LlmWorker {
     /// not exited within a short grace. Requests still in flight fail.
     pub async fn shutdown(&self, graceful: bool) {
         self.drain();
+        self.shared.stopping.store(true, Ordering::Release);
         if graceful {
             let _ = self.commands.try_send(Command::Shutdown);
         }
@@ -548,14 +552,18 @@ fn spawn_event_reader(
         // Let the stderr forwarder collect the last lines for the log.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let routes: Vec<Route> = shared.routes.lock().drain().map(|(_, r)| r).collect();
-        tracing::error!(
-            model = %shared.name,
-            pid,
-            reason = why,
-            failed_requests = routes.len(),
-            stderr = %stderr_tail.lock().join(" | "),
-            "inference worker stopped"
-        );
+        if shared.stopping.load(Ordering::Acquire) {
+            tracing::info!(model = %shared.name, pid, failed_requests = routes.len(), "inference worker stopped");
+        } else {
+            tracing::error!(
+                model = %shared.name,
+                pid,
+                reason = why,
+                failed_requests = routes.len(),
+                stderr = %stderr_tail.lock().join(" | "),
+                "inference worker stopped unexpectedly"
+            );
+        }
         for route in routes {
             let _ = route.send(Err(shared.crashed("the worker process exited")));
         }

@@ -163,8 +163,13 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Connections::default());
+    // Every connection's task, so that the ones still running when the grace period
+    // ends can be ended here (their requests' clean-up, such as recording a cut-off
+    // reply, then runs while the daemon can still store it).
+    let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        while tasks.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -187,7 +192,7 @@ pub async fn serve(
         let builder = builder.clone();
         let tls = tls.as_ref().map(Tls::acceptor);
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _admitted = admitted;
             match tls {
                 None => {
@@ -216,6 +221,8 @@ pub async fn serve(
                 grace_secs = options.grace.as_secs(),
                 "in-flight requests did not finish within the grace period; cutting them off"
             );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
             Ok(false)
         }
     }

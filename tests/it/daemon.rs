@@ -484,3 +484,68 @@ async fn a_development_ui_dir_is_served_without_escaping_it() {
         assert!(!answer.starts_with("HTTP/1.1 200"), "{sneaky}:\n{answer}");
     }
 }
+
+#[tokio::test]
+async fn a_reply_cut_off_by_shutdown_is_still_stored_labelled() {
+    let dirs = Dirs::with_models();
+    let app = TestApp::spawn_with(
+        &dirs,
+        &[
+            "--set",
+            "server.shutdown_grace_secs=1",
+            "--set",
+            "engine.threads=2",
+        ],
+    );
+    let conversation = app
+        .request(reqwest::Method::POST, "/api/v1/conversations")
+        .json(&serde_json::json!({"title": "long"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut reply = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/conversations/{conversation}/messages"),
+        )
+        .json(&serde_json::json!({"content": "Write a long story about a dragon.", "settings": {"max_tokens": 3000, "temperature": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    // Some of the reply has streamed …
+    let mut seen = String::new();
+    while seen.matches("\"token\"").count() < 5 {
+        seen.push_str(&String::from_utf8_lossy(
+            &reply.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    // … when the daemon is told to stop; the reply outlives the grace period.
+    app.signal("TERM");
+    let (status, stderr) = app.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let db = rusqlite::Connection::open(dirs.data().join("appliance.db")).unwrap();
+    let rows: Vec<(String, String, String)> = db
+        .prepare(
+            "SELECT role, status, content FROM messages WHERE conversation_id = ?1 ORDER BY id",
+        )
+        .unwrap()
+        .query_map([&conversation], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}\n{stderr}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str()),
+        ("user", "complete")
+    );
+    assert_eq!(rows[1].0, "assistant");
+    assert_ne!(rows[1].1, "complete", "{rows:?}");
+    assert!(!rows[1].2.is_empty(), "the partial reply was kept");
+}

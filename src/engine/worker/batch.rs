@@ -74,6 +74,8 @@ pub(super) struct Worker<'m> {
     batch_size: usize,
     /// Candidate buffer reused by every sampling step.
     scratch: LlamaTokenDataArray,
+    /// The decode batch, reused by every step.
+    batch: LlamaBatch<'static>,
 }
 
 impl<'m> Worker<'m> {
@@ -99,6 +101,7 @@ impl<'m> Worker<'m> {
             n_ctx_slot,
             batch_size,
             scratch: LlamaTokenDataArray::new(Vec::new(), false),
+            batch: LlamaBatch::new(batch_size, slots as i32),
         }
     }
 
@@ -237,7 +240,8 @@ impl<'m> Worker<'m> {
 
     /// One decode over every busy slot, then one sampled token per slot with logits.
     fn step(&mut self) -> anyhow::Result<()> {
-        let mut batch = LlamaBatch::new(self.batch_size, self.slots.len() as i32);
+        let batch = &mut self.batch;
+        batch.clear();
         let mut budget = self.batch_size;
         // Generating slots first: one token each keeps every stream moving.
         for slot in &mut self.slots {
@@ -276,7 +280,7 @@ impl<'m> Worker<'m> {
         if batch.n_tokens() == 0 {
             return Ok(());
         }
-        if let Err(e) = self.ctx.decode(&mut batch) {
+        if let Err(e) = self.ctx.decode(batch) {
             // Fail every job in this batch; their slots' caches are no longer known.
             eprintln!("worker: decode failed: {e}");
             for index in 0..self.slots.len() {
