@@ -422,6 +422,9 @@ def main():
     ap.add_argument("--llama-bench", type=pathlib.Path, default=REFERENCE / "build/bin/llama-bench")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="repeat every phase this many times, alternating which server goes first, and report "
+                         "the median across rounds (this machine's load drifts; one round is noisy)")
     ap.add_argument("--tokens", type=int, default=128, help="max_tokens of the decode and aggregate requests")
     ap.add_argument("--ctx", type=int, default=2048, help="context tokens per slot")
     ap.add_argument("--streams", default="4,8", help="concurrent streams for the aggregate measures")
@@ -450,19 +453,31 @@ def main():
     t_start = time.monotonic()
     appl = lambda slots: lambda: Appliance(args.bin, args.threads, slots, args.ctx)  # noqa: E731
     ref = lambda slots: lambda: LlamaServer(args.llama_server, model_path, args.threads, slots, args.ctx)  # noqa: E731
-    results = {"appliance": {}, "llama_server": {}}
+    rounds = {"appliance": [], "llama_server": []}
 
-    # One server at a time; the order alternates between phases so that drift in machine
-    # load does not always favour the same side.
+    # One server at a time; the order alternates between phases and rounds so that drift
+    # in machine load does not always favour the same side.
     phases = [(1, lambda s: measure_single(s, args))] + [(n, (lambda n: lambda s: measure_aggregate(s, n, args))(n))
                                                         for n in streams]
-    for i, (slots, measure) in enumerate(phases):
-        order = [("appliance", appl), ("llama_server", ref)]
-        if i % 2:
-            order.reverse()
-        for key, make in order:
-            print(f"measuring {key} with {slots} slot(s)…", file=sys.stderr)
-            results[key].update(with_server(make(slots), measure))
+    for round_no in range(max(1, args.rounds)):
+        this_round = {"appliance": {}, "llama_server": {}}
+        for i, (slots, measure) in enumerate(phases):
+            order = [("appliance", appl), ("llama_server", ref)]
+            if (i + round_no) % 2:
+                order.reverse()
+            for key, make in order:
+                print(f"round {round_no + 1}: measuring {key} with {slots} slot(s)…", file=sys.stderr)
+                this_round[key].update(with_server(make(slots), measure))
+        for key in rounds:
+            rounds[key].append(this_round[key])
+    # Each figure: the median over rounds of that round's median.
+    results = {
+        key: {name: median([r[name] for r in per_round if r.get(name) is not None])
+              if any(r.get(name) is not None for r in per_round) else None
+              for name in per_round[0]}
+        for key, per_round in rounds.items()
+    }
+    results["rounds"] = rounds
 
     print("measuring llama-bench…", file=sys.stderr)
     results["llama_bench"] = llama_bench(args.llama_bench, model_path, args)
@@ -502,8 +517,8 @@ def main():
 
     table = []
     print(f"\nmachine: nproc {facts['nproc']} ({facts['cpu']}); model {MODEL}; {args.threads} threads; "
-          f"{args.tokens} max tokens; ctx {args.ctx}/slot; median of {args.runs} runs "
-          f"(aggregates: {max(3, args.runs // 2 + 1)}); commit {facts['commit']}; load average "
+          f"{args.tokens} max tokens; ctx {args.ctx}/slot; median over {args.rounds} rounds of the median of "
+          f"{args.runs} runs (aggregates: {max(3, args.runs // 2 + 1)}); commit {facts['commit']}; load average "
           f"{facts['load_before'][0]:.2f} before, {facts['load_after'][0]:.2f} after; {facts['duration_s']} s")
     print(f"appliance: {args.bin}, auth on; llama.cpp: {facts['appliance_llama_cpp']}")
     print(f"llama-server: {facts['reference_llama_cpp']}, version {facts['llama_server_version']}, no auth; "
