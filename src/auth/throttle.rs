@@ -52,7 +52,7 @@ pub struct LoginThrottle {
     throttled: Arc<Mutex<HashMap<String, Throttled>>>,
 }
 
-/// An attempt in progress: counted as a failure until [`Attempt::succeeded`].
+/// An attempt in progress: counted as a failure until [`LoginThrottle::succeeded`].
 #[derive(Debug)]
 pub struct Attempt {
     keys: Vec<ThrottleKey>,

@@ -3,7 +3,7 @@
 //! Anything a client could have put in the database (a user name tried at login, a key
 //! name, an audit detail) or that a model generated may contain escape sequences that
 //! rewrite the terminal, or newlines that forge extra lines of output. Every such value
-//! goes through [`line`] (one-line fields) or [`text`] (multi-line text) before it is
+//! goes through [`line()`] (one-line fields) or [`text()`] (multi-line text) before it is
 //! printed; control characters come out as visible `\u{…}` escapes.
 
 use std::borrow::Cow;

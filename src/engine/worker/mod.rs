@@ -3,9 +3,9 @@
 //!
 //! Three threads, so that no request can stall the others' streams:
 //! - `stdin` reads commands and routes them (never blocks on anything else);
-//! - `prep` renders chat templates, tokenizes and checks constraints ([`prep`]): an
+//! - `prep` renders chat templates, tokenizes and checks constraints: an
 //!   8 MB prompt costs its own request time, not everyone's decode steps;
-//! - the main thread runs the decode loop ([`batch`]): continuous batching over the
+//! - the main thread runs the decode loop (`batch`): continuous batching over the
 //!   slots, prefix reuse, sampling.
 //!
 //! This process may still crash (a bad model, a GGML_ASSERT): that is why it is a
