@@ -176,7 +176,9 @@ test('code blocks are highlighted and copyable', async () => {
   await page.getByRole('button', { name: 'Send' }).click();
   await page.waitForURL(/#\/chat\/conv_/);
   codeId = decodeURIComponent(new URL(page.url()).hash.split('/')[2] ?? '');
-  await expect(page.locator('[data-streaming="true"]')).toHaveCount(0, { timeout: 60_000 });
+  // The reply must have finished (not merely not started yet): a re-render while it
+  // still streams would replace the copy button under the click.
+  await expect(page.locator('article.msg-assistant:not([data-streaming])')).toHaveCount(1, { timeout: 60_000 });
   const block = page.locator('article.msg-assistant .code-block').first();
   await expect(block).toBeVisible();
   await expect(block.locator('.hljs-keyword').first()).toBeVisible();
