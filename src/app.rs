@@ -12,8 +12,10 @@ use tokio_util::task::TaskTracker;
 use crate::auth::hasher::Hasher;
 use crate::auth::throttle::LoginThrottle;
 use crate::config::Config;
+use crate::documents::Documents;
 use crate::engine::Engine;
 use crate::health::{self, Check, Status};
+use crate::jobs::Jobs;
 use crate::limits::Limiter;
 use crate::models::registry::Registry;
 use crate::monitor::Monitor;
@@ -34,6 +36,10 @@ pub struct AppState {
     pub engine: Engine,
     /// The installed models.
     pub registry: Registry,
+    /// Documents, collections and retrieval.
+    pub documents: Documents,
+    /// Background jobs.
+    pub jobs: Jobs,
     /// The metrics registry.
     pub metrics: Metrics,
     /// Live control of the log filter.

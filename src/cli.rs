@@ -115,6 +115,12 @@ pub enum Command {
     },
     /// Chat with a model through the running daemon (streams tokens).
     Chat(crate::commands::ChatArgs),
+    /// Documents for retrieval, through the running daemon: add, list, remove, search.
+    Docs {
+        /// Which operation.
+        #[command(subcommand)]
+        command: crate::commands::docs::DocsCommand,
+    },
     /// Manage user accounts (on this host, directly in the database).
     Users {
         /// Which operation.
@@ -159,6 +165,10 @@ pub enum Command {
 pub enum WorkerKind {
     /// A llama.cpp chat model.
     Llm(crate::engine::worker::WorkerArgs),
+    /// A sentence-embedding model (candle).
+    Embed(crate::engine::worker::embed::EmbedArgs),
+    /// Reads one document file into chunks, under memory and CPU limits.
+    Extract(crate::documents::worker::ExtractArgs),
     /// A scripted stand-in speaking the same protocol (tests of the daemon side).
     Fake(crate::engine::worker::fake::FakeArgs),
 }

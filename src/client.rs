@@ -142,6 +142,62 @@ impl DaemonClient {
         Ok(())
     }
 
+    /// `DELETE path` (any 2xx is success).
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let mut request = self.http.delete(format!("{}{path}", self.base));
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: root_cause(&e),
+        })?;
+        check(response).await.map(|_| ())
+    }
+
+    /// `POST path` with `file` as the multipart part `file`, streamed from disk;
+    /// `on_progress(sent, total)` follows the upload. Returns the JSON answer.
+    pub async fn upload(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        on_progress: impl Fn(u64, u64) + Send + Sync + 'static,
+    ) -> Result<Value, ClientError> {
+        use futures_util::StreamExt;
+        let cannot = |e: std::io::Error| {
+            ClientError::Protocol(format!("cannot read {}: {e}", file.display()))
+        };
+        let total = tokio::fs::metadata(file).await.map_err(cannot)?.len();
+        let reader = tokio::fs::File::open(file).await.map_err(cannot)?;
+        let mut sent = 0u64;
+        let stream = tokio_util::io::ReaderStream::new(reader).inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                sent += chunk.len() as u64;
+                on_progress(sent, total);
+            }
+        });
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "upload".into());
+        let part =
+            reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), total)
+                .file_name(name);
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .multipart(form);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: root_cause(&e),
+        })?;
+        check(response).await
+    }
+
     async fn send_post(&self, path: &str, body: &Value) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.post(&url).json(body);
@@ -163,6 +219,26 @@ impl DaemonClient {
             .to_string();
         Err(ClientError::Status { status, message })
     }
+}
+
+/// The JSON body of a successful answer, or the daemon's error.
+async fn check(response: reqwest::Response) -> Result<Value, ClientError> {
+    let status = response.status();
+    let body: Value = if status == reqwest::StatusCode::NO_CONTENT {
+        Value::Null
+    } else {
+        response.json().await.unwrap_or_default()
+    };
+    if status.is_success() {
+        return Ok(body);
+    }
+    Err(ClientError::Status {
+        status: status.as_u16(),
+        message: body["error"]["message"]
+            .as_str()
+            .unwrap_or("no message")
+            .to_string(),
+    })
 }
 
 /// Installs the process's TLS implementation (ring) once; every rustls user (the

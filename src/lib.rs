@@ -16,8 +16,12 @@
 //! - [`config`]: the only reader of configuration files and the environment.
 //! - [`app`]: [`app::AppState`], the daemon's shared handles, and readiness.
 //! - [`http`]: axum router, middleware, wire formats, the one error → status map.
-//! - [`engine`]: supervised inference worker processes (llama.cpp chat) and the
-//!   daemon's handle on them; [`engine::worker`] is the worker process itself.
+//! - [`engine`]: supervised inference worker processes (llama.cpp chat, candle
+//!   embeddings) and the daemon's handle on them; [`engine::worker`] is the worker
+//!   process itself.
+//! - [`documents`]: collections' files, extraction (in a limited child process),
+//!   chunking, embedding, hybrid search.
+//! - [`jobs`]: durable background jobs with retries, cancel and resume after a crash.
 //! - [`store`]: the SQLite database on its own threads; the only module with SQL.
 //! - [`models`]: model files on disk and the default model manifest.
 //! - [`monitor`]: the sampling thread behind the admin system graphs.
@@ -35,10 +39,12 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod documents;
 pub mod engine;
 pub mod gpu;
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod limits;
 pub mod lock;
 pub mod models;

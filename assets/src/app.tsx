@@ -10,6 +10,7 @@ import { Setup } from './pages/Setup';
 import { Chat } from './pages/Chat';
 import { Account } from './pages/Account';
 import { Keys } from './pages/Keys';
+import { Documents } from './pages/Documents';
 import { SystemPage } from './pages/admin/System';
 import { ModelsPage } from './pages/admin/Models';
 import { HealthPage } from './pages/admin/Health';
@@ -31,7 +32,7 @@ const ADMIN_LINKS: [AdminSection, string][] = [
 ];
 
 /** Features that are planned but not built yet: listed honestly, not linked. */
-const COMING = ['Documents', 'Speech to text', 'Images', 'Data questions'];
+const COMING = ['Speech to text', 'Images', 'Data questions'];
 
 export function App() {
   const route = useRoute();
@@ -189,6 +190,11 @@ function Shell({ route, session }: { route: Route; session: SessionValue }) {
             </a>
           </li>
           <li>
+            <a href="#/documents" aria-current={current('#/documents')}>
+              Documents
+            </a>
+          </li>
+          <li>
             <a href="#/keys" aria-current={current('#/keys')}>
               API keys
             </a>
@@ -244,6 +250,9 @@ function Page({ route, isAdmin }: { route: Route; isAdmin: boolean }) {
       return <Account />;
     case 'keys':
       return <Keys all={false} />;
+    case 'documents':
+    case 'document':
+      return <Documents route={route} />;
     case 'admin':
       if (!isAdmin) return <Forbidden />;
       switch (route.section) {

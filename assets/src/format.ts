@@ -64,3 +64,33 @@ export function formatDuration(seconds: number): string {
   if (m) return `${m} min ${s % 60} s`;
   return `${s} s`;
 }
+
+/** Cuts text to about `max` characters at a word boundary, adding "…". */
+export function clipText(text: string, max: number): string {
+  const t = text.trim();
+  if (t.length <= max) return t;
+  const cut = t.slice(0, max);
+  const space = cut.lastIndexOf(' ');
+  return `${(space > max * 0.6 ? cut.slice(0, space) : cut).trimEnd()}…`;
+}
+
+const MEDIA_LABELS: Record<string, string> = {
+  text: 'Text',
+  markdown: 'Markdown',
+  html: 'Web page',
+  pdf: 'PDF',
+  docx: 'Word',
+  xlsx: 'Excel',
+  csv: 'CSV',
+  json: 'JSON',
+};
+
+/** "PDF", "Word", …; an unknown type is shown as sent. */
+export function mediaLabel(mediaType: string): string {
+  return MEDIA_LABELS[mediaType] ?? mediaType;
+}
+
+/** "1 document", "3 passages". */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${formatNumber(n)} ${n === 1 ? one : many}`;
+}

@@ -6,6 +6,8 @@
 import { Marked, type Tokens } from 'marked';
 import DOMPurify from 'dompurify';
 import hljs from 'highlight.js/lib/core';
+import { linkCitations } from './citations';
+import type { Source } from './types';
 import bash from 'highlight.js/lib/languages/bash';
 import c from 'highlight.js/lib/languages/c';
 import cpp from 'highlight.js/lib/languages/cpp';
@@ -99,10 +101,17 @@ const PURIFY_CONFIG = {
   ALLOW_DATA_ATTR: false,
 };
 
-/** Renders markdown to sanitised HTML. */
-export function renderMarkdown(text: string): string {
+/** Renders markdown to sanitised HTML; with `sources`, their `[n]` markers become links. */
+export function renderMarkdown(text: string, sources?: Source[] | null): string {
   const html = marked.parse(text) as string;
-  return purifier().sanitize(html, PURIFY_CONFIG) as unknown as string;
+  const clean = purifier().sanitize(html, PURIFY_CONFIG) as unknown as string;
+  if (!sources?.length || !clean.includes('[')) return clean;
+  // The links are built with DOM calls on the already sanitised tree, so no source
+  // field (a document name, say) is ever parsed as HTML.
+  const template = document.createElement('template');
+  template.innerHTML = clean;
+  linkCitations(template.content, sources);
+  return template.innerHTML;
 }
 
 /**

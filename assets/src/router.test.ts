@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chatHref, parseRoute } from './router';
+import { chatHref, documentHref, documentsHref, parseRoute } from './router';
 
 describe('hash routes', () => {
   it('parses every page', () => {
@@ -16,5 +16,20 @@ describe('hash routes', () => {
   it('builds chat links that parse back', () => {
     expect(parseRoute(chatHref('conv_x', 5))).toEqual({ page: 'chat', id: 'conv_x', message: 5 });
     expect(chatHref(null)).toBe('#/chat');
+  });
+
+  it('parses the documents pages and builds links that parse back', () => {
+    expect(parseRoute('#/documents')).toEqual({ page: 'documents', collection: null });
+    expect(parseRoute('#/documents?c=4')).toEqual({ page: 'documents', collection: 4 });
+    expect(parseRoute('#/documents?c=x')).toEqual({ page: 'documents', collection: null });
+    expect(parseRoute('#/documents/17?chunk=9')).toEqual({ page: 'document', id: 17, chunk: 9 });
+    expect(parseRoute('#/documents/17')).toEqual({ page: 'document', id: 17, chunk: null });
+    expect(parseRoute('#/documents/0').page).toBe('notfound');
+    expect(parseRoute('#/documents/abc').page).toBe('notfound');
+    expect(parseRoute('#/documents/1/2').page).toBe('notfound');
+    expect(parseRoute(documentHref(5, 12))).toEqual({ page: 'document', id: 5, chunk: 12 });
+    expect(parseRoute(documentHref(5))).toEqual({ page: 'document', id: 5, chunk: null });
+    expect(parseRoute(documentsHref(3))).toEqual({ page: 'documents', collection: 3 });
+    expect(documentsHref(null)).toBe('#/documents');
   });
 });

@@ -9,6 +9,8 @@ export type Route =
   | { page: 'chat'; id: string | null; message: number | null }
   | { page: 'account' }
   | { page: 'keys' }
+  | { page: 'documents'; collection: number | null }
+  | { page: 'document'; id: number; chunk: number | null }
   | { page: 'admin'; section: AdminSection }
   | { page: 'notfound'; path: string };
 
@@ -40,6 +42,12 @@ export function parseRoute(hash: string): Route {
       return { page: 'account' };
     case 'keys':
       return { page: 'keys' };
+    case 'documents': {
+      if (parts.length === 1) return { page: 'documents', collection: positiveInt(query.get('c')) };
+      const id = positiveInt(parts[1]);
+      if (id !== null && parts.length === 2) return { page: 'document', id, chunk: positiveInt(query.get('chunk')) };
+      break;
+    }
     case 'admin': {
       const section = (parts[1] ?? 'system') as AdminSection;
       if (ADMIN_SECTIONS.includes(section)) return { page: 'admin', section };
@@ -47,6 +55,22 @@ export function parseRoute(hash: string): Route {
     }
   }
   return { page: 'notfound', path: pathPart };
+}
+
+function positiveInt(text: string | null | undefined): number | null {
+  if (!text || !/^\d+$/.test(text)) return null;
+  const n = Number(text);
+  return Number.isSafeInteger(n) && n > 0 ? n : null;
+}
+
+/** The Documents page, showing one collection when given. */
+export function documentsHref(collection?: number | null): string {
+  return collection ? `#/documents?c=${collection}` : '#/documents';
+}
+
+/** A document's passages, scrolled to `chunk` when given. */
+export function documentHref(id: number, chunk?: number | null): string {
+  return `#/documents/${id}${chunk ? `?chunk=${chunk}` : ''}`;
 }
 
 export function chatHref(id: string | null, message?: number | null): string {

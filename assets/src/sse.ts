@@ -3,7 +3,7 @@
 // chunks as they arrive, and the chat stream built on it.
 
 import { ApiError, rawRequest } from './api';
-import type { Message } from './types';
+import type { Message, Source } from './types';
 
 export interface SseEvent {
   event: string;
@@ -98,7 +98,7 @@ export class SseParser {
 
 export type ChatEvent =
   | { type: 'token'; text: string }
-  | { type: 'done'; user_message: Message; message: Message }
+  | { type: 'done'; user_message: Message; message: Message; sources?: Source[] }
   | { type: 'error'; error: { message: string; type?: string; code?: string }; message?: Message | null };
 
 /** Parses one event's data as a chat event; unknown shapes return null. */
@@ -120,6 +120,16 @@ export function parseChatEvent(data: string): ChatEvent | null {
     return { type: 'error', error: e, message: (v.message as Message | null | undefined) ?? null };
   }
   return null;
+}
+
+/**
+ * The stored reply of a `done` event, carrying the sources the event lists when the
+ * message itself does not (the server may put them on either).
+ */
+export function replyWithSources(done: Extract<ChatEvent, { type: 'done' }>): Message {
+  const m = done.message;
+  if (m.sources?.length || !Array.isArray(done.sources) || done.sources.length === 0) return m;
+  return { ...m, sources: done.sources };
 }
 
 export interface StreamResult {

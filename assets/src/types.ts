@@ -49,6 +49,8 @@ export interface Conversation {
   model: string;
   system_prompt: string;
   settings: Settings;
+  /** Document collections whose passages the replies may cite. */
+  collections?: number[];
   created_at: string;
   updated_at: string;
 }
@@ -64,7 +66,19 @@ export interface Message {
   finish_reason?: string | null;
   prompt_tokens?: number | null;
   completion_tokens?: number | null;
+  /** The passages an assistant reply was given, numbered as its `[n]` markers cite them. */
+  sources?: Source[];
   created_at: string;
+}
+
+/** One cited passage of an assistant reply. */
+export interface Source {
+  n: number;
+  document_id: number;
+  document_name: string;
+  chunk_id: number;
+  page: number | null;
+  heading: string | null;
 }
 
 export interface Page<T> {
@@ -166,4 +180,85 @@ export interface AuditEntry {
   ip: string | null;
   success: boolean;
   detail: unknown;
+}
+
+export interface Collection {
+  id: number;
+  name: string;
+  description: string;
+  shared: boolean;
+  owner: string;
+  documents: number;
+  chunks: number;
+  created_at: string;
+  /** False for other users' shared collections (read-only to this user). */
+  writable: boolean;
+}
+
+export type MediaType = 'text' | 'markdown' | 'html' | 'pdf' | 'docx' | 'xlsx' | 'csv' | 'json';
+export type DocumentState = 'queued' | 'indexing' | 'ready' | 'failed';
+
+/** A stored document (named so as not to shadow the DOM's `Document`). */
+export interface DocumentInfo {
+  id: number;
+  collection_id: number;
+  name: string;
+  media_type: MediaType;
+  size: number;
+  state: DocumentState;
+  error: string | null;
+  pages: number | null;
+  chunks: number;
+  job_id: number | null;
+  source_url: string | null;
+  created_at: string;
+  indexed_at: string | null;
+}
+
+/** The answer to an upload or a URL: new documents, and ids of identical ones already there. */
+export interface AddedDocuments {
+  documents: DocumentInfo[];
+  duplicates: number[];
+}
+
+export interface Chunk {
+  id: number;
+  seq: number;
+  page: number | null;
+  /** Section path, "A > B". */
+  heading: string | null;
+  text: string;
+  char_start: number;
+  char_end: number;
+}
+
+export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+
+export interface Job {
+  id: number;
+  kind: string;
+  state: JobState;
+  /** 0.0 to 1.0. */
+  progress: number;
+  note: string | null;
+  attempts: number;
+  error: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  document_id: number | null;
+}
+
+/** One ranked passage from `POST /api/v1/search`. */
+export interface PassageHit {
+  chunk_id: number;
+  document_id: number;
+  document_name: string;
+  collection_id: number;
+  page: number | null;
+  heading: string | null;
+  text: string;
+  score: number;
+  char_start: number;
+  char_end: number;
 }

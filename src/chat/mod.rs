@@ -1,8 +1,10 @@
 //! The chat domain, independent of any wire format: how a stored conversation becomes a
 //! prompt, how an exchange is recorded (exactly once, whole or labelled), titles, and
-//! what an imported conversation must satisfy. HTTP handlers call it; it never sees
+//! what an imported conversation must satisfy, and grounding replies in documents
+//! ([`context`]). HTTP handlers call it; it never sees
 //! HTTP types.
 
+pub mod context;
 mod import;
 mod recorder;
 

@@ -19,6 +19,7 @@ pub struct Recorder {
     model: String,
     user: Option<Message>,
     text: String,
+    sources: Option<serde_json::Value>,
 }
 
 impl Recorder {
@@ -50,9 +51,17 @@ impl Recorder {
                 prompt_ms: None,
                 generation_ms: None,
                 created_at: conv::now(),
+                sources: None,
             }),
             text: String::new(),
+            sources: None,
         }
+    }
+
+    /// Records the numbered passages the reply was given.
+    pub fn with_sources(mut self, sources: serde_json::Value) -> Recorder {
+        self.sources = Some(sources);
+        self
     }
 
     /// Adds generated text to the reply.
@@ -83,6 +92,7 @@ impl Recorder {
             prompt_ms: usage.map(|u| u.prompt_ms),
             generation_ms: usage.map(|u| u.generation_ms),
             created_at: conv::now(),
+            sources: self.sources.take(),
         };
         Some(vec![user, reply])
     }

@@ -5,6 +5,7 @@ mod accounts;
 mod chat;
 mod config_cmd;
 mod db;
+pub mod docs;
 mod doctor;
 mod models;
 pub mod output;
@@ -54,6 +55,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::telemetry::init_cli_logging(verbose);
             chat::run(&load()?, args)
         }
+        Command::Docs { command } => {
+            crate::telemetry::init_cli_logging(verbose);
+            docs::run(&load()?, command)
+        }
         Command::Users { command } => {
             crate::telemetry::init_cli_logging(verbose);
             accounts::users(&load()?, command)
@@ -82,6 +87,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             kind: WorkerKind::Llm(args),
         } => {
             crate::engine::worker::run(args.clone())?;
+            Ok(exit::OK)
+        }
+        Command::Worker {
+            kind: WorkerKind::Embed(args),
+        } => {
+            crate::engine::worker::embed::run(args.clone())?;
+            Ok(exit::OK)
+        }
+        Command::Worker {
+            kind: WorkerKind::Extract(args),
+        } => {
+            crate::documents::worker::run(args.clone())?;
             Ok(exit::OK)
         }
         Command::Worker {

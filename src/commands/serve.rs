@@ -87,13 +87,33 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         let setup_token = Arc::new(parking_lot::Mutex::new(None));
         let limits = Limiter::new(config.limits, store.clone());
         let exe = std::env::current_exe().context("locating the appliance binary for workers")?;
-        let engine = Engine::new(engine_config(&config)?, Arc::new(WorkerExe { exe }), metrics.clone());
+        let engine = Engine::new(engine_config(&config)?, Arc::new(WorkerExe { exe: exe.clone() }), metrics.clone());
+        let documents = crate::documents::Documents::new(
+            store.clone(),
+            engine.clone(),
+            documents_config(&config, exe),
+            config.paths.models_dir.clone(),
+            config.engine.default_embedding_model.clone(),
+        );
+        crate::documents::files::clean_temp(&documents.config().files_dir);
+        let jobs = crate::jobs::Jobs::new(
+            store.clone(),
+            metrics.clone(),
+            crate::jobs::JobsConfig {
+                concurrency: config.jobs.concurrency,
+                retry_base: Duration::from_secs(config.jobs.retry_base_secs),
+            },
+            [(crate::store::documents::INGEST_JOB, documents.ingest_handler())].into(),
+        );
+        jobs.start().await?;
         let tasks = tokio_util::task::TaskTracker::new();
         let state = AppState {
             config: config.clone(),
             store: store.clone(),
             engine: engine.clone(),
             registry: Registry::new(config.paths.models_dir.clone()),
+            documents,
+            jobs: jobs.clone(),
             metrics,
             log_level,
             started_at: SystemTime::now(),
@@ -138,6 +158,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
         };
         let drained = crate::http::serve(listener, router, shutdown_signal(), options, tls).await?;
+        jobs.shutdown();
         engine.shutdown().await;
         // Requests that ended (or were cut off) may have left writes behind.
         tasks.close();
@@ -153,6 +174,23 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(lock);
     Ok(if clean { exit::OK } else { exit::FAILURE })
+}
+
+/// The documents subsystem's settings.
+fn documents_config(config: &Config, exe: std::path::PathBuf) -> crate::documents::DocumentsConfig {
+    let d = &config.documents;
+    crate::documents::DocumentsConfig {
+        files_dir: config.paths.data_dir.join("files"),
+        max_file_bytes: d.max_file_bytes,
+        chunk_tokens: d.chunk_tokens,
+        chunk_overlap: d.chunk_overlap,
+        extract_memory_bytes: d.extract_memory_mb << 20,
+        extract_timeout: Duration::from_secs(d.extract_timeout_secs),
+        allow_private_urls: d.allow_private_urls,
+        max_url_bytes: d.max_url_bytes,
+        url_timeout: Duration::from_secs(d.url_timeout_secs),
+        exe,
+    }
 }
 
 /// Loads the configured certificate and key.

@@ -57,6 +57,46 @@ pub struct Config {
     pub limits: Limits,
     /// HTTPS.
     pub tls: TlsSection,
+    /// Documents and retrieval.
+    pub documents: DocumentsSection,
+    /// Background jobs.
+    pub jobs: JobsSection,
+}
+
+/// `[documents]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentsSection {
+    /// Largest file an upload may send, in bytes.
+    pub max_file_bytes: u64,
+    /// Tokens (of the embedding model) per chunk.
+    pub chunk_tokens: u32,
+    /// Tokens of overlap between neighbouring chunks.
+    pub chunk_overlap: u32,
+    /// Memory the extraction process may use, in MiB.
+    pub extract_memory_mb: u64,
+    /// Seconds reading one file may take.
+    pub extract_timeout_secs: u64,
+    /// Let URLs reach private, loopback and link-local addresses.
+    pub allow_private_urls: bool,
+    /// Largest page or file a URL may return, in bytes.
+    pub max_url_bytes: u64,
+    /// Seconds fetching a URL may take.
+    pub url_timeout_secs: u64,
+    /// Least cosine similarity for a passage to count as relevant.
+    pub min_score: f32,
+    /// Passages put into a chat prompt at most.
+    pub context_chunks: u32,
+}
+
+/// `[jobs]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSection {
+    /// Jobs run at once.
+    pub concurrency: u32,
+    /// Seconds before the first retry of a failed attempt (each further one waits 4x).
+    pub retry_base_secs: u64,
 }
 
 /// `[tls]`
@@ -234,6 +274,9 @@ pub struct EngineSection {
     pub user_max_keep_alive: String,
     /// Largest prompt, in bytes of text, a request may send to a model.
     pub max_prompt_bytes: usize,
+    /// The embedding model used when a request names none or "default" (a directory
+    /// in the models dir).
+    pub default_embedding_model: String,
 }
 
 /// The longest keep-alive a value can express; longer values are clamped to it.
@@ -383,6 +426,52 @@ impl Config {
                 "engine.max_prompt_bytes",
                 "a number of bytes from 1024 to 1073741824",
             ));
+        }
+        if !(1024..=1 << 40).contains(&self.documents.max_file_bytes) {
+            return Err((
+                "documents.max_file_bytes",
+                "a number of bytes from 1024 to 2^40",
+            ));
+        }
+        if !(16..=400).contains(&self.documents.chunk_tokens)
+            || self.documents.chunk_overlap >= self.documents.chunk_tokens / 2
+        {
+            return Err((
+                "documents.chunk_tokens",
+                "a number from 16 to 400, more than twice documents.chunk_overlap",
+            ));
+        }
+        if !(64..=65_536).contains(&self.documents.extract_memory_mb) {
+            return Err((
+                "documents.extract_memory_mb",
+                "a number of MiB from 64 to 65536",
+            ));
+        }
+        if !(1..=86_400).contains(&self.documents.extract_timeout_secs)
+            || !(1..=3600).contains(&self.documents.url_timeout_secs)
+        {
+            return Err((
+                "documents.extract_timeout_secs",
+                "1 to 86400 seconds (and documents.url_timeout_secs 1 to 3600)",
+            ));
+        }
+        if !(1024..=1 << 34).contains(&self.documents.max_url_bytes) {
+            return Err((
+                "documents.max_url_bytes",
+                "a number of bytes from 1024 to 2^34",
+            ));
+        }
+        if !(-1.0..=1.0).contains(&self.documents.min_score) {
+            return Err(("documents.min_score", "a similarity from -1 to 1"));
+        }
+        if !(1..=50).contains(&self.documents.context_chunks) {
+            return Err(("documents.context_chunks", "a number from 1 to 50"));
+        }
+        if !(1..=64).contains(&self.jobs.concurrency) {
+            return Err(("jobs.concurrency", "a number from 1 to 64"));
+        }
+        if !(1..=3600).contains(&self.jobs.retry_base_secs) {
+            return Err(("jobs.retry_base_secs", "a number of seconds from 1 to 3600"));
         }
         if !(1..=3600).contains(&self.server.header_timeout_secs) {
             return Err((

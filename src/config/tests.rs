@@ -196,6 +196,7 @@ fn every_key_can_be_set_through_its_environment_variable() {
                 ("tls.cert" | "tls.key", _) => continue, // only valid as a pair
                 (_, toml::Value::Integer(n)) => (n + 1).to_string(),
                 (_, toml::Value::Boolean(b)) => (!b).to_string(),
+                (_, toml::Value::Float(f)) => (f / 2.0).to_string(),
                 (_, toml::Value::Array(_)) => "[]".to_string(),
                 (_, other) => other.as_str().unwrap_or("x").to_string() + "-changed",
             };

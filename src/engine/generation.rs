@@ -186,7 +186,7 @@ impl Generation {
                 self.fail();
                 Err(worker_error(error))
             }
-            Event::Ready { .. } | Event::Counted { .. } => {
+            Event::Ready { .. } | Event::Counted { .. } | Event::Embedded { .. } => {
                 self.fail();
                 Err(EngineError::Protocol {
                     model: self.shared.name.clone(),
@@ -220,7 +220,7 @@ impl Drop for Generation {
     fn drop(&mut self) {
         if !self.finished {
             // The client went away: stop generating for it. The channel has room for
-            // this cancel (see `LlmWorker::commands`).
+            // this cancel (see `Worker::commands`).
             let _ = self.commands.try_send(Command::Cancel { id: self.id });
             self.report(self.prompt_tokens, self.tokens_seen);
             self.shared

@@ -1,7 +1,8 @@
 //! Inference engines: the daemon side of the model workers.
 //!
-//! Each loaded chat model runs in its own worker process (`appliance worker llm`, see
-//! [`worker`]) that owns the llama.cpp model and context. The daemon talks to it over
+//! Each loaded model runs in its own worker process (`appliance worker llm` for chat,
+//! `appliance worker embed` for sentence embeddings, see [`worker`]) that owns the
+//! model: llama.cpp's model and context, or candle's BERT. The daemon talks to it over
 //! [`protocol`] and never runs inference itself. A worker that crashes takes only its
 //! own requests down: they get [`EngineError::EngineCrashed`], and the next request
 //! starts a fresh worker. Killing a worker frees all of its memory (and VRAM).
@@ -35,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use generation::{FinishHook, GenEvent, Generation};
 pub use protocol::{ChatMessage, Constraint, FinishReason, Prompt, SamplingParams, Usage};
 use scheduler::{Msg, Scheduler};
-pub use supervisor::{LlmWorker, Spawner, WorkerExe};
+pub use supervisor::{Spawner, Worker, WorkerExe};
 
 use crate::telemetry::Metrics;
 
@@ -98,6 +99,18 @@ pub enum EngineError {
         prompt_tokens: u32,
         /// Tokens that fit.
         n_ctx: u32,
+    },
+    /// An input has more tokens than the embedding model takes.
+    #[error(
+        "input {index} has {tokens} tokens but this embedding model takes at most {limit}; split the text (or ask for truncation)"
+    )]
+    InputTooLong {
+        /// Which input (0-based).
+        index: u32,
+        /// Its tokens.
+        tokens: u32,
+        /// The model's limit.
+        limit: u32,
     },
     /// The request cannot be served as asked (bad grammar, no chat template, …).
     #[error("{0}")]
@@ -218,13 +231,36 @@ pub struct GenerateRequest {
     pub keep_alive: Option<KeepAliveRequest>,
 }
 
-/// A model the engine can load: a name and a validated GGUF file.
+/// A model the engine can load.
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
     /// The name clients use.
     pub name: String,
-    /// The GGUF file.
+    /// The validated GGUF file (chat), or the model directory (embeddings).
     pub path: PathBuf,
+    /// Which worker runs it.
+    pub kind: ModelKind,
+}
+
+/// What a model does, and so which worker runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Text generation (llama.cpp).
+    Chat,
+    /// Sentence embeddings (candle).
+    Embedding,
+}
+
+/// The vectors of one embedding request.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    /// One unit vector per input, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens in all inputs.
+    pub tokens: u32,
+    /// Time spent loading the model for this request.
+    pub load_time: Duration,
 }
 
 /// A loaded model, as `/api/ps` and `status` show it.
@@ -285,7 +321,7 @@ impl Engine {
 
     /// A loaded worker for `model`: loads it (or waits for its load, or for room)
     /// within the load deadline.
-    async fn worker(&self, model: &ModelSpec) -> Result<Arc<LlmWorker>, EngineError> {
+    async fn worker(&self, model: &ModelSpec) -> Result<Arc<Worker>, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .scheduler
@@ -311,7 +347,7 @@ impl Engine {
     async fn with_worker<T>(
         &self,
         model: &ModelSpec,
-        admit: impl Fn(&LlmWorker, Duration) -> Result<T, EngineError>,
+        admit: impl Fn(&Worker, Duration) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let mut attempts = 0;
         loop {
@@ -355,6 +391,41 @@ impl Engine {
             )
         })
         .await
+    }
+
+    /// Embeds `inputs` with an embedding model, admitted like a generation (one place
+    /// per request) and bounded by the request deadline.
+    pub async fn embed(
+        &self,
+        model: &ModelSpec,
+        user: i64,
+        inputs: Vec<String>,
+        truncate: bool,
+        keep_alive: Option<KeepAliveRequest>,
+    ) -> Result<Embeddings, EngineError> {
+        let keep_alive =
+            keep_alive.unwrap_or(KeepAliveRequest::extend(self.inner.config.keep_alive));
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut attempts = 0;
+        loop {
+            let started = Instant::now();
+            let worker = self.worker(model).await?;
+            let load_time = started.elapsed();
+            match worker
+                .embed(id, user, inputs.clone(), truncate, keep_alive)
+                .await
+            {
+                Err(EngineError::Unloading { .. }) if attempts == 0 => attempts += 1,
+                Ok((vectors, tokens)) => {
+                    return Ok(Embeddings {
+                        vectors,
+                        tokens,
+                        load_time,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Counts a prompt's tokens with the model's tokenizer (and template), admitted

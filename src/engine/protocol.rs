@@ -1,4 +1,4 @@
-//! The wire between the daemon and an LLM worker process: one JSON object per line,
+//! The wire between the daemon and a worker process (chat or embeddings): one JSON object per line,
 //! daemon → worker on the worker's stdin, worker → daemon on its stdout. The worker's
 //! stderr carries only logs, which never reach a client.
 //!
@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The longest line either side sends (a token, a count, an error): longer lines are a
 /// broken peer, not a message.
@@ -131,7 +131,16 @@ pub enum Command {
         /// The prompt.
         prompt: Prompt,
     },
-    /// Stop a generation (client gone, deadline passed).
+    /// Embed texts (an embedding worker).
+    Embed {
+        /// Request id.
+        id: u64,
+        /// The texts.
+        inputs: Vec<String>,
+        /// Cut texts longer than the model's positions instead of failing.
+        truncate: bool,
+    },
+    /// Stop a request (client gone, deadline passed).
     Cancel {
         /// Request id.
         id: u64,
@@ -174,6 +183,15 @@ pub enum WorkerError {
     Invalid {
         /// Why.
         message: String,
+    },
+    /// An input has more tokens than the model takes (and truncation was not asked).
+    InputTooLong {
+        /// Which input (0-based).
+        index: u32,
+        /// Its tokens.
+        tokens: u32,
+        /// The most the model takes.
+        limit: u32,
     },
     /// llama.cpp failed while decoding.
     Decode {
@@ -248,6 +266,15 @@ pub enum Event {
         /// Request id.
         id: u64,
         /// Prompt length in tokens.
+        prompt_tokens: u32,
+    },
+    /// Answer to [`Command::Embed`].
+    Embedded {
+        /// Request id.
+        id: u64,
+        /// One unit vector per input, in input order.
+        embeddings: Vec<Vec<f32>>,
+        /// Tokens in all inputs.
         prompt_tokens: u32,
     },
     /// The request failed.

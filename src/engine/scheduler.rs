@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::supervisor::{LlmWorker, Spawner};
+use super::supervisor::{Spawner, Worker};
 use super::{EngineConfig, EngineError, LoadedModel, ModelSpec};
 use crate::telemetry::Metrics;
 
-type Waiter = oneshot::Sender<Result<Arc<LlmWorker>, EngineError>>;
+type Waiter = oneshot::Sender<Result<Arc<Worker>, EngineError>>;
 type UnloadReply = oneshot::Sender<bool>;
 
 /// Messages to the scheduler.
@@ -37,7 +37,7 @@ pub(super) enum Msg {
     Loaded {
         name: String,
         epoch: u64,
-        result: Result<Box<LlmWorker>, EngineError>,
+        result: Result<Box<Worker>, EngineError>,
     },
     /// A worker became idle or died.
     Idle { name: String },
@@ -67,13 +67,13 @@ enum Entry {
     },
     Ready {
         epoch: u64,
-        worker: Arc<LlmWorker>,
+        worker: Arc<Worker>,
         last_used: Instant,
     },
     /// Unloading: new acquires wait here and load the model again once it is gone.
     Stopping {
         epoch: u64,
-        worker: Arc<LlmWorker>,
+        worker: Arc<Worker>,
         /// Whether the stop task has been started (after the drain).
         stopping: bool,
         force: bool,
@@ -248,7 +248,7 @@ impl Scheduler {
                     });
                 }
             });
-            let result = LlmWorker::spawn(&*spawner, &spec, &config, metrics, on_idle)
+            let result = Worker::spawn(&*spawner, &spec, &config, metrics, on_idle)
                 .await
                 .map(Box::new);
             let _ = mailbox
@@ -261,7 +261,7 @@ impl Scheduler {
         });
     }
 
-    fn loaded(&mut self, name: String, epoch: u64, result: Result<Box<LlmWorker>, EngineError>) {
+    fn loaded(&mut self, name: String, epoch: u64, result: Result<Box<Worker>, EngineError>) {
         let Some(Entry::Loading {
             epoch: expected, ..
         }) = self.entries.get(&name)
@@ -279,7 +279,7 @@ impl Scheduler {
         };
         match result {
             Ok(worker) => {
-                let worker: Arc<LlmWorker> = Arc::from(worker);
+                let worker: Arc<Worker> = Arc::from(worker);
                 self.entries.insert(
                     name.clone(),
                     Entry::Ready {
@@ -486,7 +486,7 @@ impl Scheduler {
         for (_, waiter) in self.pending.drain(..) {
             let _ = waiter.send(Err(EngineError::ShuttingDown));
         }
-        let workers: Vec<Arc<LlmWorker>> = self
+        let workers: Vec<Arc<Worker>> = self
             .entries
             .drain()
             .filter_map(|(_, e)| match e {

@@ -24,7 +24,9 @@ use super::generation::{Generation, Permit};
 use super::protocol::{
     Command, Event, MAX_LINE_BYTES, PROTOCOL_VERSION, Prompt, SamplingParams, WorkerError,
 };
-use super::{EngineConfig, EngineError, KeepAlive, KeepAliveRequest, LoadedModel, ModelSpec};
+use super::{
+    EngineConfig, EngineError, KeepAlive, KeepAliveRequest, LoadedModel, ModelKind, ModelSpec,
+};
 use crate::telemetry::Metrics;
 
 /// How a worker process is started. Production runs `appliance worker llm`; tests run
@@ -34,7 +36,7 @@ pub trait Spawner: Send + Sync + 'static {
     fn command(&self, model: &ModelSpec, config: &EngineConfig) -> tokio::process::Command;
 }
 
-/// Starts `exe worker llm …`: the daemon's own binary in its worker mode.
+/// Starts `exe worker llm|embed …`: the daemon's own binary in its worker mode.
 pub struct WorkerExe {
     /// The appliance binary.
     pub exe: std::path::PathBuf,
@@ -43,6 +45,13 @@ pub struct WorkerExe {
 impl Spawner for WorkerExe {
     fn command(&self, model: &ModelSpec, config: &EngineConfig) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.exe);
+        if model.kind == ModelKind::Embedding {
+            cmd.args(["worker", "embed", "--model"])
+                .arg(&model.path)
+                // candle sizes its thread pool like rayon.
+                .env("RAYON_NUM_THREADS", config.threads.to_string());
+            return cmd;
+        }
         cmd.args(["worker", "llm", "--model"])
             .arg(&model.path)
             .args(["--slots", &config.slots.to_string()])
@@ -141,7 +150,7 @@ impl Shared {
 }
 
 /// The daemon's handle on one worker process.
-pub struct LlmWorker {
+pub struct Worker {
     shared: Arc<Shared>,
     /// Feeds the task that writes command lines to the worker's stdin. Bounded: each
     /// admitted request sends at most a start and a cancel, so it is never full unless
@@ -157,7 +166,7 @@ pub struct LlmWorker {
     request_timeout: Duration,
 }
 
-impl LlmWorker {
+impl Worker {
     /// Starts a worker for `model` and waits (at most `load_timeout`) for its `Ready`.
     pub(super) async fn spawn(
         spawner: &dyn Spawner,
@@ -165,7 +174,7 @@ impl LlmWorker {
         config: &EngineConfig,
         metrics: Metrics,
         on_idle: Box<dyn Fn(&str) + Send + Sync>,
-    ) -> Result<LlmWorker, EngineError> {
+    ) -> Result<Worker, EngineError> {
         let load_failed = |detail: &str| EngineError::LoadFailed {
             model: model.name.clone(),
             detail: detail.to_string(),
@@ -247,7 +256,7 @@ impl LlmWorker {
         });
         shared.apply_keep_alive(KeepAliveRequest::set(config.keep_alive));
         spawn_event_reader(shared.clone(), events, stderr_tail, pid);
-        Ok(LlmWorker {
+        Ok(Worker {
             shared,
             // Starts and cancels of every admitted request, plus a shutdown.
             commands: spawn_command_writer(stdin, 2 * limit + 8),
@@ -381,31 +390,75 @@ impl LlmWorker {
         user: i64,
         prompt: Prompt,
     ) -> Result<u32, EngineError> {
+        match self.call(id, user, Command::Count { id, prompt }).await? {
+            Event::Counted { prompt_tokens, .. } => Ok(prompt_tokens),
+            _ => Err(EngineError::Protocol {
+                model: self.shared.name.clone(),
+            }),
+        }
+    }
+
+    /// Embeds `inputs` for `user` (an embedding worker): one vector per input, and the
+    /// tokens they took.
+    pub(super) async fn embed(
+        &self,
+        id: u64,
+        user: i64,
+        inputs: Vec<String>,
+        truncate: bool,
+        keep_alive: KeepAliveRequest,
+    ) -> Result<(Vec<Vec<f32>>, u32), EngineError> {
+        let count = inputs.len();
+        let _permit = self.admit(user, keep_alive)?;
+        let command = Command::Embed {
+            id,
+            inputs,
+            truncate,
+        };
+        match self.call_admitted(id, command).await? {
+            Event::Embedded {
+                embeddings,
+                prompt_tokens,
+                ..
+            } if embeddings.len() == count => Ok((embeddings, prompt_tokens)),
+            _ => Err(EngineError::Protocol {
+                model: self.shared.name.clone(),
+            }),
+        }
+    }
+
+    /// One command answered by one event, admitted for `user` without changing the
+    /// model's residency.
+    async fn call(&self, id: u64, user: i64, command: Command) -> Result<Event, EngineError> {
         let _permit = self.admit(
             user,
             KeepAliveRequest::extend(KeepAlive::For(Duration::ZERO)),
         )?;
+        self.call_admitted(id, command).await
+    }
+
+    /// Sends `command` and waits (at most the request deadline) for its answer. If the
+    /// caller goes away or the deadline passes first, the worker is told to cancel.
+    async fn call_admitted(&self, id: u64, command: Command) -> Result<Event, EngineError> {
         let mut rx = self.route(id);
-        let result = async {
-            self.send(Command::Count { id, prompt })?;
-            let answer = tokio::time::timeout(self.request_timeout, rx.recv())
-                .await
-                .map_err(|_| EngineError::Timeout {
-                    secs: self.request_timeout.as_secs(),
-                })?;
-            match answer {
-                Some(Ok(Event::Counted { prompt_tokens, .. })) => Ok(prompt_tokens),
-                Some(Ok(Event::Failed { error, .. })) => Err(worker_error(error)),
-                Some(Err(e)) => Err(e),
-                Some(Ok(_)) => Err(EngineError::Protocol {
-                    model: self.shared.name.clone(),
-                }),
-                None => Err(self.shared.crashed("the worker stopped answering")),
-            }
+        let mut guard = CallGuard {
+            worker: self,
+            id,
+            answered: false,
+        };
+        self.send(command)?;
+        let answer = tokio::time::timeout(self.request_timeout, rx.recv())
+            .await
+            .map_err(|_| EngineError::Timeout {
+                secs: self.request_timeout.as_secs(),
+            })?;
+        guard.answered = true;
+        match answer {
+            Some(Ok(Event::Failed { error, .. })) => Err(worker_error(error)),
+            Some(Ok(event)) => Ok(event),
+            Some(Err(e)) => Err(e),
+            None => Err(self.shared.crashed("the worker stopped answering")),
         }
-        .await;
-        self.shared.routes.lock().remove(&id);
-        result
     }
 
     /// Stops the process: asks it to exit (when `graceful`), then kills it if it has
@@ -466,6 +519,26 @@ impl LlmWorker {
     }
 }
 
+/// Removes a call's route when the call ends, and cancels it in the worker when it
+/// ended without an answer (deadline, or the caller went away).
+struct CallGuard<'a> {
+    worker: &'a Worker,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.worker.shared.routes.lock().remove(&self.id);
+        if !self.answered {
+            let _ = self
+                .worker
+                .commands
+                .try_send(Command::Cancel { id: self.id });
+        }
+    }
+}
+
 /// Maps a worker's request-level failure to the engine's error. Worker messages are
 /// ours (fixed strings), never llama.cpp's or another request's text.
 pub(super) fn worker_error(error: WorkerError) -> EngineError {
@@ -483,6 +556,15 @@ pub(super) fn worker_error(error: WorkerError) -> EngineError {
         WorkerError::NoChatTemplate => EngineError::InvalidRequest(
             "this model has no chat template; use /v1/completions with a raw prompt".into(),
         ),
+        WorkerError::InputTooLong {
+            index,
+            tokens,
+            limit,
+        } => EngineError::InputTooLong {
+            index,
+            tokens,
+            limit,
+        },
         WorkerError::Decode { message } => EngineError::Decode(message),
     }
 }
@@ -533,12 +615,16 @@ fn spawn_event_reader(
                 | Event::Token { id, .. }
                 | Event::Done { id, .. }
                 | Event::Counted { id, .. }
+                | Event::Embedded { id, .. }
                 | Event::Failed { id, .. } => *id,
                 Event::Ready { .. } => continue,
             };
             let terminal = matches!(
                 event,
-                Event::Done { .. } | Event::Failed { .. } | Event::Counted { .. }
+                Event::Done { .. }
+                    | Event::Failed { .. }
+                    | Event::Counted { .. }
+                    | Event::Embedded { .. }
             );
             let mut routes = shared.routes.lock();
             if let Some(route) = routes.get(&id) {

@@ -100,6 +100,21 @@ pub struct CreateBody {
     system_prompt: Option<String>,
     #[serde(default)]
     settings: Option<Value>,
+    /// Collections replies answer from (each must be readable by the caller).
+    #[serde(default)]
+    collections: Option<Vec<i64>>,
+}
+
+/// Checks that the caller may read every collection named.
+async fn check_collections(
+    state: &AppState,
+    caller: &crate::auth::Principal,
+    ids: Option<&Vec<i64>>,
+) -> Result<(), ApiError> {
+    if let Some(ids) = ids {
+        super::documents::searchable(state, caller, Some(ids)).await?;
+    }
+    Ok(())
 }
 
 /// `POST /api/v1/conversations`.
@@ -115,6 +130,7 @@ pub async fn create(
     let settings = body.settings.unwrap_or_else(|| json!({}));
     Settings::parse(&settings, "settings", state.config.engine.ctx_per_slot)?;
     let (_, model) = inference::resolve_model(&state, body.model.as_deref().unwrap_or("")).await?;
+    check_collections(&state, &caller, body.collections.as_ref()).await?;
     let at = conv::now();
     let created = state
         .store
@@ -127,6 +143,7 @@ pub async fn create(
                 settings,
                 created_at: at.clone(),
                 updated_at: at,
+                collections: body.collections.unwrap_or_default(),
             },
             caller.owner_id(),
         )
@@ -256,11 +273,13 @@ pub async fn update(
         Some(m) => Some(inference::resolve_model(&state, m).await?.1.name.clone()),
         None => None,
     };
+    check_collections(&state, &caller, body.collections.as_ref()).await?;
     let patch = ConversationPatch {
         title: body.title,
         model,
         system_prompt: body.system_prompt,
         settings: body.settings,
+        collections: body.collections,
     };
     Ok(axum::Json(
         state
@@ -341,7 +360,22 @@ pub async fn send(
     let params =
         inference::sampling_params(&Settings::parse(&settings, "settings", ctx)?.wire(), ctx)?;
     let (spec, _) = inference::resolve_model(&state, &conversation.model).await?;
-    let prompt = chat::conversation_prompt(&conversation, &history, &body.content);
+    let mut prompt = chat::conversation_prompt(&conversation, &history, &body.content);
+    let mut grounding = None;
+    if !conversation.collections.is_empty() {
+        let grounded = ground(
+            &state,
+            &caller,
+            &spec,
+            &conversation.collections,
+            prompt,
+            &body.content,
+            &params,
+        )
+        .await?;
+        prompt = grounded.prompt;
+        grounding = Some((grounded.sources, grounded.dropped));
+    }
     let name = spec.name.clone();
     let reply = inference::start(&state, &caller, spec, Prompt::Chat(prompt), params, None).await?;
     if history.is_empty() && conversation.title == DEFAULT_TITLE {
@@ -362,28 +396,82 @@ pub async fn send(
         name,
         body.content.clone(),
     );
+    let recorder = match &grounding {
+        Some((sources, _)) => recorder.with_sources(json!(sources)),
+        None => recorder,
+    };
     let reply = reply.record(Some(recorder));
+    let retrieval =
+        grounding.map(|(sources, dropped)| json!({"sources": sources, "dropped_sources": dropped}));
     if body.stream.unwrap_or(true) {
-        return Ok(stream_reply(reply));
+        return Ok(stream_reply(reply, retrieval));
     }
     let done = reply.collect().await?;
     let (user, message) = done
         .stored
         .ok_or_else(|| ApiError::Internal("the exchange was not stored".into()))?;
-    Ok(axum::Json(json!({ "user_message": user, "message": message })).into_response())
+    let mut out = json!({ "user_message": user, "message": message });
+    if let Some(r) = retrieval {
+        out["sources"] = r["sources"].clone();
+        out["dropped_sources"] = r["dropped_sources"].clone();
+    }
+    Ok(axum::Json(out).into_response())
 }
 
-fn stream_reply(reply: Reply) -> Response {
+/// Grounds the prompt in the conversation's collections (those the caller can still
+/// read: a collection unshared or deleted since is skipped).
+async fn ground(
+    state: &AppState,
+    caller: &crate::auth::Principal,
+    spec: &crate::engine::ModelSpec,
+    collections: &[i64],
+    prompt: Vec<crate::engine::ChatMessage>,
+    question: &str,
+    params: &crate::engine::SamplingParams,
+) -> Result<chat::context::Grounded, ApiError> {
+    let readable = state.store.list_collections(caller.owner_filter()).await?;
+    let collections: Vec<i64> = collections
+        .iter()
+        .copied()
+        .filter(|id| readable.iter().any(|c| c.id == *id))
+        .collect();
+    let ctx = state.config.engine.ctx_per_slot;
+    let reserve = params.max_tokens.unwrap_or((ctx / 4).min(512)).min(ctx / 2);
+    let grounding = chat::context::Grounding {
+        collections,
+        max_sources: state.config.documents.context_chunks as usize,
+        min_score: state.config.documents.min_score,
+        n_ctx: ctx,
+        reserve,
+    };
+    Ok(chat::context::ground(
+        &state.documents,
+        &state.engine,
+        spec,
+        caller.user_id,
+        prompt,
+        question,
+        grounding,
+    )
+    .await?)
+}
+
+fn stream_reply(reply: Reply, retrieval: Option<Value>) -> Response {
     let events = reply
         .events()
-        .map(|event| match event {
+        .map(move |event| match event {
             ReplyEvent::Text(text) => json!({"type": "token", "text": text}),
             ReplyEvent::Done { stored, .. } => {
                 let (user, message) = match stored {
                     Some(pair) => (json!(pair.0), json!(pair.1)),
                     None => (Value::Null, Value::Null),
                 };
-                json!({"type": "done", "user_message": user, "message": message})
+                let mut done = json!({"type": "done", "user_message": user, "message": message});
+                if let Some(r) = &retrieval {
+                    done["sources"] = r["sources"].clone();
+                    done["dropped_sources"] = r["dropped_sources"].clone();
+                }
+                done
             }
             ReplyEvent::Failed { error, stored } => {
                 json!({"type": "error", "error": error.body()["error"], "message": stored})
@@ -512,9 +600,12 @@ pub async fn import(
         "conversation.settings",
         state.config.engine.ctx_per_slot,
     )?;
+    // Collection ids belong to the install that exported them: attach anew here.
+    let mut conversation = doc.conversation;
+    conversation.collections.clear();
     let stored = state
         .store
-        .import_conversation(doc.conversation, doc.messages, caller.owner_id())
+        .import_conversation(conversation, doc.messages, caller.owner_id())
         .await?;
     Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
 }

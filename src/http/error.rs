@@ -152,6 +152,9 @@ impl ApiError {
                     "conflict",
                     None,
                 ),
+                StoreError::ReadOnly(_) => {
+                    (StatusCode::FORBIDDEN, "permission_error", "read_only", None)
+                }
                 StoreError::Closed => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "server_error",
@@ -211,6 +214,12 @@ impl ApiError {
                     "context_length_exceeded",
                     Some("messages"),
                 ),
+                EngineError::InputTooLong { .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "context_length_exceeded",
+                    Some("input"),
+                ),
                 EngineError::InvalidRequest(_) => (
                     StatusCode::BAD_REQUEST,
                     "invalid_request_error",
@@ -246,7 +255,7 @@ impl ApiError {
                     "model_not_found",
                     Some("model"),
                 ),
-                RegistryError::Invalid { .. } => (
+                RegistryError::Invalid { .. } | RegistryError::BadModel { .. } => (
                     StatusCode::BAD_REQUEST,
                     "invalid_request_error",
                     "invalid_model_file",
@@ -319,6 +328,9 @@ impl ApiError {
             ApiError::Registry(RegistryError::Invalid { reason, .. }) => {
                 format!("the model file is not a usable GGUF model: {reason}")
             }
+            ApiError::Registry(RegistryError::BadModel { reason, .. }) => {
+                format!("the model is not usable: {reason}")
+            }
             ApiError::Internal(_) => {
                 "an internal error occurred; the daemon log has the details (look for this request's x-request-id)".into()
             }
@@ -363,6 +375,28 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+impl From<crate::documents::IngestError> for ApiError {
+    fn from(e: crate::documents::IngestError) -> ApiError {
+        match e {
+            crate::documents::IngestError::Engine(e) => ApiError::Engine(e),
+            crate::documents::IngestError::Store(e) => ApiError::Store(e),
+            crate::documents::IngestError::Fatal(message) => ApiError::Unavailable {
+                message,
+                retry_after_secs: 30,
+            },
+        }
+    }
+}
+
+impl From<crate::chat::context::GroundError> for ApiError {
+    fn from(e: crate::chat::context::GroundError) -> ApiError {
+        match e {
+            crate::chat::context::GroundError::Documents(e) => e.into(),
+            crate::chat::context::GroundError::Engine(e) => ApiError::Engine(e),
+        }
     }
 }
 

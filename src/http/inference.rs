@@ -11,8 +11,8 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::engine::constraint;
 use crate::engine::{
-    ChatMessage, Constraint, GenerateRequest, KeepAlive, KeepAliveRequest, ModelSpec, Prompt,
-    SamplingParams,
+    ChatMessage, Constraint, GenerateRequest, KeepAlive, KeepAliveRequest, ModelKind, ModelSpec,
+    Prompt, SamplingParams,
 };
 use crate::models::registry::ModelInfo;
 
@@ -43,6 +43,7 @@ pub async fn resolve_model(
         ModelSpec {
             name: info.name.clone(),
             path: info.path.clone(),
+            kind: ModelKind::Chat,
         },
         info,
     ))

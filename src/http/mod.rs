@@ -6,11 +6,14 @@ mod assets;
 pub mod auth;
 mod conversations;
 mod defences;
+mod documents;
+mod embeddings;
 pub mod error;
 pub mod extract;
 #[cfg(test)]
 mod fuzz;
 mod inference;
+mod jobs;
 pub mod middleware;
 mod ollama;
 mod openai;
@@ -40,8 +43,19 @@ pub struct RouteSpec {
     pub path: &'static str,
     /// Who may call it.
     pub access: Access,
-    /// Whether it takes the larger inference body limit.
-    pub large_body: bool,
+    /// Which body limit applies.
+    pub body: BodySize,
+}
+
+/// The body limits routes take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySize {
+    /// `server.max_json_body_bytes`.
+    Json,
+    /// `server.max_inference_body_bytes` (prompts, imports).
+    Inference,
+    /// `documents.max_file_bytes` plus room for the multipart framing.
+    Upload,
 }
 
 type Handler = axum::routing::MethodRouter<AppState>;
@@ -53,67 +67,92 @@ fn table() -> Vec<(RouteSpec, Handler)> {
     use Access::{Account, Admin, Authenticated, Public, Read, Session, Write};
     use axum::routing::{delete, patch, put};
     const CHAT: Scope = Scope::Chat;
-    let r =
-        |method: Method, path: &'static str, access: Access, large_body: bool, handler: Handler| {
-            (
-                RouteSpec {
-                    method,
-                    path,
-                    access,
-                    large_body,
-                },
-                handler,
-            )
-        };
+    const EMBED: Scope = Scope::Embeddings;
+    const DOCS: Scope = Scope::Documents;
+    use BodySize::{Inference as I, Json as J, Upload as U};
+    let r = |method: Method, path: &'static str, access: Access, body: BodySize, handler: Handler| {
+        (
+            RouteSpec {
+                method,
+                path,
+                access,
+                body,
+            },
+            handler,
+        )
+    };
     vec![
-        r(Method::GET, "/healthz", Public, false, get(routes::health::healthz)),
-        r(Method::GET, "/readyz", Public, false, get(routes::health::readyz)),
-        r(Method::GET, "/metrics", Admin, false, get(routes::health::metrics)),
-        r(Method::GET, "/api/v1/status", Admin, false, get(routes::status::status)),
-        r(Method::GET, "/api/v1/system", Admin, false, get(routes::status::system)),
-        r(Method::GET, "/api/v1/log-level", Admin, false, get(routes::status::get_log_level)),
-        r(Method::PUT, "/api/v1/log-level", Admin, false, put(routes::status::set_log_level)),
-        r(Method::POST, "/api/v1/models/{name}/load", Admin, false, post(routes::models::load)),
-        r(Method::POST, "/api/v1/models/{name}/unload", Admin, false, post(routes::models::unload)),
+        r(Method::GET, "/healthz", Public, J, get(routes::health::healthz)),
+        r(Method::GET, "/readyz", Public, J, get(routes::health::readyz)),
+        r(Method::GET, "/metrics", Admin, J, get(routes::health::metrics)),
+        r(Method::GET, "/api/v1/status", Admin, J, get(routes::status::status)),
+        r(Method::GET, "/api/v1/system", Admin, J, get(routes::status::system)),
+        r(Method::GET, "/api/v1/log-level", Admin, J, get(routes::status::get_log_level)),
+        r(Method::PUT, "/api/v1/log-level", Admin, J, put(routes::status::set_log_level)),
+        r(Method::POST, "/api/v1/models/{name}/load", Admin, J, post(routes::models::load)),
+        r(Method::POST, "/api/v1/models/{name}/unload", Admin, J, post(routes::models::unload)),
         // Accounts.
-        r(Method::POST, "/api/v1/setup", Public, false, post(accounts::session::setup)),
-        r(Method::POST, "/api/v1/auth/login", Public, false, post(accounts::session::login)),
-        r(Method::POST, "/api/v1/auth/logout", Authenticated, false, post(accounts::session::logout)),
-        r(Method::GET, "/api/v1/auth/me", Authenticated, false, get(accounts::session::me)),
-        r(Method::POST, "/api/v1/auth/password", Session, false, post(accounts::session::change_password)),
-        r(Method::GET, "/api/v1/keys", Account, false, get(accounts::keys::list)),
-        r(Method::POST, "/api/v1/keys", Account, false, post(accounts::keys::create)),
-        r(Method::DELETE, "/api/v1/keys/{id}", Account, false, delete(accounts::keys::revoke)),
-        r(Method::GET, "/api/v1/users", Admin, false, get(accounts::users::list)),
-        r(Method::POST, "/api/v1/users", Admin, false, post(accounts::users::create)),
-        r(Method::PATCH, "/api/v1/users/{id}", Admin, false, patch(accounts::users::update)),
-        r(Method::DELETE, "/api/v1/users/{id}", Admin, false, delete(accounts::users::delete)),
-        r(Method::GET, "/api/v1/audit", Admin, false, get(accounts::audit::list)),
-        r(Method::GET, "/api/v1/usage", Authenticated, false, get(accounts::audit::usage)),
+        r(Method::POST, "/api/v1/setup", Public, J, post(accounts::session::setup)),
+        r(Method::POST, "/api/v1/auth/login", Public, J, post(accounts::session::login)),
+        r(Method::POST, "/api/v1/auth/logout", Authenticated, J, post(accounts::session::logout)),
+        r(Method::GET, "/api/v1/auth/me", Authenticated, J, get(accounts::session::me)),
+        r(Method::POST, "/api/v1/auth/password", Session, J, post(accounts::session::change_password)),
+        r(Method::GET, "/api/v1/keys", Account, J, get(accounts::keys::list)),
+        r(Method::POST, "/api/v1/keys", Account, J, post(accounts::keys::create)),
+        r(Method::DELETE, "/api/v1/keys/{id}", Account, J, delete(accounts::keys::revoke)),
+        r(Method::GET, "/api/v1/users", Admin, J, get(accounts::users::list)),
+        r(Method::POST, "/api/v1/users", Admin, J, post(accounts::users::create)),
+        r(Method::PATCH, "/api/v1/users/{id}", Admin, J, patch(accounts::users::update)),
+        r(Method::DELETE, "/api/v1/users/{id}", Admin, J, delete(accounts::users::delete)),
+        r(Method::GET, "/api/v1/audit", Admin, J, get(accounts::audit::list)),
+        r(Method::GET, "/api/v1/usage", Authenticated, J, get(accounts::audit::usage)),
         // OpenAI.
-        r(Method::POST, "/v1/chat/completions", Write(CHAT), true, post(openai::chat_completions)),
-        r(Method::POST, "/v1/completions", Write(CHAT), true, post(openai::completions)),
-        r(Method::GET, "/v1/models", Authenticated, false, get(openai::list_models)),
-        r(Method::GET, "/v1/models/{*id}", Authenticated, false, get(openai::get_model)),
+        r(Method::POST, "/v1/chat/completions", Write(CHAT), I, post(openai::chat_completions)),
+        r(Method::POST, "/v1/completions", Write(CHAT), I, post(openai::completions)),
+        r(Method::POST, "/v1/embeddings", Write(EMBED), I, post(embeddings::openai)),
+        r(Method::GET, "/v1/models", Authenticated, J, get(openai::list_models)),
+        r(Method::GET, "/v1/models/{*id}", Authenticated, J, get(openai::get_model)),
         // Ollama.
-        r(Method::POST, "/api/chat", Write(CHAT), true, post(ollama::chat)),
-        r(Method::POST, "/api/generate", Write(CHAT), true, post(ollama::generate)),
-        r(Method::GET, "/api/tags", Authenticated, false, get(ollama::tags)),
-        r(Method::GET, "/api/ps", Authenticated, false, get(ollama::ps)),
-        r(Method::POST, "/api/show", Authenticated, false, post(ollama::show)),
-        r(Method::GET, "/api/version", Public, false, get(ollama::version)),
+        r(Method::POST, "/api/chat", Write(CHAT), I, post(ollama::chat)),
+        r(Method::POST, "/api/generate", Write(CHAT), I, post(ollama::generate)),
+        r(Method::POST, "/api/embed", Write(EMBED), I, post(embeddings::ollama_embed)),
+        r(Method::POST, "/api/embeddings", Write(EMBED), I, post(embeddings::ollama_legacy)),
+        r(Method::GET, "/api/tags", Authenticated, J, get(ollama::tags)),
+        r(Method::GET, "/api/ps", Authenticated, J, get(ollama::ps)),
+        r(Method::POST, "/api/show", Authenticated, J, post(ollama::show)),
+        r(Method::GET, "/api/version", Public, J, get(ollama::version)),
         // Native chat.
-        r(Method::POST, "/api/v1/tokenize", Write(CHAT), true, post(openai::tokenize)),
-        r(Method::GET, "/api/v1/conversations", Read(CHAT), false, get(conversations::list)),
-        r(Method::POST, "/api/v1/conversations", Write(CHAT), false, post(conversations::create)),
-        r(Method::GET, "/api/v1/conversations/search", Read(CHAT), false, get(conversations::search)),
-        r(Method::POST, "/api/v1/conversations/import", Write(CHAT), true, post(conversations::import)),
-        r(Method::GET, "/api/v1/conversations/{id}", Read(CHAT), false, get(conversations::get)),
-        r(Method::PATCH, "/api/v1/conversations/{id}", Write(CHAT), false, patch(conversations::update)),
-        r(Method::DELETE, "/api/v1/conversations/{id}", Write(CHAT), false, delete(conversations::delete)),
-        r(Method::POST, "/api/v1/conversations/{id}/messages", Write(CHAT), true, post(conversations::send)),
-        r(Method::DELETE, "/api/v1/conversations/{id}/messages/{message_id}", Write(CHAT), false, delete(conversations::truncate)),
-        r(Method::GET, "/api/v1/conversations/{id}/export", Read(CHAT), false, get(conversations::export)),
+        r(Method::POST, "/api/v1/tokenize", Write(CHAT), I, post(openai::tokenize)),
+        r(Method::GET, "/api/v1/conversations", Read(CHAT), J, get(conversations::list)),
+        r(Method::POST, "/api/v1/conversations", Write(CHAT), J, post(conversations::create)),
+        r(Method::GET, "/api/v1/conversations/search", Read(CHAT), J, get(conversations::search)),
+        r(Method::POST, "/api/v1/conversations/import", Write(CHAT), I, post(conversations::import)),
+        r(Method::GET, "/api/v1/conversations/{id}", Read(CHAT), J, get(conversations::get)),
+        r(Method::PATCH, "/api/v1/conversations/{id}", Write(CHAT), J, patch(conversations::update)),
+        r(Method::DELETE, "/api/v1/conversations/{id}", Write(CHAT), J, delete(conversations::delete)),
+        r(Method::POST, "/api/v1/conversations/{id}/messages", Write(CHAT), I, post(conversations::send)),
+        r(Method::DELETE, "/api/v1/conversations/{id}/messages/{message_id}", Write(CHAT), J, delete(conversations::truncate)),
+        r(Method::GET, "/api/v1/conversations/{id}/export", Read(CHAT), J, get(conversations::export)),
+        // Documents and retrieval.
+        r(Method::GET, "/api/v1/collections", Read(DOCS), J, get(documents::list_collections)),
+        r(Method::POST, "/api/v1/collections", Write(DOCS), J, post(documents::create_collection)),
+        r(Method::GET, "/api/v1/collections/{id}", Read(DOCS), J, get(documents::get_collection)),
+        r(Method::PATCH, "/api/v1/collections/{id}", Write(DOCS), J, patch(documents::update_collection)),
+        r(Method::DELETE, "/api/v1/collections/{id}", Write(DOCS), J, delete(documents::delete_collection)),
+        r(Method::GET, "/api/v1/collections/{id}/documents", Read(DOCS), J, get(documents::list_documents)),
+        r(Method::POST, "/api/v1/collections/{id}/documents", Write(DOCS), U, post(documents::upload)),
+        r(Method::POST, "/api/v1/collections/{id}/urls", Write(DOCS), J, post(documents::add_url)),
+        r(Method::GET, "/api/v1/documents/{id}", Read(DOCS), J, get(documents::get_document)),
+        r(Method::DELETE, "/api/v1/documents/{id}", Write(DOCS), J, delete(documents::delete_document)),
+        r(Method::POST, "/api/v1/documents/{id}/reindex", Write(DOCS), J, post(documents::reindex_document)),
+        r(Method::GET, "/api/v1/documents/{id}/chunks", Read(DOCS), J, get(documents::chunks)),
+        r(Method::GET, "/api/v1/documents/{id}/file", Read(DOCS), J, get(documents::file)),
+        r(Method::POST, "/api/v1/search", Read(DOCS), J, post(documents::search)),
+        // Jobs.
+        r(Method::GET, "/api/v1/jobs", Authenticated, J, get(jobs::list)),
+        r(Method::GET, "/api/v1/jobs/{id}", Authenticated, J, get(jobs::get)),
+        r(Method::DELETE, "/api/v1/jobs/{id}", Authenticated, J, delete(jobs::cancel)),
+        r(Method::GET, "/api/v1/jobs/{id}/events", Authenticated, J, get(jobs::events)),
     ]
 }
 
@@ -129,10 +168,17 @@ pub fn router(state: AppState) -> Router {
     let inference_limit = state.config.server.max_inference_body_bytes;
     let mut router = Router::new();
     for (spec, handler) in table() {
-        let limit = if spec.large_body {
-            inference_limit
-        } else {
-            json_limit
+        let limit = match spec.body {
+            BodySize::Json => json_limit,
+            BodySize::Inference => inference_limit,
+            BodySize::Upload => usize::try_from(
+                state
+                    .config
+                    .documents
+                    .max_file_bytes
+                    .saturating_add(1 << 20),
+            )
+            .unwrap_or(usize::MAX),
         };
         let handler: Handler = handler
             .route_layer(axum::middleware::from_fn_with_state(

@@ -6,6 +6,7 @@
 //! them for `appliance doctor` and lists what is present. The model registry (GGUF
 //! metadata, imports) builds on this with the chat engine.
 
+pub mod embedders;
 pub mod gguf;
 pub mod registry;
 

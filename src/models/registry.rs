@@ -31,6 +31,14 @@ pub enum RegistryError {
         /// What is wrong.
         reason: GgufError,
     },
+    /// A model directory or file that is not a usable model.
+    #[error("{path} is not a usable model: {reason}")]
+    BadModel {
+        /// The file or directory.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A name that cannot be a model name.
     #[error(
         "invalid model name `{0}`: use 1-128 letters, digits, '.', '_' or '-', not starting with '.'"

@@ -24,6 +24,9 @@ pub struct Conversation {
     pub created_at: String,
     /// Last change (new message, rename).
     pub updated_at: String,
+    /// Collections replies answer from (retrieval), by id.
+    #[serde(default)]
+    pub collections: Vec<i64>,
 }
 
 /// How a stored message ended.
@@ -91,6 +94,9 @@ pub struct Message {
     pub generation_ms: Option<f64>,
     /// RFC 3339.
     pub created_at: String,
+    /// The numbered passages an assistant reply was given (retrieval), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Value>,
 }
 
 /// A search result.
@@ -115,11 +121,23 @@ pub struct ConversationPatch {
     pub system_prompt: Option<String>,
     /// New settings.
     pub settings: Option<Value>,
+    /// New collections.
+    pub collections: Option<Vec<i64>>,
 }
 
 /// The current time in the store's fixed-width format (sorts as text).
 pub fn now() -> String {
     jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// The time `after` from now, in the store's format.
+pub fn timestamp_after(after: std::time::Duration) -> String {
+    let after = jiff::SignedDuration::try_from(after).unwrap_or(jiff::SignedDuration::MAX);
+    jiff::Timestamp::now()
+        .checked_add(after)
+        .unwrap_or(jiff::Timestamp::MAX)
         .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
 }
@@ -130,9 +148,9 @@ pub fn new_id() -> String {
 }
 
 const CONVERSATION_COLUMNS: &str =
-    "id, title, model, system_prompt, settings, created_at, updated_at";
+    "id, title, model, system_prompt, settings, created_at, updated_at, collections";
 const MESSAGE_COLUMNS: &str = "id, role, content, model, status, finish_reason, prompt_tokens, \
-     completion_tokens, cached_tokens, prompt_ms, generation_ms, created_at";
+     completion_tokens, cached_tokens, prompt_ms, generation_ms, created_at, sources";
 
 fn conversation_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
     let settings: String = row.get(4)?;
@@ -144,6 +162,7 @@ fn conversation_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
         settings: serde_json::from_str(&settings).unwrap_or(Value::Object(Default::default())),
         created_at: row.get(5)?,
         updated_at: row.get(6)?,
+        collections: serde_json::from_str(&row.get::<_, String>(7)?).unwrap_or_default(),
     })
 }
 
@@ -162,6 +181,9 @@ fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         prompt_ms: row.get(9)?,
         generation_ms: row.get(10)?,
         created_at: row.get(11)?,
+        sources: row
+            .get::<_, Option<String>>(12)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
@@ -189,8 +211,8 @@ fn insert_messages(
 ) -> Result<Vec<Message>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO messages (conversation_id, role, content, model, status, finish_reason, \
-         prompt_tokens, completion_tokens, cached_tokens, prompt_ms, generation_ms, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING {MESSAGE_COLUMNS}"
+         prompt_tokens, completion_tokens, cached_tokens, prompt_ms, generation_ms, created_at, sources) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING {MESSAGE_COLUMNS}"
     ))?;
     let mut stored = Vec::with_capacity(messages.len());
     for m in messages {
@@ -207,7 +229,8 @@ fn insert_messages(
                 m.cached_tokens,
                 m.prompt_ms,
                 m.generation_ms,
-                m.created_at
+                m.created_at,
+                m.sources.as_ref().map(Value::to_string)
             ],
             message_row,
         )?);
@@ -231,8 +254,8 @@ fn fts_query(text: &str) -> Option<String> {
 }
 
 const INSERT_CONVERSATION: &str = "INSERT INTO conversations \
-     (id, title, model, system_prompt, settings, created_at, updated_at, user_id) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+     (id, title, model, system_prompt, settings, created_at, updated_at, user_id, collections) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 fn insert_conversation(
     conn: &Connection,
@@ -249,7 +272,8 @@ fn insert_conversation(
             c.settings.to_string(),
             c.created_at,
             c.updated_at,
-            user_id
+            user_id,
+            serde_json::to_string(&c.collections).unwrap_or_else(|_| "[]".into())
         ],
     )?;
     Ok(())
@@ -336,16 +360,20 @@ impl Store {
             if let Some(s) = patch.settings {
                 current.settings = s;
             }
+            if let Some(c) = patch.collections {
+                current.collections = c;
+            }
             tx.execute(
                 "UPDATE conversations SET title = ?2, model = ?3, system_prompt = ?4, settings = ?5, \
-                 updated_at = ?6 WHERE id = ?1",
+                 updated_at = ?6, collections = ?7 WHERE id = ?1",
                 params![
                     id,
                     current.title,
                     current.model,
                     current.system_prompt,
                     current.settings.to_string(),
-                    now()
+                    now(),
+                    serde_json::to_string(&current.collections).unwrap_or_else(|_| "[]".into())
                 ],
             )?;
             let updated = get(&tx, &id, None)?.ok_or(StoreError::NotFound("conversation"))?;
@@ -476,13 +504,13 @@ impl Store {
                    WHERE messages_fts MATCH ?1 AND (?3 IS NULL OR c.user_id = ?3) \
                  ) ORDER BY updated_at DESC, pref, hit_message LIMIT ?2",
                 cols = CONVERSATION_COLUMNS,
-                c_cols = "c.id, c.title, c.model, c.system_prompt, c.settings, c.created_at, c.updated_at"
+                c_cols = "c.id, c.title, c.model, c.system_prompt, c.settings, c.created_at, c.updated_at, c.collections"
             ))?;
             let rows = stmt.query_map(params![query, limit, owner], |row| {
                 Ok(SearchHit {
                     conversation: conversation_row(row)?,
-                    message_id: row.get(7)?,
-                    snippet: row.get(8)?,
+                    message_id: row.get(8)?,
+                    snippet: row.get(9)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

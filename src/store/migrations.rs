@@ -24,6 +24,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0004_accounts.sql"),
     ),
     ("0005_usage", include_str!("migrations/0005_usage.sql")),
+    (
+        "0006_documents",
+        include_str!("migrations/0006_documents.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

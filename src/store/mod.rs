@@ -20,6 +20,8 @@
 
 pub mod accounts;
 pub mod conversations;
+pub mod documents;
+pub mod jobs;
 mod migrations;
 mod runs;
 pub mod usage;
@@ -73,6 +75,9 @@ pub enum StoreError {
     /// A unique value is already taken (or a one-time action was already done).
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The record exists but this viewer may only read it.
+    #[error("this {0} is read-only for you")]
+    ReadOnly(&'static str),
     /// The store's threads have stopped (the process is shutting down).
     #[error("the database threads have stopped")]
     Closed,

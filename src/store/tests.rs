@@ -154,3 +154,123 @@ async fn observer_sees_every_call() {
     store.meta("created_at").await.unwrap();
     assert_eq!(*seen.lock(), ["ping", "meta"]);
 }
+
+#[tokio::test]
+async fn chunks_replace_a_document_atomically_and_bits_match_our_quantiser() {
+    use crate::store::documents::{NewChunk, NewDocument};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("d.db"), options()).unwrap();
+    let c = store
+        .create_collection(None, "c".into(), String::new())
+        .await
+        .unwrap();
+    let new = NewDocument {
+        sha256: "ab".repeat(32),
+        name: "a.txt".into(),
+        media_type: "text".into(),
+        size: 3,
+        source_url: None,
+    };
+    let (doc, dup) = store
+        .add_document(c.id, None, None, new.clone())
+        .await
+        .unwrap();
+    assert!(!dup);
+    let (again, dup) = store.add_document(c.id, None, None, new).await.unwrap();
+    assert!(
+        dup && again.id == doc.id,
+        "the same content twice is one document"
+    );
+    let job = store
+        .claim_job(vec![crate::store::documents::INGEST_JOB.into()])
+        .await
+        .unwrap()
+        .expect("adding a document queues its job");
+    assert_eq!(Some(job.id), doc.job_id);
+    let vector: Vec<f32> = (0..384)
+        .map(|i| if i % 3 == 0 { 0.5 } else { -0.25 })
+        .collect();
+    let chunk = |text: &str| NewChunk {
+        text: text.into(),
+        page: Some(1),
+        heading: "H".into(),
+        char_start: 0,
+        char_end: text.len() as i64,
+        tokens: 2,
+        embedding: vector.clone(),
+    };
+    for _ in 0..2 {
+        // A rerun (retry, resume) replaces the chunks: never duplicates.
+        let entries = store
+            .store_chunks(
+                doc.id,
+                job.id,
+                "m".into(),
+                None,
+                vec![chunk("one"), chunk("two")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].bits, crate::documents::index::quantize(&vector));
+    }
+    let (chunks, total) = store.chunks(doc.id, None, 0, 10).await.unwrap();
+    assert_eq!((chunks.len(), total), (2, 2));
+    let doc = store.document(doc.id, None).await.unwrap();
+    assert_eq!((doc.state.as_str(), doc.chunks), ("ready", 2));
+    let vectors = store.chunk_vectors(vec![chunks[0].id]).await.unwrap();
+    assert_eq!(vectors[0].1, vector);
+    let found = store
+        .keyword_search("\"two\"".into(), vec![c.id], vec![], 10)
+        .await
+        .unwrap();
+    assert_eq!(found, vec![chunks[1].id]);
+    // A stale job (superseded by a re-index) cannot overwrite the document.
+    store
+        .finish_job(job.id, crate::store::jobs::Outcome::Done)
+        .await
+        .unwrap();
+    store.reindex_document(doc.id, None, None).await.unwrap();
+    assert!(matches!(
+        store
+            .store_chunks(doc.id, job.id, "m".into(), None, vec![])
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn orphaned_running_jobs_are_queued_again_and_retries_back_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("j.db"), options()).unwrap();
+    let job = store
+        .create_job("test.kind", None, serde_json::json!({}), 2)
+        .await
+        .unwrap();
+    let kinds = vec!["test.kind".to_string()];
+    let claimed = store.claim_job(kinds.clone()).await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.attempts), (job.id, 1));
+    assert!(
+        store.claim_job(kinds.clone()).await.unwrap().is_none(),
+        "claimed once"
+    );
+    assert_eq!(store.requeue_orphaned_jobs().await.unwrap(), 1);
+    let again = store.claim_job(kinds.clone()).await.unwrap().unwrap();
+    assert_eq!(again.attempts, 2);
+    let later = crate::store::conversations::timestamp_after(Duration::from_secs(60));
+    let failed = store
+        .finish_job(
+            job.id,
+            crate::store::jobs::Outcome::Retry {
+                error: "busy".into(),
+                run_after: later,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.state, "failed",
+        "no attempts left: the retry becomes a failure"
+    );
+    assert_eq!(failed.error.as_deref(), Some("busy"));
+}

@@ -17,6 +17,8 @@ use super::ProcessStats;
 const HTTP_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Bucket bounds (seconds) for job attempts.
+const JOB_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0];
 /// Bucket bounds (seconds) for database calls.
 const DB_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
@@ -79,6 +81,8 @@ struct State {
     llm_prompt_tokens: BTreeMap<String, u64>,
     llm_cached_tokens: BTreeMap<String, u64>,
     llm_generated_tokens: BTreeMap<String, u64>,
+    job_attempts: BTreeMap<(String, &'static str), u64>,
+    job_durations: BTreeMap<String, Histogram>,
 }
 
 /// A gauge whose samples are read at scrape time (e.g. busy slots per model).
@@ -169,6 +173,20 @@ impl Metrics {
             .llm_generated_tokens
             .entry(model.to_string())
             .or_default() += generated;
+    }
+
+    /// A job attempt ended with `outcome` (`done`, `failed`, `cancelled`, `retried`).
+    pub fn job_finished(&self, kind: &str, outcome: &'static str, elapsed: Duration) {
+        let mut state = self.lock();
+        *state
+            .job_attempts
+            .entry((kind.to_string(), outcome))
+            .or_default() += 1;
+        state
+            .job_durations
+            .entry(kind.to_string())
+            .or_insert_with(|| Histogram::new(JOB_BUCKETS))
+            .observe(elapsed.as_secs_f64());
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
@@ -327,6 +345,32 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{model=\"{}\"}} {count}", escape(model));
             }
         }
+        header(
+            &mut out,
+            "appliance_job_attempts_total",
+            "counter",
+            "Ended job attempts, by kind and outcome (done, failed, cancelled, retried).",
+        );
+        for ((kind, outcome), count) in &state.job_attempts {
+            let _ = writeln!(
+                out,
+                "appliance_job_attempts_total{{kind=\"{}\",outcome=\"{outcome}\"}} {count}",
+                escape(kind)
+            );
+        }
+        header(
+            &mut out,
+            "appliance_job_duration_seconds",
+            "histogram",
+            "Duration of job attempts, by kind.",
+        );
+        for (kind, histogram) in &state.job_durations {
+            histogram.render(
+                &mut out,
+                "appliance_job_duration_seconds",
+                &format!("kind=\"{}\"", escape(kind)),
+            );
+        }
         for gauge in gauges {
             header(&mut out, gauge.name, "gauge", gauge.help);
             for (labels, value) in &gauge.samples {
@@ -353,6 +397,8 @@ impl State {
             llm_prompt_tokens: self.llm_prompt_tokens.clone(),
             llm_cached_tokens: self.llm_cached_tokens.clone(),
             llm_generated_tokens: self.llm_generated_tokens.clone(),
+            job_attempts: self.job_attempts.clone(),
+            job_durations: self.job_durations.clone(),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use appliance::engine::{
     Engine, EngineConfig, EngineError, FinishReason, GenEvent, GenerateRequest, Generation,
-    KeepAlive, KeepAliveRequest, ModelSpec, Prompt, SamplingParams,
+    KeepAlive, KeepAliveRequest, ModelKind, ModelSpec, Prompt, SamplingParams,
 };
 use appliance::telemetry::Metrics;
 
@@ -21,6 +21,7 @@ fn model(name: &str) -> ModelSpec {
     ModelSpec {
         name: name.to_string(),
         path: PathBuf::from("/nonexistent/fake.gguf"),
+        kind: ModelKind::Chat,
     }
 }
 

@@ -57,12 +57,28 @@ class Daemon:
         args = base + ["--port", "0", "--set", "log.format=json", "--set", "engine.threads=2"]
         for s in settings:
             args += ["--set", s]
+        self.args, self.env = args, env
         self.stderr = open(os.path.join(self.root, "stderr.log"), "w+")
-        self.proc = subprocess.Popen(args + ["serve"], stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+        self.start()
+
+    def start(self):
+        """Starts (or, after kill(), restarts) the daemon on the same data dir."""
+        self.proc = subprocess.Popen(self.args + ["serve"], stdout=subprocess.PIPE, stderr=self.stderr,
+                                     text=True, env=self.env)
         line = self.proc.stdout.readline()
         match = re.search(r"https?://[0-9.:]+", line)
         assert match, f"daemon did not start: {line!r} {self.log()}"
         self.url = match.group(0)
+
+    def kill(self):
+        """SIGKILL, as a crash or an OOM killer would."""
+        self.proc.kill()
+        self.proc.wait(timeout=15)
+
+    def cli(self, *args: str) -> str:
+        """Runs an `appliance` CLI command against this daemon's files; returns stdout."""
+        out = subprocess.run(self.base + list(args), check=True, capture_output=True, text=True, env=self.env)
+        return out.stdout
 
     def log(self) -> str:
         self.stderr.flush()

@@ -1,14 +1,37 @@
 // One chat message: user text as typed, assistant replies as sanitised markdown with
-// highlighted code, labelled when cut off or failed.
+// highlighted code and linked citations, labelled when cut off or failed.
 
 import { Component } from 'preact';
 import { useMemo, useState } from 'preact/hooks';
+import { orderedSources, sourceHref } from '../citations';
 import { renderMarkdown } from '../markdown';
-import type { Message } from '../types';
+import type { Message, Source } from '../types';
 
-export function Markdown({ text, class: cls = '' }: { text: string; class?: string }) {
-  const html = useMemo(() => renderMarkdown(text), [text]);
+export function Markdown({ text, sources, class: cls = '' }: { text: string; sources?: Source[]; class?: string }) {
+  const html = useMemo(() => renderMarkdown(text, sources), [text, sources]);
   return <div class={`markdown ${cls}`} dangerouslySetInnerHTML={{ __html: html }} />;
+}
+
+/** "Sources" under a reply: "1. name — p. 3 — heading", each linking to its passage. */
+export function SourceList({ id, sources }: { id: string; sources: Source[] }) {
+  const list = orderedSources(sources);
+  if (list.length === 0) return null;
+  return (
+    <div class="msg-sources" data-testid="message-sources">
+      <p class="msg-sources-title" id={id}>
+        Sources
+      </p>
+      <ol aria-labelledby={id}>
+        {list.map((s) => (
+          <li key={s.n} value={s.n}>
+            <a href={sourceHref(s)}>{s.document_name}</a>
+            {s.page != null && <span> — p. {s.page}</span>}
+            {s.heading && <span class="muted"> — {s.heading}</span>}
+          </li>
+        ))}
+      </ol>
+    </div>
+  );
 }
 
 export function StatusLabels({ m }: { m: Pick<Message, 'status' | 'finish_reason'> }) {
@@ -107,7 +130,10 @@ function MessageBody({ m, focused, canRegenerate, canEdit, onRegenerate, onEdit 
           </div>
         </form>
       ) : m.role === 'assistant' ? (
-        <Markdown text={m.content || (m.status === 'complete' ? '' : '(no text)')} />
+        <>
+          <Markdown text={m.content || (m.status === 'complete' ? '' : '(no text)')} sources={m.sources} />
+          {m.sources && <SourceList id={`sources-${m.id}`} sources={m.sources} />}
+        </>
       ) : (
         <div class="msg-text">{m.content}</div>
       )}

@@ -2,13 +2,14 @@
 
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, del, download, errorMessage, get, patch, post, withQuery } from '../api';
-import { sendMessage } from '../sse';
+import { replyWithSources, sendMessage } from '../sse';
 import { appendPage, canLoadMore, emptyPaged, failed, loading, nextCursor, removeItem, upsertTop, type Paged } from '../pagination';
 import { chatHref, navigate } from '../router';
-import type { Conversation, Message, ModelInfo, Page } from '../types';
+import type { Collection, Conversation, Message, ModelInfo, Page } from '../types';
 import { ConversationList } from '../components/ConversationList';
 import { Markdown, MessageView } from '../components/MessageView';
 import { SettingsPanel, settingsSummary, type ConversationConfig } from '../components/Settings';
+import { CollectionPicker } from '../components/CollectionPicker';
 import { copyText, ErrorBox, PageTitle } from '../components/common';
 
 const PAGE_SIZE = 50;
@@ -18,6 +19,7 @@ export function Chat({ id, focusMessage }: { id: string | null; focusMessage: nu
   const listRef = useRef(list);
   listRef.current = list;
   const [models, setModels] = useState<ModelInfo[] | null>(null);
+  const [collections, setCollections] = useState<Collections>({ list: null, error: null });
   const [drawer, setDrawer] = useState(false);
   // A first message typed in the new-conversation view, sent once it exists.
   const [autoSend, setAutoSend] = useState<{ id: string; text: string } | null>(null);
@@ -42,6 +44,9 @@ export function Chat({ id, focusMessage }: { id: string | null; focusMessage: nu
     get<{ data: ModelInfo[] }>('/v1/models')
       .then((r) => setModels(r.data))
       .catch(() => setModels([]));
+    get<{ collections: Collection[] }>('/api/v1/collections')
+      .then((r) => setCollections({ list: r.collections, error: null }))
+      .catch((e) => setCollections({ list: null, error: e }));
   }, []);
 
   const changed = useCallback((c: Conversation) => setList((s) => upsertTop(s, c)), []);
@@ -96,6 +101,7 @@ export function Chat({ id, focusMessage }: { id: string | null; focusMessage: nu
             id={id}
             focusMessage={focusMessage}
             models={models}
+            collections={collections}
             onChanged={changed}
             onDeleted={deleted}
             autoSend={autoSend?.id === id ? autoSend.text : null}
@@ -104,6 +110,7 @@ export function Chat({ id, focusMessage }: { id: string | null; focusMessage: nu
         ) : (
           <NewConversation
             models={models}
+            collections={collections}
             onCreated={(c, text) => {
               changed(c);
               setAutoSend({ id: c.id, text });
@@ -116,18 +123,27 @@ export function Chat({ id, focusMessage }: { id: string | null; focusMessage: nu
   );
 }
 
+/** The collections the user can read, for the picker (null while loading). */
+interface Collections {
+  list: Collection[] | null;
+  error: unknown;
+}
+
 function defaultModel(models: ModelInfo[] | null): string {
   return models?.[0]?.id ?? '';
 }
 
 function NewConversation({
   models,
+  collections,
   onCreated,
 }: {
   models: ModelInfo[] | null;
+  collections: Collections;
   onCreated: (c: Conversation, firstMessage: string) => void;
 }) {
   const [config, setConfig] = useState<ConversationConfig>({ model: '', system_prompt: '', settings: {} });
+  const [picked, setPicked] = useState<number[]>([]);
   const [showSettings, setShowSettings] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
@@ -139,7 +155,11 @@ function NewConversation({
       const body: Record<string, unknown> = { settings: config.settings };
       if (config.model) body.model = config.model;
       if (config.system_prompt) body.system_prompt = config.system_prompt;
-      const c = await post<Conversation>('/api/v1/conversations', body);
+      let c = await post<Conversation>('/api/v1/conversations', body);
+      if (picked.length) {
+        // The conversation exists either way; its own picker shows what was kept.
+        c = await patch<Conversation>(`/api/v1/conversations/${encodeURIComponent(c.id)}`, { collections: picked }).catch(() => c);
+      }
       onCreated(c, text);
       return true;
     } catch (e) {
@@ -158,9 +178,12 @@ function NewConversation({
             Model: <strong>{config.model || defaultModel(models) || 'default'}</strong> · {settingsSummary(config.settings)}
             {config.system_prompt && ' · system prompt set'}
           </span>
-          <button type="button" class="btn btn-small" aria-expanded={showSettings} onClick={() => setShowSettings(!showSettings)}>
-            Settings
-          </button>
+          <div class="row wrap conv-actions">
+            <CollectionPicker idPrefix="new" collections={collections.list} loadError={collections.error} selected={picked} onChange={setPicked} />
+            <button type="button" class="btn btn-small" aria-expanded={showSettings} onClick={() => setShowSettings(!showSettings)}>
+              Settings
+            </button>
+          </div>
         </div>
       </div>
       {showSettings && (
@@ -201,6 +224,7 @@ function ConversationView({
   id,
   focusMessage,
   models,
+  collections,
   onChanged,
   onDeleted,
   autoSend,
@@ -209,6 +233,7 @@ function ConversationView({
   id: string;
   focusMessage: number | null;
   models: ModelInfo[] | null;
+  collections: Collections;
   onChanged: (c: Conversation) => void;
   onDeleted: (id: string) => void;
   autoSend: string | null;
@@ -290,7 +315,7 @@ function ConversationView({
         );
         if (frame) cancelAnimationFrame(frame);
         if (result.outcome === 'done' && result.done) {
-          setMessages((m) => [...m, result.done!.user_message, result.done!.message]);
+          setMessages((m) => [...m, result.done!.user_message, replyWithSources(result.done!)]);
           setPending(null);
           setAnnounce('The reply is complete.');
         } else if (result.outcome === 'aborted' && !result.started) {
@@ -390,6 +415,12 @@ function ConversationView({
     setShowSettings(false);
   };
 
+  const saveCollections = async (ids: number[]) => {
+    const updated = await patch<Conversation>(`/api/v1/conversations/${encodeURIComponent(id)}`, { collections: ids });
+    setConv(updated);
+    onChanged(updated);
+  };
+
   const remove = async () => {
     if (!conv || !confirm(`Delete “${conv.title}” and all its messages? This cannot be undone.`)) return;
     try {
@@ -480,6 +511,13 @@ function ConversationView({
             {conv.system_prompt && ' · system prompt set'}
           </span>
           <div class="row wrap conv-actions">
+            <CollectionPicker
+              idPrefix={`c-${id}`}
+              collections={collections.list}
+              loadError={collections.error}
+              selected={conv.collections ?? []}
+              onChange={saveCollections}
+            />
             <button type="button" class="btn btn-small" aria-expanded={showSettings} onClick={() => setShowSettings(!showSettings)}>
               Settings
             </button>

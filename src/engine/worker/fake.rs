@@ -210,6 +210,26 @@ fn serve(args: &FakeArgs, commands: &mpsc::Receiver<Command>) -> anyhow::Result<
                     });
                 });
             }
+            Some(Command::Embed { id, inputs, .. }) => {
+                // A 2-d unit vector from each text's length: distinct texts, distinct
+                // vectors, and nothing a test could mistake for a real model's.
+                let embeddings = inputs
+                    .iter()
+                    .map(|text| {
+                        let angle = text.chars().count() as f32 / 10.0;
+                        vec![angle.cos(), angle.sin()]
+                    })
+                    .collect();
+                let prompt_tokens = inputs
+                    .iter()
+                    .map(|t| t.split_whitespace().count() as u32)
+                    .sum();
+                emit(&Event::Embedded {
+                    id,
+                    embeddings,
+                    prompt_tokens,
+                })?;
+            }
             Some(Command::Cancel { id }) => {
                 if let Some(at) = queue.iter().position(|(q, _)| *q == id) {
                     let (_, script) = queue.remove(at).expect("found");

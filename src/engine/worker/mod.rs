@@ -14,6 +14,7 @@
 //! same protocol, for tests of the daemon side that need no weights.
 
 mod batch;
+pub mod embed;
 pub mod fake;
 mod prep;
 mod sampler;
@@ -165,6 +166,16 @@ fn spawn_stdin_reader(prep: mpsc::Sender<PrepJob>, decode: mpsc::Sender<Input>) 
                         .is_ok(),
                     Ok(Command::Count { id, prompt }) => {
                         prep.send(PrepJob::Count { id, prompt }).is_ok()
+                    }
+                    Ok(Command::Embed { id, .. }) => {
+                        let _ = emit(&Event::Failed {
+                            id,
+                            error: super::protocol::WorkerError::Invalid {
+                                message: "this model generates text; it cannot make embeddings"
+                                    .into(),
+                            },
+                        });
+                        true
                     }
                     Ok(Command::Cancel { id }) => decode.send(Input::Cancel(id)).is_ok(),
                     Ok(Command::Shutdown) => {
