@@ -98,10 +98,18 @@ pub fn chunk(
                 tokens: tokenizer
                     .offsets(&text[start..end])
                     .into_iter()
+                    // Padding and special tokens have empty spans: not text.
+                    .filter(|(a, b)| b > a)
                     .map(|(a, b)| (a + start, b + start))
                     .collect(),
             })
-            .filter(|p| !p.tokens.is_empty())
+            // Fewer than one token per 64 bytes is not language (a base64 blob, a
+            // 100 MB run of one character): the tokenizer makes it one unknown token.
+            .filter(|p| {
+                let bytes =
+                    p.tokens.last().map_or(0, |t| t.1) - p.tokens.first().map_or(0, |t| t.0);
+                !p.tokens.is_empty() && p.tokens.len() * 64 >= bytes.min(MAX_PIECE_BYTES)
+            })
             .collect();
         let mut ranges = Vec::new(); // (byte start, byte end, tokens)
         let mut current: Vec<&Piece> = Vec::new();

@@ -93,8 +93,13 @@ fn work(args: &ExtractArgs) -> Result<Extracted, String> {
     let sections = extract(args.format, &bytes).map_err(|e| e.0)?;
     drop(bytes);
     let pages = (args.format == MediaType::Pdf).then_some(sections.len() as u32);
-    let tokenizer = tokenizers::Tokenizer::from_file(&args.tokenizer)
+    let mut tokenizer = tokenizers::Tokenizer::from_file(&args.tokenizer)
         .map_err(|_| "the embedding model's tokenizer could not be loaded".to_string())?;
+    // MiniLM's tokenizer.json pads and truncates every input to 128 tokens.
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|_| "the embedding model's tokenizer could not be configured".to_string())?;
     let chunks = chunk(
         &sections,
         &tokenizer,
