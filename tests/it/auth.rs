@@ -4,6 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use appliance::auth::Scope;
 use appliance::http::{Access, route_specs};
 
 use crate::support::{Dirs, FreshDaemon, TestApp, get_json, reset_password, user_key};
@@ -34,7 +35,8 @@ async fn every_route_requires_the_right_credentials() {
     let app = TestApp::spawn(&dirs);
     let chat_user = user_key(&dirs, "carol", "user", "chat");
     let embed_only = user_key(&dirs, "erin", "user", "embeddings");
-    let readonly = user_key(&dirs, "rita", "readonly", "chat");
+    let docs_only = user_key(&dirs, "dora", "user", "documents");
+    let readonly = user_key(&dirs, "rita", "readonly", "chat,embeddings,documents");
     let specs = route_specs();
     assert!(specs.len() > 30, "the walk covers the whole table");
     for spec in &specs {
@@ -94,23 +96,34 @@ async fn every_route_requires_the_right_credentials() {
                 assert_eq!(as_user, StatusCode::FORBIDDEN, "{what} as a user");
                 assert_eq!(as_readonly, StatusCode::FORBIDDEN, "{what} as read-only");
             }
-            Access::Write(_) => {
-                assert_ne!(as_user, StatusCode::FORBIDDEN, "{what} as a chat user");
-                assert_eq!(
-                    as_embed,
-                    StatusCode::FORBIDDEN,
-                    "{what} with an embeddings key"
-                );
-                assert_eq!(as_readonly, StatusCode::FORBIDDEN, "{what} as read-only");
-            }
-            Access::Read(_) => {
-                assert_ne!(as_user, StatusCode::FORBIDDEN, "{what} as a chat user");
-                assert_eq!(
-                    as_embed,
-                    StatusCode::FORBIDDEN,
-                    "{what} with an embeddings key"
-                );
-                assert_ne!(as_readonly, StatusCode::FORBIDDEN, "{what} as read-only");
+            Access::Write(scope) | Access::Read(scope) => {
+                let as_docs = call(&app, spec.method.clone(), &path, Some(&docs_only)).await;
+                // The key holding exactly the route's scope gets in; every other
+                // scope is refused, whatever the user's role.
+                for (key_scope, status) in [
+                    (Scope::Chat, as_user),
+                    (Scope::Embeddings, as_embed),
+                    (Scope::Documents, as_docs),
+                ] {
+                    if key_scope == scope {
+                        assert_ne!(
+                            status,
+                            StatusCode::FORBIDDEN,
+                            "{what} with a {key_scope:?} key"
+                        );
+                    } else {
+                        assert_eq!(
+                            status,
+                            StatusCode::FORBIDDEN,
+                            "{what} with a {key_scope:?} key"
+                        );
+                    }
+                }
+                if matches!(spec.access, Access::Write(_)) {
+                    assert_eq!(as_readonly, StatusCode::FORBIDDEN, "{what} as read-only");
+                } else {
+                    assert_ne!(as_readonly, StatusCode::FORBIDDEN, "{what} as read-only");
+                }
             }
             Access::Authenticated => {
                 for (who, status) in [
