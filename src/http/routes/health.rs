@@ -67,7 +67,24 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             })
             .collect()
     };
+    let jobs: Vec<(String, f64)> = state
+        .store
+        .job_counts()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, job_state, _)| matches!(job_state.as_str(), "queued" | "running"))
+        .map(|(kind, job_state, n)| {
+            let kind = kind.replace(['"', '\\', '\n'], "_");
+            (format!("kind=\"{kind}\",state=\"{job_state}\""), n as f64)
+        })
+        .collect();
     let gauges = [
+        Gauge {
+            name: "appliance_jobs",
+            help: "Background jobs queued or running, by kind and state (the queue depth).",
+            samples: jobs,
+        },
         Gauge {
             name: "appliance_llm_loaded_models",
             help: "Chat models loaded in worker processes.",
