@@ -354,6 +354,30 @@ test('an API key is shown once and can be revoked', async () => {
   await expect(page.getByRole('row', { name: /e2e key/ })).toHaveCount(0);
 });
 
+test('documents: upload, index, search and open the cited passage', async () => {
+  await page.goto(`${url()}/#/documents`);
+  await expect(page.getByRole('heading', { name: 'Documents' })).toBeVisible();
+  await page.getByLabel('Name', { exact: true }).fill('Field notes');
+  await page.getByRole('button', { name: 'Create collection' }).click();
+  await expect(page.getByTestId('collection-link').filter({ hasText: 'Field notes' })).toBeVisible();
+  await page.getByTestId('file-input').setInputFiles([
+    { name: 'otters.txt', mimeType: 'text/plain', buffer: Buffer.from('The river otters in Kelvingrove are fed herring at four in the afternoon.') },
+    { name: 'bridges.md', mimeType: 'text/markdown', buffer: Buffer.from('# Bridges\n\nThe old stone bridge was rebuilt in 1921 after the flood.') },
+  ]);
+  const rows = page.getByTestId('document-row');
+  await expect(rows).toHaveCount(2, { timeout: 30_000 });
+  await expect(page.locator('[data-testid="document-row"][data-state="ready"]')).toHaveCount(2, { timeout: 120_000 });
+  await shot(page, 'documents-ready');
+  await page.getByTestId('passage-search-input').fill('When are the otters fed?');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  const first = page.getByTestId('search-result').first();
+  await expect(first).toContainText('otters.txt');
+  await first.getByRole('link', { name: 'otters.txt' }).click();
+  const cited = page.locator('[data-testid="chunk"][aria-current="true"]');
+  await expect(cited).toContainText('herring');
+  await shot(page, 'document-view');
+});
+
 test('the admin system page shows numbers that change between polls', async () => {
   await page.goto(`${url()}/#/admin/system`);
   await expect(page.getByRole('heading', { name: 'System' })).toBeVisible();
