@@ -129,6 +129,18 @@ async fn add(
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut pending = Vec::new();
     let mut failures = 0;
+    // Without a terminal the bars are hidden: say each outcome as a plain line.
+    let plain = bars.is_hidden();
+    let done = |bar: &ProgressBar, name: &str, message: String, failed: bool| {
+        if plain {
+            eprintln!("{}: {message}", output::text(name));
+        }
+        if failed {
+            bar.abandon_with_message(message);
+        } else {
+            bar.finish_with_message(message);
+        }
+    };
     for file in files {
         let name = file
             .file_name()
@@ -155,27 +167,35 @@ async fn add(
                     .as_array()
                     .is_some_and(|d| !d.is_empty());
                 if duplicate {
-                    bar.finish_with_message(format!(
-                        "already in the collection (document {})",
-                        doc["id"]
-                    ));
+                    let message = format!("already in the collection (document {})", doc["id"]);
+                    done(&bar, &name, message, false);
                 } else if no_wait {
-                    bar.finish_with_message(format!("uploaded (document {})", doc["id"]));
+                    done(
+                        &bar,
+                        &name,
+                        format!("uploaded (document {})", doc["id"]),
+                        false,
+                    );
                 } else {
                     bar.set_position(0);
                     bar.set_message("queued for indexing");
-                    pending.push((bar, doc));
+                    pending.push((bar, name, doc));
                 }
             }
             Err(e) => {
                 failures += 1;
-                bar.abandon_with_message(format!("failed: {}", output::text(&e.to_string())));
+                done(
+                    &bar,
+                    &name,
+                    format!("failed: {}", output::text(&e.to_string())),
+                    true,
+                );
             }
         }
     }
-    for (bar, doc) in pending {
+    for (bar, name, doc) in pending {
         let Some(job) = doc["job_id"].as_i64() else {
-            bar.finish_with_message("uploaded");
+            done(&bar, &name, "uploaded".into(), false);
             continue;
         };
         loop {
@@ -187,10 +207,11 @@ async fn add(
                     let doc = client
                         .get_json(&format!("/api/v1/documents/{}", doc["id"]))
                         .await?;
-                    bar.finish_with_message(format!(
+                    let message = format!(
                         "indexed: {} passages (document {})",
                         doc["chunks"], doc["id"]
-                    ));
+                    );
+                    done(&bar, &name, message, false);
                     break;
                 }
                 "failed" | "cancelled" => {
@@ -202,7 +223,7 @@ async fn add(
                         .as_str()
                         .or(state["error"].as_str())
                         .unwrap_or("failed");
-                    bar.abandon_with_message(format!("failed: {}", output::text(why)));
+                    done(&bar, &name, format!("failed: {}", output::text(why)), true);
                     break;
                 }
                 _ => {

@@ -386,3 +386,30 @@ def test_one_users_collections_are_invisible_to_another(d):
 def user_key(d, name):
     d.cli("users", "add", name, "--role", "user")
     return d.cli("keys", "create", "--owner", name, "--scopes", "chat,documents,embeddings").strip()
+
+
+def test_the_cli_adds_lists_searches_and_removes(d, tmp_path):
+    import os
+    import subprocess
+    notes = tmp_path / "kiln.txt"
+    notes.write_text("The pottery kiln in the north shed is fired every second Tuesday.")
+    port = d.url.rsplit(":", 1)[1]
+    env = dict(d.env, APPLIANCE_CLIENT_API_KEY=d.key)
+
+    def cli(*args):
+        return subprocess.run(d.base + ["--port", port] + list(args), capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    added = cli("docs", "add", str(notes), "-c", "workshop")
+    assert added.returncode == 0, added.stderr
+    assert "created collection `workshop`" in added.stderr
+    assert "indexed: 1 passages" in added.stderr + added.stdout, added.stderr
+    listed = cli("docs", "list", "-c", "workshop")
+    assert "kiln.txt" in listed.stdout and "ready" in listed.stdout, listed.stdout
+    found = cli("docs", "search", "when is the kiln fired", "-c", "workshop")
+    assert found.returncode == 0 and found.stdout.startswith("1. kiln.txt"), found.stdout
+    doc_id = listed.stdout.splitlines()[1].split()[0]
+    assert cli("docs", "rm", doc_id).returncode == 0
+    assert "kiln.txt" not in cli("docs", "list", "-c", "workshop").stdout
+    missing = cli("docs", "add", str(tmp_path / "nope.txt"), "-c", "workshop")
+    assert missing.returncode != 0 and "not a readable file" in missing.stderr
