@@ -420,7 +420,7 @@ pub async fn send(
 
 /// Grounds the prompt in the conversation's collections (those the caller can still
 /// read: a collection unshared or deleted since is skipped).
-async fn ground(
+pub(super) async fn ground(
     state: &AppState,
     caller: &crate::auth::Principal,
     spec: &crate::engine::ModelSpec,

@@ -76,3 +76,30 @@ def test_collections_of_others_cannot_be_attached(d):
     eve = httpx.Client(base_url=d.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
     r = eve.post("/api/v1/conversations", json={"model": MODEL, "collections": [c]})
     assert r.status_code == 404, r.text
+
+
+def test_the_openai_client_grounds_through_the_collections_extension(d):
+    import openai
+    h = d.http()
+    c = create_collection(h, "openai-grounding")
+    upload(h, c, "museum.txt", b"The maritime museum opens at half past nine every morning except Monday.",
+           "text/plain")
+    wait_indexed(h, c, 1)
+    client = openai.OpenAI(base_url=d.url + "/v1", api_key=d.key)
+    out = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "When does the maritime museum open?"}],
+        max_tokens=30, temperature=0, extra_body={"collections": [c]})
+    sources = out.model_extra["sources"]
+    assert sources[0]["document_name"] == "museum.txt", sources
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "When does the maritime museum open?"}],
+        max_tokens=30, temperature=0, stream=True, extra_body={"collections": [c]})
+    last = None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].finish_reason:
+            last = chunk
+    assert last.model_extra["sources"][0]["document_name"] == "museum.txt"
+    # A collection the caller cannot read is an error, not an empty grounding.
+    bad = h.post("/v1/chat/completions", json={"model": MODEL, "collections": [987654],
+                                               "messages": [{"role": "user", "content": "hi"}]})
+    assert bad.status_code == 404, bad.text

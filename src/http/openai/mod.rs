@@ -182,10 +182,26 @@ pub async fn chat_completions(
             "tool calling is not supported yet",
         ));
     }
-    let messages = flatten_messages(&req)?;
+    let mut messages = flatten_messages(&req)?;
     let params = sampling(&req.sampling, state.config.engine.ctx_per_slot)?;
     let keep_alive = inference::keep_alive(&state, &caller, req.sampling.keep_alive.as_ref())?;
     let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let mut sources = None;
+    if let Some(ids) = req.collections.as_ref().filter(|ids| !ids.is_empty()) {
+        super::documents::searchable(&state, &caller, Some(ids)).await?;
+        let Some(question) = messages.iter().rev().find(|m| m.role == "user") else {
+            return Err(ApiError::bad_field(
+                "collections",
+                "grounding in collections needs a user message to search for",
+            ));
+        };
+        let question = question.content.clone();
+        let grounded =
+            super::conversations::ground(&state, &caller, &spec, ids, messages, &question, &params)
+                .await?;
+        messages = grounded.prompt;
+        sources = Some(json!(grounded.sources));
+    }
     let last_user = match (&req.conversation_id, messages.last()) {
         (None, _) => None,
         (Some(id), Some(last)) if last.role == "user" => {
@@ -222,6 +238,10 @@ pub async fn chat_completions(
             content,
         )
     });
+    let recorder = match (&sources, recorder) {
+        (Some(s), Some(r)) => Some(r.with_sources(s.clone())),
+        (_, r) => r,
+    };
     let reply = reply.record(recorder);
     let head = Head {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
@@ -230,10 +250,10 @@ pub async fn chat_completions(
     };
     if req.sampling.stream {
         let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
-        return Ok(sse(chat_stream(head, reply, include_usage)));
+        return Ok(sse(chat_stream(head, reply, include_usage, sources)));
     }
     let done = reply.collect().await?;
-    Ok(axum::Json(json!({
+    let mut body = json!({
         "id": head.id,
         "object": "chat.completion",
         "created": head.created,
@@ -245,8 +265,11 @@ pub async fn chat_completions(
             "finish_reason": finish_reason(done.finish_reason),
         }],
         "usage": UsageOut::from(done.usage),
-    }))
-    .into_response())
+    });
+    if let Some(sources) = sources {
+        body["sources"] = sources;
+    }
+    Ok(axum::Json(body).into_response())
 }
 
 /// `POST /v1/completions`.
@@ -375,6 +398,7 @@ fn chat_stream(
     head: Head,
     reply: Reply,
     include_usage: bool,
+    sources: Option<Value>,
 ) -> impl Stream<Item = Value> + Send + 'static {
     let chunk = {
         let (id, created, model) = (head.id.clone(), head.created, head.model.clone());
@@ -394,7 +418,11 @@ fn chat_stream(
             opening: Some(opening),
             chunk: Box::new(move |text| token_chunk(json!({"content": text}), None)),
             closing: Box::new(move |reason, usage| {
-                let mut out = vec![chunk(json!({}), Some(finish_reason(reason)))];
+                let mut last = chunk(json!({}), Some(finish_reason(reason)));
+                if let Some(sources) = &sources {
+                    last["sources"] = sources.clone();
+                }
+                let mut out = vec![last];
                 if include_usage {
                     out.push(json!({
                         "id": head.id, "object": "chat.completion.chunk", "created": head.created,
@@ -475,6 +503,7 @@ pub async fn tokenize(
                 sampling: Sampling::default(),
                 tools: None,
                 conversation_id: None,
+                collections: None,
             };
             Prompt::Chat(flatten_messages(&as_chat)?)
         }

@@ -158,6 +158,10 @@ pub struct ChatCompletionRequest {
     /// (appliance extension).
     #[serde(default)]
     pub conversation_id: Option<String>,
+    /// Ground the reply in these document collections; the answer carries the
+    /// numbered `sources` it was given (appliance extension).
+    #[serde(default)]
+    pub collections: Option<Vec<i64>>,
 }
 
 /// `prompt`: a string or a list of strings.
