@@ -70,31 +70,24 @@ impl DaemonClient {
 
     /// `GET path` → JSON.
     pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.get(&url);
+        let response = self
+            .send(self.http.get(format!("{}{path}", self.base)))
+            .await?;
+        check(response).await
+    }
+
+    /// Sends `request` with this client's API key, if any.
+    async fn send(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+        request.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
             reason: root_cause(&e),
-        })?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if !status.is_success() {
-            let message = body["error"]["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_string();
-            return Err(ClientError::Status {
-                status: status.as_u16(),
-                message,
-            });
-        }
-        Ok(body)
+        })
     }
 }
 
@@ -144,14 +137,8 @@ impl DaemonClient {
 
     /// `DELETE path` (any 2xx is success).
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
-        let mut request = self.http.delete(format!("{}{path}", self.base));
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: root_cause(&e),
-        })?;
+        let request = self.http.delete(format!("{}{path}", self.base));
+        let response = self.send(request).await?;
         check(response).await.map(|_| ())
     }
 
@@ -184,30 +171,18 @@ impl DaemonClient {
             reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), total)
                 .file_name(name);
         let form = reqwest::multipart::Form::new().part("file", part);
-        let mut request = self
+        let request = self
             .http
             .post(format!("{}{path}", self.base))
             .multipart(form);
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: root_cause(&e),
-        })?;
+        let response = self.send(request).await?;
         check(response).await
     }
 
     async fn send_post(&self, path: &str, body: &Value) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.post(&url).json(body);
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: root_cause(&e),
-        })?;
+        let request = self.http.post(&url).json(body);
+        let response = self.send(request).await?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -224,14 +199,14 @@ impl DaemonClient {
 /// The JSON body of a successful answer, or the daemon's error.
 async fn check(response: reqwest::Response) -> Result<Value, ClientError> {
     let status = response.status();
-    let body: Value = if status == reqwest::StatusCode::NO_CONTENT {
-        Value::Null
-    } else {
-        response.json().await.unwrap_or_default()
-    };
-    if status.is_success() {
-        return Ok(body);
+    if status == reqwest::StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
     }
+    let body = response.json::<Value>().await;
+    if status.is_success() {
+        return body.map_err(|e| ClientError::Protocol(e.to_string()));
+    }
+    let body = body.unwrap_or_default();
     Err(ClientError::Status {
         status: status.as_u16(),
         message: body["error"]["message"]

@@ -80,43 +80,62 @@ fn utf8(bytes: &[u8]) -> Result<&str, ExtractError> {
     })
 }
 
-/// Markdown: ATX headings (`#`…) build the heading path; the text is kept as written.
-fn markdown(text: &str) -> Vec<Section> {
-    let mut sections = Vec::new();
-    let mut headings: Vec<(usize, String)> = Vec::new();
-    let mut current = String::new();
-    let mut in_code = false;
-    let flush = |sections: &mut Vec<Section>, headings: &[(usize, String)], text: &mut String| {
-        if !text.trim().is_empty() {
-            sections.push(Section {
+/// Sections under a heading path, built as a document is read: text accumulates under
+/// the current headings until the next heading starts a new section.
+#[derive(Default)]
+struct Outline {
+    sections: Vec<Section>,
+    headings: Vec<(usize, String)>,
+    text: String,
+}
+
+impl Outline {
+    /// Ends the current section (if it has text) and opens one under `title` at `level`.
+    fn heading(&mut self, level: usize, title: String) {
+        self.flush();
+        self.headings.retain(|(l, _)| *l < level);
+        self.headings.push((level, title));
+    }
+
+    fn flush(&mut self) {
+        if !self.text.trim().is_empty() {
+            self.sections.push(Section {
                 page: None,
-                headings: headings.iter().map(|(_, h)| h.clone()).collect(),
-                text: std::mem::take(text),
+                headings: self.headings.iter().map(|(_, h)| h.clone()).collect(),
+                text: std::mem::take(&mut self.text),
             });
         }
-        text.clear();
-    };
+        self.text.clear();
+    }
+
+    fn finish(mut self) -> Vec<Section> {
+        self.flush();
+        self.sections
+    }
+}
+
+/// Markdown: ATX headings (`#`…) build the heading path; the text is kept as written.
+fn markdown(text: &str) -> Vec<Section> {
+    let mut outline = Outline::default();
+    let mut in_code = false;
     for line in text.lines() {
         if line.trim_start().starts_with("```") {
             in_code = !in_code;
         }
         let level = line.chars().take_while(|&c| c == '#').count();
         if !in_code && (1..=6).contains(&level) && line[level..].starts_with(' ') {
-            flush(&mut sections, &headings, &mut current);
             let title = line[level..]
                 .trim()
                 .trim_end_matches('#')
                 .trim()
                 .to_string();
-            headings.retain(|(l, _)| *l < level);
-            headings.push((level, title));
+            outline.heading(level, title);
             continue;
         }
-        current.push_str(line);
-        current.push('\n');
+        outline.text.push_str(line);
+        outline.text.push('\n');
     }
-    flush(&mut sections, &headings, &mut current);
-    sections
+    outline.finish()
 }
 
 /// HTML: visible text only (no scripts, styles, templates), headings kept as the path,
@@ -124,9 +143,7 @@ fn markdown(text: &str) -> Vec<Section> {
 fn html(source: &str) -> Vec<Section> {
     use scraper::{Html, Node};
     let document = Html::parse_document(source);
-    let mut sections = Vec::new();
-    let mut headings: Vec<(usize, String)> = Vec::new();
-    let mut current = String::new();
+    let mut outline = Outline::default();
 
     fn text_of(node: ego_tree::NodeRef<'_, Node>) -> String {
         let mut out = String::new();
@@ -146,8 +163,8 @@ fn html(source: &str) -> Vec<Section> {
             Node::Element(element) => {
                 let name = element.name();
                 if closing {
-                    if is_block(name) && !current.ends_with("\n\n") {
-                        current.push_str("\n\n");
+                    if is_block(name) && !outline.text.ends_with("\n\n") {
+                        outline.text.push_str("\n\n");
                     }
                     continue;
                 }
@@ -171,21 +188,12 @@ fn html(source: &str) -> Vec<Section> {
                 {
                     let title = text_of(node);
                     if !title.is_empty() {
-                        if !current.trim().is_empty() {
-                            sections.push(Section {
-                                page: None,
-                                headings: headings.iter().map(|(_, h)| h.clone()).collect(),
-                                text: std::mem::take(&mut current),
-                            });
-                        }
-                        current.clear();
-                        headings.retain(|(l, _)| *l < level);
-                        headings.push((level, title));
+                        outline.heading(level, title);
                     }
                     continue;
                 }
                 if name == "br" {
-                    current.push('\n');
+                    outline.text.push('\n');
                 }
                 stack.push((node, true));
                 for child in node.children().rev() {
@@ -195,6 +203,7 @@ fn html(source: &str) -> Vec<Section> {
             Node::Text(text) => {
                 let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
                 if !words.is_empty() {
+                    let current = &mut outline.text;
                     if !current.is_empty() && !current.ends_with(['\n', ' ']) {
                         current.push(' ');
                     }
@@ -209,14 +218,7 @@ fn html(source: &str) -> Vec<Section> {
             _ => {}
         }
     }
-    if !current.trim().is_empty() {
-        sections.push(Section {
-            page: None,
-            headings: headings.iter().map(|(_, h)| h.clone()).collect(),
-            text: current,
-        });
-    }
-    sections
+    outline.finish()
 }
 
 fn is_block(name: &str) -> bool {
@@ -323,9 +325,7 @@ fn docx(bytes: &[u8]) -> Result<Vec<Section>, ExtractError> {
     use quick_xml::events::Event;
     let xml = zip_member(bytes, "word/document.xml", "DOCX")?;
     let mut reader = quick_xml::Reader::from_str(&xml);
-    let mut sections = Vec::new();
-    let mut headings: Vec<(usize, String)> = Vec::new();
-    let mut current = String::new();
+    let mut outline = Outline::default();
     let mut paragraph = String::new();
     let mut heading_level: Option<usize> = None;
     let mut in_text = false;
@@ -376,21 +376,10 @@ fn docx(bytes: &[u8]) -> Result<Vec<Section>, ExtractError> {
                 "p" => {
                     let text = paragraph.trim().to_string();
                     match heading_level {
-                        Some(level) if !text.is_empty() => {
-                            if !current.trim().is_empty() {
-                                sections.push(Section {
-                                    page: None,
-                                    headings: headings.iter().map(|(_, h)| h.clone()).collect(),
-                                    text: std::mem::take(&mut current),
-                                });
-                            }
-                            current.clear();
-                            headings.retain(|(l, _)| *l < level);
-                            headings.push((level, text));
-                        }
+                        Some(level) if !text.is_empty() => outline.heading(level, text),
                         _ if !text.is_empty() => {
-                            current.push_str(&text);
-                            current.push_str("\n\n");
+                            outline.text.push_str(&text);
+                            outline.text.push_str("\n\n");
                         }
                         _ => {}
                     }
@@ -402,14 +391,7 @@ fn docx(bytes: &[u8]) -> Result<Vec<Section>, ExtractError> {
             _ => {}
         }
     }
-    if !current.trim().is_empty() {
-        sections.push(Section {
-            page: None,
-            headings: headings.iter().map(|(_, h)| h.clone()).collect(),
-            text: current,
-        });
-    }
-    Ok(sections)
+    Ok(outline.finish())
 }
 
 /// The character of a numeric reference body (`#65`, `#x41`), if valid.

@@ -26,30 +26,35 @@ use super::ollama::OllamaError;
 /// Texts one request may embed (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
 
-/// Looks up an embedding model ("" and "default": `engine.default_embedding_model`).
-pub async fn resolve(state: &AppState, name: &str) -> Result<(ModelSpec, u32), ApiError> {
-    let wanted = match name.trim() {
-        "" | "default" => state.config.engine.default_embedding_model.clone(),
-        other => other.to_string(),
-    };
-    if wanted.len() > 256 {
-        return Err(ApiError::bad_field(
-            "model",
-            "`model` is longer than 256 characters",
-        ));
-    }
+/// Looks up an embedding model ("" and "default": `engine.default_embedding_model`) and
+/// checks the vector length a client asked for (the model's own only: it cannot shorten).
+pub async fn resolve(
+    state: &AppState,
+    name: &str,
+    dimensions: Option<u32>,
+) -> Result<ModelSpec, ApiError> {
+    let wanted = inference::requested_model(name, &state.config.engine.default_embedding_model)?;
     let registry = state.registry.clone();
     let info = tokio::task::spawn_blocking(move || registry.find_embedder(&wanted))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok((
-        ModelSpec {
-            name: info.name.clone(),
-            path: info.path.clone(),
-            kind: ModelKind::Embedding,
-        },
-        info.dimensions,
-    ))
+    if let Some(wanted) = dimensions
+        && wanted != info.dimensions
+    {
+        let have = info.dimensions;
+        return Err(ApiError::bad_field(
+            "dimensions",
+            format!(
+                "model `{}` makes {have}-dimensional vectors and cannot shorten them; omit `dimensions` or ask for {have}",
+                info.name
+            ),
+        ));
+    }
+    Ok(ModelSpec {
+        name: info.name,
+        path: info.path,
+        kind: ModelKind::Embedding,
+    })
 }
 
 /// The input as OpenAI and Ollama send it: one text or several. Token-id arrays are
@@ -166,18 +171,7 @@ pub async fn openai(
         }
     };
     let texts = req.input.into_texts()?;
-    let (spec, dimensions) = resolve(&state, &req.model).await?;
-    if let Some(wanted) = req.dimensions
-        && wanted != dimensions
-    {
-        return Err(ApiError::bad_field(
-            "dimensions",
-            format!(
-                "model `{}` makes {dimensions}-dimensional vectors and cannot shorten them; omit `dimensions` or ask for {dimensions}",
-                spec.name
-            ),
-        ));
-    }
+    let spec = resolve(&state, &req.model, req.dimensions).await?;
     let out = embed(&state, &caller, &spec, texts, false, None).await?;
     let data: Vec<Value> = out
         .vectors
@@ -228,19 +222,7 @@ pub async fn ollama_embed(
     let started = Instant::now();
     let keep_alive = inference::keep_alive(&state, &caller, req.keep_alive.as_ref())?;
     let texts = req.input.into_texts()?;
-    let (spec, dimensions) = resolve(&state, &req.model).await?;
-    if let Some(wanted) = req.dimensions
-        && wanted != dimensions
-    {
-        return Err(ApiError::bad_field(
-            "dimensions",
-            format!(
-                "model `{}` makes {dimensions}-dimensional vectors",
-                spec.name
-            ),
-        )
-        .into());
-    }
+    let spec = resolve(&state, &req.model, req.dimensions).await?;
     let truncate = req.truncate.unwrap_or(true);
     let out = embed(&state, &caller, &spec, texts, truncate, keep_alive).await?;
     Ok(axum::Json(json!({
@@ -274,7 +256,7 @@ pub async fn ollama_legacy(
     Json(req): Json<OllamaLegacyRequest>,
 ) -> Result<Response, OllamaError> {
     let keep_alive = inference::keep_alive(&state, &caller, req.keep_alive.as_ref())?;
-    let (spec, _) = resolve(&state, &req.model).await?;
+    let spec = resolve(&state, &req.model, None).await?;
     if req.prompt.is_empty() {
         // Ollama answers an empty prompt with an empty vector (after loading the model).
         state

@@ -19,14 +19,10 @@ use crate::models::registry::ModelInfo;
 use super::error::ApiError;
 use super::reply::Reply;
 
-/// Looks a client's model name up in the registry ("" and "default" mean the
-/// configured default model).
-pub async fn resolve_model(
-    state: &AppState,
-    name: &str,
-) -> Result<(ModelSpec, Arc<ModelInfo>), ApiError> {
+/// The model a client asked for: its name, or `default` for "" and "default"; bounded.
+pub fn requested_model(name: &str, default: &str) -> Result<String, ApiError> {
     let wanted = match name.trim() {
-        "" | "default" => state.config.engine.default_model.clone(),
+        "" | "default" => default.to_string(),
         other => other.to_string(),
     };
     if wanted.len() > 256 {
@@ -35,6 +31,16 @@ pub async fn resolve_model(
             "`model` is longer than 256 characters",
         ));
     }
+    Ok(wanted)
+}
+
+/// Looks a client's model name up in the registry ("" and "default" mean the
+/// configured default model).
+pub async fn resolve_model(
+    state: &AppState,
+    name: &str,
+) -> Result<(ModelSpec, Arc<ModelInfo>), ApiError> {
+    let wanted = requested_model(name, &state.config.engine.default_model)?;
     let registry = state.registry.clone();
     let info = tokio::task::spawn_blocking(move || registry.find(&wanted))
         .await

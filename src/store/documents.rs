@@ -556,9 +556,8 @@ impl Store {
                 )?;
                 let mut insert_vector = tx.prepare_cached(
                     "INSERT INTO chunk_vectors (chunk_id, model, embedding, bits) \
-                     VALUES (?1, ?2, vec_f32(?3), vec_quantize_binary(vec_f32(?3)))",
+                     VALUES (?1, ?2, vec_f32(?3), vec_quantize_binary(vec_f32(?3))) RETURNING bits",
                 )?;
-                let mut read_bits = tx.prepare_cached("SELECT bits FROM chunk_vectors WHERE chunk_id = ?1")?;
                 for (seq, chunk) in chunks.iter().enumerate() {
                     insert_chunk.execute(params![
                         document_id,
@@ -572,8 +571,8 @@ impl Store {
                     ])?;
                     let chunk_id = tx.last_insert_rowid();
                     let blob: Vec<u8> = chunk.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    insert_vector.execute(params![chunk_id, model, blob])?;
-                    let bits: Vec<u8> = read_bits.query_row([chunk_id], |r| r.get(0))?;
+                    let bits: Vec<u8> =
+                        insert_vector.query_row(params![chunk_id, model, blob], |r| r.get(0))?;
                     entries.push(IndexEntry {
                         chunk_id,
                         document_id,
