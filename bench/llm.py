@@ -40,25 +40,18 @@ import concurrent.futures
 import json
 import os
 import pathlib
-import platform
-import queue
 import re
-import shutil
-import signal
 import socket
-import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
 
 import httpx
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or pathlib.Path.home() / ".cache/appliance/target")
-MODELS = pathlib.Path(os.environ.get("TEST_MODELS_DIR") or pathlib.Path.home() / ".cache/appliance/models")
+from harness import (MODELS, ROOT, TARGET, ApplianceDaemon, BenchError, Output, Server, build_release, commit,
+                     cpu_model, fail, median, require_executable, run)
+
 REFERENCE = pathlib.Path(os.environ.get("APPLIANCE_REFERENCE_DIR") or pathlib.Path.home() / ".cache/appliance/reference")
 MODEL = "SmolLM2-135M-Instruct-Q4_1"
 STORY = "Write a long, detailed story about a lighthouse keeper and a storm. Do not stop early."
@@ -68,108 +61,12 @@ START_TIMEOUT = 120  # s, daemon/server start and model load
 REQUEST_TIMEOUT = 300  # s, any one request (also the bound on a stream's total time)
 
 
-class BenchError(Exception):
-    pass
-
-
-def fail(message):
-    raise BenchError(message)
-
-
-def run(args, timeout, **kw):
-    try:
-        r = subprocess.run(args, text=True, capture_output=True, timeout=timeout, **kw)
-    except subprocess.TimeoutExpired:
-        fail(f"`{' '.join(map(str, args))}` did not finish within {timeout} s")
-    if r.returncode != 0:
-        fail(f"`{' '.join(map(str, args))}` failed with status {r.returncode}:\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
-    return r
-
-
-class Output:
-    """Drains a process's output on a thread (so the pipe never fills) and keeps it."""
-
-    def __init__(self, stream):
-        self.lines = queue.Queue()
-        self.all = []
-        threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
-
-    def _drain(self, stream):
-        for line in stream:
-            self.all.append(line)
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_for(self, pattern, deadline, what):
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                fail(f"{what}: no line matching {pattern!r} within {START_TIMEOUT} s; output so far:\n{self.tail()}")
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                fail(f"{what}: exited before printing {pattern!r}; output:\n{self.tail()}")
-            match = re.search(pattern, line)
-            if match:
-                return match
-
-    def tail(self, n=40):
-        return "".join(self.all[-n:])
-
-
-class Server:
-    name = "?"
-    url = ""
-    headers = {}
-
-    def _stop(self, proc, out):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-                print(f"warning: {self.name} did not stop within 20 s of SIGTERM; killed", file=sys.stderr)
-
-    def check_alive(self):
-        if self.proc.poll() is not None:
-            fail(f"{self.name} exited with status {self.proc.returncode}; output:\n{self.out.tail()}")
-
-
-class Appliance(Server):
-    name = "appliance"
-
+class Appliance(ApplianceDaemon):
     def __init__(self, binary, threads, slots, ctx):
-        self.root = tempfile.mkdtemp(prefix="appliance-bench-")
-        config = pathlib.Path(self.root, "config.toml")
-        config.write_text("")
-        base = [str(binary), "--config", str(config), "--data-dir", f"{self.root}/data", "--log-dir",
-                f"{self.root}/logs", "--runtime-dir", f"{self.root}/run", "--models-dir", str(MODELS)]
-        env = dict(os.environ, HOME=self.root)
-        # Auth stays on: an administrator and an all-scopes API key, made with the CLI.
-        run(base + ["users", "add", "--admin", "admin"], 60, env=env, stdin=subprocess.DEVNULL)
-        key = run(base + ["keys", "create", "--owner", "admin", "--scopes", "all"], 60, env=env,
-                  stdin=subprocess.DEVNULL).stdout.strip()
-        if not re.fullmatch(r"\S{16,}", key):
-            fail(f"`keys create` printed no key: {key!r}")
-        self.headers = {"Authorization": f"Bearer {key}"}
-        settings = ["log.file=false", f"engine.threads={threads}", f"engine.slots={slots}", f"engine.queue={slots}",
-                    f"engine.ctx_per_slot={ctx}", "engine.keep_alive=-1"]
-        args = base + ["--port", "0"] + [a for s in settings for a in ("--set", s)] + ["serve"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                     stdin=subprocess.DEVNULL)
-        self.out = Output(self.proc.stdout)
-        deadline = time.monotonic() + START_TIMEOUT
-        self.url = self.out.wait_for(r"listening on (https?://[0-9.:]+)", deadline, "appliance serve").group(1)
+        super().__init__(binary, [f"engine.threads={threads}", f"engine.slots={slots}", f"engine.queue={slots}",
+                                  f"engine.ctx_per_slot={ctx}", "engine.keep_alive=-1"])
         # Load the model before measuring (it loads on the first request).
-        warm_up(self, deadline)
-
-    def stop(self):
-        self._stop(self.proc, self.out)
-        shutil.rmtree(self.root, ignore_errors=True)
+        warm_up(self, time.monotonic() + START_TIMEOUT)
 
 
 class LlamaServer(Server):
@@ -200,7 +97,7 @@ class LlamaServer(Server):
         warm_up(self, deadline)
 
     def stop(self):
-        self._stop(self.proc, self.out)
+        self._stop()
 
 
 def warm_up(server, deadline):
@@ -270,11 +167,6 @@ def stream_chat(server, messages, max_tokens, seed=1):
 
 def evaluated(usage):
     return usage["prompt_tokens"] - ((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-
-
-def median(values):
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
 
 
 def fresh(text):
@@ -393,21 +285,13 @@ def raw_decode(model_path, args):
 
 
 def machine_facts(args, reference_bin):
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor() or "?")
-    try:
-        commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], 30).stdout.strip()
-        if run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"], 30).stdout:
-            commit += " (+ uncommitted changes)"
-    except BenchError:
-        commit = "?"
     versions_file = REFERENCE / "versions.json"
     versions = json.loads(versions_file.read_text()) if versions_file.exists() else {}
     server_version = subprocess.run([str(reference_bin), "--version"], capture_output=True, text=True, timeout=30)
     match = re.search(r"version: (\S+ \([^)]*\))", server_version.stdout + server_version.stderr)
     return {
-        "nproc": os.cpu_count(), "cpu": cpu, "model": MODEL, "threads": args.threads, "tokens": args.tokens,
-        "runs": args.runs, "ctx_per_slot": args.ctx, "commit": commit,
+        "nproc": os.cpu_count(), "cpu": cpu_model(), "model": MODEL, "threads": args.threads, "tokens": args.tokens,
+        "runs": args.runs, "ctx_per_slot": args.ctx, "commit": commit(),
         "appliance_llama_cpp": versions.get("appliance_llama_cpp", "unknown (run bench/build-reference.sh)"),
         "reference_llama_cpp": versions.get("reference_llama_cpp", "unknown (run bench/build-reference.sh)"),
         "llama_server_version": match.group(1) if match else "?",
@@ -437,15 +321,11 @@ def main():
     if not model_path.exists():
         fail(f"{model_path} missing: run scripts/fetch-models {MODELS} (or set TEST_MODELS_DIR)")
     if args.build:
-        print("building the release binary…", file=sys.stderr)
-        run(["cargo", "build", "--release", "--locked", "--quiet"], 3600, cwd=ROOT,
-            env=dict(os.environ, CARGO_TARGET_DIR=str(TARGET)))
-        args.bin = TARGET / "release/appliance"
+        args.bin = build_release(None)
     for path, hint in ((args.bin, "build it (cargo build --release), pass --build, or pass --bin PATH"),
                        (args.llama_server, "run bench/build-reference.sh or pass --llama-server PATH"),
                        (args.llama_bench, "run bench/build-reference.sh or pass --llama-bench PATH")):
-        if not os.access(path, os.X_OK):
-            fail(f"{path} missing or not executable: {hint}")
+        require_executable(path, hint)
 
     facts = machine_facts(args, args.llama_server)
     facts["appliance_bin"] = str(args.bin)

@@ -378,6 +378,29 @@ test('documents: upload, index, search and open the cited passage', async () => 
   await shot(page, 'document-view');
 });
 
+test('chat with documents: the reply lists its sources and a source opens the cited passage', async () => {
+  await newConversation(page, { Temperature: '0', 'Max tokens': '48' });
+  const picker = page.getByTestId('collection-picker');
+  await picker.click();
+  await page.getByLabel('Field notes').check();
+  await picker.click();
+  await expect(picker).toContainText('Field notes');
+  await page.getByLabel('Message', { exact: true }).fill('When are the river otters fed?');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.waitForURL(/#\/chat\/conv_/);
+  const reply = page.locator('article.msg-assistant').last();
+  await expect(reply).toBeVisible({ timeout: 60_000 });
+  await expect(page.locator('[data-streaming="true"]')).toHaveCount(0, { timeout: 60_000 });
+  const sources = reply.getByTestId('message-sources');
+  await expect(sources).toContainText('otters.txt');
+  await shot(page, 'chat-sources');
+  // The sources survive a reload (stored with the message), and each opens its passage.
+  await page.reload();
+  const stored = page.locator('article.msg-assistant').last().getByTestId('message-sources');
+  await stored.getByRole('link', { name: 'otters.txt' }).click();
+  await expect(page.locator('[data-testid="chunk"][aria-current="true"]')).toContainText('herring');
+});
+
 test('the admin system page shows numbers that change between polls', async () => {
   await page.goto(`${url()}/#/admin/system`);
   await expect(page.getByRole('heading', { name: 'System' })).toBeVisible();

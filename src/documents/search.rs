@@ -6,7 +6,8 @@
 //!    are re-scored by cosine similarity with their full-precision vectors (stored as
 //!    sqlite-vec float32 blobs). Candidates under `min_score` are dropped.
 //! 3. Keyword side: FTS5 with BM25 over chunk text and headings, the query reduced to
-//!    quoted terms joined by OR (a client cannot inject FTS syntax).
+//!    plain words joined by OR (a client cannot inject FTS syntax), very common words
+//!    left out at scale (`Store::keyword_search`).
 //! 4. Reciprocal rank fusion: score = Σ 1 / (60 + rank) over both lists.
 //!
 //! Access is decided by the caller: it passes only collections the viewer may read.
@@ -16,7 +17,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::Documents;
+use super::index::VectorIndex;
 use super::ingest::IngestError;
+use crate::store::Store;
 use crate::store::documents::ChunkHit;
 
 /// The RRF constant (as in the original paper and most engines).
@@ -58,9 +61,9 @@ pub const OVERSAMPLE: usize = 20;
 /// Candidates per side for fusion, at least.
 const MIN_CANDIDATES: usize = 50;
 
-/// Reduces free text to a safe FTS5 query: each word quoted, joined by OR. `None` when
-/// nothing searchable is left.
-pub fn fts_query(text: &str) -> Option<String> {
+/// The words of free text a keyword search looks for: letters and digits only,
+/// lower-cased, each once, at most 32 (so a client cannot pass FTS5 syntax).
+pub fn keyword_terms(text: &str) -> Vec<String> {
     let mut terms: Vec<String> = text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
@@ -69,13 +72,7 @@ pub fn fts_query(text: &str) -> Option<String> {
     terms.sort();
     terms.dedup();
     terms.truncate(32);
-    (!terms.is_empty()).then(|| {
-        terms
-            .iter()
-            .map(|t| format!("\"{t}\""))
-            .collect::<Vec<_>>()
-            .join(" OR ")
-    })
+    terms
 }
 
 /// Cosine similarity of two unit vectors.
@@ -96,35 +93,41 @@ pub fn fuse(lists: &[&[i64]]) -> Vec<(i64, f64)> {
     out
 }
 
-impl Documents {
-    /// Vector-side candidates: coarse pass, then exact cosine re-scoring; best first,
-    /// only those at or above `min_score`.
-    pub async fn vector_search(
-        &self,
-        vector: &[f32],
-        collections: &[i64],
-        documents: &[i64],
-        limit: usize,
-        min_score: f32,
-    ) -> Result<Vec<(i64, f32)>, IngestError> {
-        self.ensure_index().await?;
-        let index = self.index.clone();
-        let (v, c, d) = (vector.to_vec(), collections.to_vec(), documents.to_vec());
-        let wanted = (limit * OVERSAMPLE).max(MIN_CANDIDATES * 4);
-        let candidates = tokio::task::spawn_blocking(move || index.candidates(&v, &c, &d, wanted))
-            .await
-            .map_err(|e| IngestError::Fatal(e.to_string()))?;
-        let vectors = self.store.chunk_vectors(candidates).await?;
-        let mut scored: Vec<(i64, f32)> = vectors
-            .iter()
-            .map(|(id, v)| (*id, cosine(vector, v)))
-            .filter(|(_, s)| *s >= min_score)
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(limit);
-        Ok(scored)
-    }
+/// Vector-side results wanted per side of the fusion when a search wants `limit`.
+pub fn per_side(limit: usize) -> usize {
+    (limit * 3).max(MIN_CANDIDATES)
+}
 
+/// The vector side of a search over a loaded index: the coarse pass, then exact
+/// cosine re-scoring of its candidates with their stored full-precision vectors; best
+/// first, only those at or above `min_score`. Blocking work runs off the runtime.
+pub async fn nearest(
+    index: &VectorIndex,
+    store: &Store,
+    vector: &[f32],
+    collections: &[i64],
+    documents: &[i64],
+    limit: usize,
+    min_score: f32,
+) -> Result<Vec<(i64, f32)>, IngestError> {
+    let index = index.clone();
+    let (v, c, d) = (vector.to_vec(), collections.to_vec(), documents.to_vec());
+    let wanted = (limit * OVERSAMPLE).max(MIN_CANDIDATES * 4);
+    let candidates = tokio::task::spawn_blocking(move || index.candidates(&v, &c, &d, wanted))
+        .await
+        .map_err(|e| IngestError::Fatal(e.to_string()))?;
+    let vectors = store.chunk_vectors(candidates).await?;
+    let mut scored: Vec<(i64, f32)> = vectors
+        .iter()
+        .map(|(id, v)| (*id, cosine(vector, v)))
+        .filter(|(_, s)| *s >= min_score)
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(limit);
+    Ok(scored)
+}
+
+impl Documents {
     /// Hybrid search.
     pub async fn search(&self, query: Query) -> Result<Vec<Hit>, IngestError> {
         let limit = query.limit.clamp(1, 100);
@@ -137,29 +140,27 @@ impl Documents {
             .embed(&spec, query.user, vec![query.text.clone()], true, None)
             .await?;
         let vector = embedded.vectors.into_iter().next().unwrap_or_default();
-        let per_side = (limit * 3).max(MIN_CANDIDATES);
-        let by_vector = self
-            .vector_search(
-                &vector,
-                &query.collections,
-                &query.documents,
-                per_side,
-                query.min_score,
+        let each_side = per_side(limit);
+        self.ensure_index().await?;
+        let by_vector = nearest(
+            &self.index,
+            &self.store,
+            &vector,
+            &query.collections,
+            &query.documents,
+            each_side,
+            query.min_score,
+        )
+        .await?;
+        let by_keyword = self
+            .store
+            .keyword_search(
+                keyword_terms(&query.text),
+                query.collections.clone(),
+                query.documents.clone(),
+                each_side as u32,
             )
             .await?;
-        let by_keyword = match fts_query(&query.text) {
-            Some(fts) => {
-                self.store
-                    .keyword_search(
-                        fts,
-                        query.collections.clone(),
-                        query.documents.clone(),
-                        per_side as u32,
-                    )
-                    .await?
-            }
-            None => Vec::new(),
-        };
         let vector_ids: Vec<i64> = by_vector.iter().map(|(id, _)| *id).collect();
         let fused = fuse(&[&vector_ids, &by_keyword]);
         let top: Vec<(i64, f64)> = fused.into_iter().take(limit).collect();
@@ -205,12 +206,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fts_queries_cannot_carry_syntax() {
+    fn keyword_terms_cannot_carry_syntax() {
         assert_eq!(
-            fts_query("cat AND \"dog\" NEAR(x)*").as_deref(),
-            Some("\"and\" OR \"cat\" OR \"dog\" OR \"near\" OR \"x\"")
+            keyword_terms("cat AND \"dog\" NEAR(x)* Cat"),
+            ["and", "cat", "dog", "near", "x"]
         );
-        assert_eq!(fts_query("  -- ** "), None);
+        assert!(keyword_terms("  -- ** ").is_empty());
     }
 
     #[test]

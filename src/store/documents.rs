@@ -268,6 +268,48 @@ fn queue_ingest(conn: &Connection, document_id: i64, user: Option<i64>) -> rusql
     Ok(job)
 }
 
+/// Matches a keyword search ranks at most, summed over its terms (see
+/// [`Store::keyword_search`]).
+pub const KEYWORD_POSTINGS: i64 = 20_000;
+
+/// The FTS5 expression for the terms worth ranking (`"a" OR "b"`) within `budget`
+/// matches, `None` when none is.
+fn selective_terms(
+    conn: &Connection,
+    terms: Vec<String>,
+    budget: i64,
+) -> Result<Option<String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT doc FROM chunks_vocab WHERE term = ?1")?;
+    let mut counted = Vec::with_capacity(terms.len());
+    for term in terms {
+        // A term the vocabulary lacks may still match once FTS5 folds it (diacritics):
+        // count it as rare.
+        let count: i64 = stmt
+            .query_row([&term], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        counted.push((count, term));
+    }
+    counted.sort();
+    let Some((rarest, _)) = counted.first() else {
+        return Ok(None);
+    };
+    let chunks: i64 = conn.query_row("SELECT ifnull(max(id), 0) FROM chunks", [], |r| r.get(0))?;
+    if *rarest > budget && rarest * 10 > chunks {
+        return Ok(None);
+    }
+    let mut total = 0;
+    let mut kept = Vec::new();
+    for (count, term) in counted {
+        if !kept.is_empty() && total + count > budget {
+            break;
+        }
+        total += count;
+        kept.push(format!("\"{term}\""));
+    }
+    Ok(Some(kept.join(" OR ")))
+}
+
 impl Store {
     /// Creates a collection owned by `user`.
     pub async fn create_collection(
@@ -684,16 +726,31 @@ impl Store {
         .await
     }
 
-    /// Keyword search (FTS5, BM25) within collections: chunk ids, best first. `query`
-    /// must already be a safe FTS5 expression.
+    /// Keyword search (FTS5, BM25) within collections: chunk ids, best first. `terms`
+    /// are plain words (letters and digits only; anything else is dropped), any of
+    /// which may match.
+    ///
+    /// Ranking every match of a very common word ("the", "is") would cost seconds at a
+    /// million chunks and tell little, so terms are taken rarest first while their
+    /// matches together stay within [`KEYWORD_POSTINGS`]; the rarest is always taken,
+    /// unless it is itself that common and in over a tenth of all chunks, when the
+    /// query has no keyword signal and the answer is empty. Under that many chunks,
+    /// nothing is left out.
     pub async fn keyword_search(
         &self,
-        query: String,
+        terms: Vec<String>,
         collections: Vec<i64>,
         documents: Vec<i64>,
         limit: u32,
     ) -> Result<Vec<i64>, StoreError> {
         self.read("keyword_search", move |conn| {
+            let terms: Vec<String> = terms
+                .into_iter()
+                .filter(|t| !t.is_empty() && t.chars().all(char::is_alphanumeric))
+                .collect();
+            let Some(query) = selective_terms(conn, terms, KEYWORD_POSTINGS)? else {
+                return Ok(Vec::new());
+            };
             let mut stmt = conn.prepare_cached(
                 "SELECT f.rowid FROM chunks_fts f JOIN chunks c ON c.id = f.rowid \
                  JOIN documents d ON d.id = c.document_id \
@@ -757,4 +814,82 @@ fn unreferenced(conn: &Connection, shas: Vec<String>) -> rusqlite::Result<Vec<St
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    #[tokio::test]
+    async fn common_terms_are_left_out_rarest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let store = Store::open(
+            &path,
+            StoreOptions::new(std::time::Duration::from_secs(5), 1),
+        )
+        .unwrap();
+        let c = store
+            .create_collection(None, "c".into(), String::new())
+            .await
+            .unwrap();
+        let new = NewDocument {
+            sha256: "cd".repeat(32),
+            name: "k.txt".into(),
+            media_type: "text".into(),
+            size: 1,
+            source_url: None,
+        };
+        let (doc, _) = store.add_document(c.id, None, None, new).await.unwrap();
+        let chunks = (0..30)
+            .map(|i| NewChunk {
+                text: format!(
+                    "common words {} {}",
+                    if i == 7 { "rare" } else { "" },
+                    if i < 4 { "middling" } else { "" }
+                ),
+                page: None,
+                heading: String::new(),
+                char_start: 0,
+                char_end: 1,
+                tokens: 3,
+                embedding: vec![0.5; 8],
+            })
+            .collect();
+        store
+            .store_chunks(doc.id, doc.job_id.unwrap(), "m".into(), None, chunks)
+            .await
+            .unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let pick = |terms: &[&str], budget| {
+            selective_terms(&conn, terms.iter().map(|t| t.to_string()).collect(), budget).unwrap()
+        };
+        assert_eq!(
+            pick(&["common", "rare", "middling"], 5).as_deref(),
+            Some("\"rare\" OR \"middling\"")
+        );
+        assert_eq!(
+            pick(&["common", "rare"], 100).as_deref(),
+            Some("\"rare\" OR \"common\""),
+            "small: nothing left out"
+        );
+        assert_eq!(
+            pick(&["common", "words"], 5),
+            None,
+            "only words in every chunk: no keyword signal"
+        );
+        assert_eq!(
+            pick(&["caf\u{e9}", "common"], 5).as_deref(),
+            Some("\"caf\u{e9}\""),
+            "unknown to the vocabulary: kept"
+        );
+        assert_eq!(pick(&[], 5), None);
+        // Through the store: only the rare chunk matches once "common" is left out.
+        let found = store
+            .keyword_search(vec!["rare".into(), "x-y".into()], vec![c.id], vec![], 10)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+    }
 }

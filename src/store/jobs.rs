@@ -238,6 +238,13 @@ impl Store {
                     "UPDATE jobs SET state = 'cancelled', finished_at = ?2 WHERE id = ?1",
                     params![id, now()],
                 )?;
+                // What the job was for learns it will not happen (a running job's
+                // handler does this itself when it stops).
+                tx.execute(
+                    "UPDATE documents SET state = 'failed', error = 'indexing was cancelled' \
+                     WHERE job_id = ?1 AND state IN ('queued', 'indexing')",
+                    [id],
+                )?;
             }
             let job = get(&tx, id, None)?.ok_or(StoreError::NotFound("job"))?;
             tx.commit()?;

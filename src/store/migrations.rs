@@ -28,6 +28,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_documents",
         include_str!("migrations/0006_documents.sql"),
     ),
+    (
+        "0007_chunks_vocab",
+        include_str!("migrations/0007_chunks_vocab.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

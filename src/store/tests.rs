@@ -221,7 +221,7 @@ async fn chunks_replace_a_document_atomically_and_bits_match_our_quantiser() {
     let vectors = store.chunk_vectors(vec![chunks[0].id]).await.unwrap();
     assert_eq!(vectors[0].1, vector);
     let found = store
-        .keyword_search("\"two\"".into(), vec![c.id], vec![], 10)
+        .keyword_search(vec!["two".into()], vec![c.id], vec![], 10)
         .await
         .unwrap();
     assert_eq!(found, vec![chunks[1].id]);
@@ -273,4 +273,39 @@ async fn orphaned_running_jobs_are_queued_again_and_retries_back_off() {
         "no attempts left: the retry becomes a failure"
     );
     assert_eq!(failed.error.as_deref(), Some("busy"));
+}
+
+#[tokio::test]
+async fn cancelling_a_queued_ingest_job_fails_its_document_with_the_reason() {
+    use crate::store::documents::NewDocument;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("c.db"), options()).unwrap();
+    let c = store
+        .create_collection(None, "c".into(), String::new())
+        .await
+        .unwrap();
+    let new = NewDocument {
+        sha256: "ab".repeat(32),
+        name: "a.txt".into(),
+        media_type: "text".into(),
+        size: 3,
+        source_url: None,
+    };
+    let (doc, _) = store.add_document(c.id, None, None, new).await.unwrap();
+    let job = doc.job_id.unwrap();
+    assert_eq!(
+        store.cancel_job(job, None).await.unwrap().state,
+        "cancelled"
+    );
+    let doc = store.document(doc.id, None).await.unwrap();
+    assert_eq!(doc.state, "failed");
+    assert_eq!(doc.error.as_deref(), Some("indexing was cancelled"));
+    assert!(
+        store
+            .claim_job(vec![crate::store::documents::INGEST_JOB.into()])
+            .await
+            .unwrap()
+            .is_none(),
+        "a cancelled job is never claimed"
+    );
 }

@@ -346,14 +346,23 @@ def test_jobs_report_progress_live_and_can_be_cancelled(d):
     assert events[-1]["state"] == "done", events[-1]
     assert any(0 < e["progress"] < 1 for e in events), [e["progress"] for e in events]
     assert events[-1]["document_id"] == doc["id"]
-    # Cancel one that is still queued or running.
-    doc2 = upload(h, c, "regatta2.txt", (text + " again").encode(), "text/plain").json()["documents"][0]
+    # Cancel one while it embeds (progress 0.1 and on): it ends `cancelled`, its
+    # document `failed` with the reason, and nothing of it is searchable.
+    big = "\n\n".join(f"Paragraph {j} about the winter carnival and its {j} sledges." for j in range(3000))
+    doc2 = upload(h, c, "carnival.txt", big.encode(), "text/plain").json()["documents"][0]
+    with httpx.stream("GET", f"{d.url}/api/v1/jobs/{doc2['job_id']}/events", headers=d.headers, timeout=120) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                event = json.loads(line[5:])
+                assert event["state"] in ("queued", "running"), event
+                if event["progress"] >= 0.1:
+                    break
     assert h.delete(f"/api/v1/jobs/{doc2['job_id']}").status_code == 204
-    assert wait_until(lambda: h.get(f"/api/v1/jobs/{doc2['job_id']}").json()["state"] in ("cancelled", "done"),
-                      timeout=60)
-    state = h.get(f"/api/v1/jobs/{doc2['job_id']}").json()["state"]
-    if state == "cancelled":
-        assert h.get(f"/api/v1/documents/{doc2['id']}").json()["state"] in ("failed", "queued")
+    assert wait_until(lambda: h.get(f"/api/v1/jobs/{doc2['job_id']}").json()["state"] != "running", timeout=60)
+    assert h.get(f"/api/v1/jobs/{doc2['job_id']}").json()["state"] == "cancelled"
+    cancelled = h.get(f"/api/v1/documents/{doc2['id']}").json()
+    assert (cancelled["state"], cancelled["error"], cancelled["chunks"]) == ("failed", "indexing was cancelled", 0)
+    assert not any(x["document_id"] == doc2["id"] for x in search(h, "winter carnival sledges", [c]))
 
 
 def test_one_users_collections_are_invisible_to_another(d):

@@ -14,6 +14,7 @@
 //! same protocol, for tests of the daemon side that need no weights.
 
 mod batch;
+mod bert;
 pub mod embed;
 pub mod fake;
 mod prep;
