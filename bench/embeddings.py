@@ -81,19 +81,24 @@ class Appliance:
         self.daemon.stop()
 
 
+def load_sentence_transformer(threads):
+    """all-MiniLM-L6-v2 from the models dir in sentence-transformers (mean pooling, L2
+    normalisation, 256-token cut as published), PyTorch on the CPU with `threads`."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    torch.set_num_threads(threads)
+    transformer = Transformer(str(MODELS / MODEL), max_seq_length=256)
+    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"),
+                                         Normalize()], device="cpu")
+    return model, torch.__version__
+
+
 class SentenceTransformers:
     name = "sentence-transformers"
 
     def __init__(self, threads):
-        import torch
-        from sentence_transformers import SentenceTransformer
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-        torch.set_num_threads(threads)
-        self.torch_version = torch.__version__
-        transformer = Transformer(str(MODELS / MODEL), max_seq_length=256)
-        self.model = SentenceTransformer(
-            modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"), Normalize()],
-            device="cpu")
+        self.model, self.torch_version = load_sentence_transformer(threads)
 
     def embed(self, batch):
         return self.model.encode(batch, batch_size=32, convert_to_numpy=True, show_progress_bar=False)

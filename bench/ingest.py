@@ -37,7 +37,7 @@ import httpx
 
 from harness import (MODELS, TARGET, ApplianceDaemon, BenchError, build_release, commit, cpu_model, fail, median,
                      require_executable)
-from embeddings import MODEL, OBJECTS, SUBJECTS, TAILS, VERBS
+from embeddings import MODEL, OBJECTS, SUBJECTS, TAILS, VERBS, load_sentence_transformer
 
 CHUNK_TOKENS = 200
 OVERLAP = 32
@@ -105,14 +105,7 @@ def appliance_run(binary, threads, concurrency, files):
 
 class Reference:
     def __init__(self, threads):
-        import torch
-        from sentence_transformers import SentenceTransformer
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-        torch.set_num_threads(threads)
-        transformer = Transformer(str(MODELS / MODEL), max_seq_length=256)
-        self.model = SentenceTransformer(
-            modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"), Normalize()],
-            device="cpu")
+        self.model, _ = load_sentence_transformer(threads)
         self.tokenizer = self.model.tokenizer
         self.model.encode(["warm up"])
 

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use appliance::documents::index::VectorIndex;
 use appliance::documents::search::{keyword_terms, nearest, per_side};
-use appliance::store::documents::{NewChunk, NewDocument};
+use appliance::store::chunks::NewChunk;
+use appliance::store::documents::NewDocument;
 use appliance::store::{Store, StoreOptions};
 
 const DIM: usize = 384;

@@ -211,7 +211,7 @@ pub async fn ground(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::documents::ChunkHit;
+    use crate::store::chunks::ChunkHit;
 
     fn hit(text: &str, name: &str) -> Hit {
         Hit {

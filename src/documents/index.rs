@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::store::documents::IndexEntry;
+use crate::store::chunks::IndexEntry;
 
 #[derive(Default)]
 struct Group {

@@ -11,7 +11,7 @@ use super::{Documents, MediaType, files, worker};
 use crate::engine::EngineError;
 use crate::jobs::{Handler, JobContext, JobError, payload_id};
 use crate::store::StoreError;
-use crate::store::documents::NewChunk;
+use crate::store::chunks::NewChunk;
 use crate::store::jobs::Job;
 
 /// Chunks per embedding call (one admission place each).

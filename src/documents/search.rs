@@ -20,7 +20,7 @@ use super::Documents;
 use super::index::VectorIndex;
 use super::ingest::IngestError;
 use crate::store::Store;
-use crate::store::documents::ChunkHit;
+use crate::store::chunks::ChunkHit;
 
 /// The RRF constant (as in the original paper and most engines).
 const RRF_K: f64 = 60.0;

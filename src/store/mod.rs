@@ -19,6 +19,7 @@
 //! connection the process opens.
 
 pub mod accounts;
+pub mod chunks;
 pub mod conversations;
 pub mod documents;
 pub mod jobs;

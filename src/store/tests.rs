@@ -4,6 +4,38 @@ fn options() -> StoreOptions {
     StoreOptions::new(Duration::from_secs(5), 2)
 }
 
+/// A new document's file: "a.txt", content digest `ab…`.
+fn new_document() -> crate::store::documents::NewDocument {
+    crate::store::documents::NewDocument {
+        sha256: "ab".repeat(32),
+        name: "a.txt".into(),
+        media_type: "text".into(),
+        size: 3,
+        source_url: None,
+    }
+}
+
+/// A store in `dir` with collection "c" holding that document, queued for indexing.
+async fn store_with_document(
+    dir: &tempfile::TempDir,
+) -> (
+    Store,
+    crate::store::documents::Collection,
+    crate::store::documents::Document,
+) {
+    let store = Store::open(&dir.path().join("d.db"), options()).unwrap();
+    let c = store
+        .create_collection(None, "c".into(), String::new())
+        .await
+        .unwrap();
+    let (doc, dup) = store
+        .add_document(c.id, None, None, new_document())
+        .await
+        .unwrap();
+    assert!(!dup);
+    (store, c, doc)
+}
+
 #[tokio::test]
 async fn a_full_queue_answers_busy_instead_of_growing() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,26 +189,13 @@ async fn observer_sees_every_call() {
 
 #[tokio::test]
 async fn chunks_replace_a_document_atomically_and_bits_match_our_quantiser() {
-    use crate::store::documents::{NewChunk, NewDocument};
+    use crate::store::chunks::NewChunk;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("d.db"), options()).unwrap();
-    let c = store
-        .create_collection(None, "c".into(), String::new())
+    let (store, c, doc) = store_with_document(&dir).await;
+    let (again, dup) = store
+        .add_document(c.id, None, None, new_document())
         .await
         .unwrap();
-    let new = NewDocument {
-        sha256: "ab".repeat(32),
-        name: "a.txt".into(),
-        media_type: "text".into(),
-        size: 3,
-        source_url: None,
-    };
-    let (doc, dup) = store
-        .add_document(c.id, None, None, new.clone())
-        .await
-        .unwrap();
-    assert!(!dup);
-    let (again, dup) = store.add_document(c.id, None, None, new).await.unwrap();
     assert!(
         dup && again.id == doc.id,
         "the same content twice is one document"
@@ -277,21 +296,8 @@ async fn orphaned_running_jobs_are_queued_again_and_retries_back_off() {
 
 #[tokio::test]
 async fn cancelling_a_queued_ingest_job_fails_its_document_with_the_reason() {
-    use crate::store::documents::NewDocument;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("c.db"), options()).unwrap();
-    let c = store
-        .create_collection(None, "c".into(), String::new())
-        .await
-        .unwrap();
-    let new = NewDocument {
-        sha256: "ab".repeat(32),
-        name: "a.txt".into(),
-        media_type: "text".into(),
-        size: 3,
-        source_url: None,
-    };
-    let (doc, _) = store.add_document(c.id, None, None, new).await.unwrap();
+    let (store, _, doc) = store_with_document(&dir).await;
     let job = doc.job_id.unwrap();
     assert_eq!(
         store.cancel_job(job, None).await.unwrap().state,
@@ -307,5 +313,65 @@ async fn cancelling_a_queued_ingest_job_fails_its_document_with_the_reason() {
             .unwrap()
             .is_none(),
         "a cancelled job is never claimed"
+    );
+}
+
+#[tokio::test]
+async fn common_terms_are_left_out_of_keyword_search_rarest_first() {
+    use crate::store::chunks::{NewChunk, selective_terms};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, c, doc) = store_with_document(&dir).await;
+    // "common" and "words" in all 30 chunks, "middling" in 4, "rare" in 1.
+    let chunks = (0..30)
+        .map(|i| NewChunk {
+            text: format!(
+                "common words {} {}",
+                if i == 7 { "rare" } else { "" },
+                if i < 4 { "middling" } else { "" }
+            ),
+            page: None,
+            heading: String::new(),
+            char_start: 0,
+            char_end: 1,
+            tokens: 3,
+            embedding: vec![0.5; 8],
+        })
+        .collect();
+    store
+        .store_chunks(doc.id, doc.job_id.unwrap(), "m".into(), None, chunks)
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("d.db")).unwrap();
+    let pick = |terms: &[&str], budget| {
+        selective_terms(&conn, terms.iter().map(|t| t.to_string()).collect(), budget).unwrap()
+    };
+    assert_eq!(
+        pick(&["common", "rare", "middling"], 5).as_deref(),
+        Some("\"rare\" OR \"middling\"")
+    );
+    assert_eq!(
+        pick(&["common", "rare"], 100).as_deref(),
+        Some("\"rare\" OR \"common\""),
+        "within the budget nothing is left out"
+    );
+    assert_eq!(
+        pick(&["common", "words"], 5),
+        None,
+        "only words in every chunk: no keyword signal"
+    );
+    assert_eq!(
+        pick(&["caf\u{e9}", "common"], 5).as_deref(),
+        Some("\"caf\u{e9}\""),
+        "unknown to the vocabulary (FTS5 folds diacritics): kept"
+    );
+    assert_eq!(pick(&[], 5), None);
+    let found = store
+        .keyword_search(vec!["rare".into(), "x-y".into()], vec![c.id], vec![], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.len(),
+        1,
+        "non-word terms are dropped, the rare one matches"
     );
 }

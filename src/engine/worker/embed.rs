@@ -13,9 +13,7 @@
 //! [`Embedder`] runs in-process for tests and benchmarks.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
@@ -24,7 +22,7 @@ use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
 use super::bert::{Config, Encoder};
-use super::emit;
+use super::{emit, read_commands};
 use crate::engine::protocol::{Command, Event, PROTOCOL_VERSION, WorkerError};
 
 /// Texts per forward pass.
@@ -231,24 +229,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         chat_template: false,
     })?;
 
-    let (tx, rx) = mpsc::channel::<Command>();
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Command>(&line) {
-                    Ok(command) => {
-                        if tx.send(command).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => eprintln!("worker: ignoring a malformed command: {e}"),
-                }
-            }
-            let _ = tx.send(Command::Shutdown);
-        })
-        .context("spawning the stdin thread")?;
+    let rx = read_commands()?;
 
     let mut pending: VecDeque<(u64, Vec<String>, bool)> = VecDeque::new();
     let mut cancelled: HashSet<u64> = HashSet::new();

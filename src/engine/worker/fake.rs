@@ -11,11 +11,11 @@
 //! tokens is its number of words.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::emit;
+use super::{emit, read_commands};
 use crate::engine::protocol::{
     Command, Event, FinishReason, PROTOCOL_VERSION, Prompt, Usage, WorkerError,
 };
@@ -133,20 +133,7 @@ pub fn run(args: FakeArgs) -> anyhow::Result<()> {
         model_bytes: 1024,
         chat_template: true,
     })?;
-    let (tx, rx) = mpsc::channel::<Command>();
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if let Ok(cmd) = serde_json::from_str::<Command>(&line)
-                    && tx.send(cmd).is_err()
-                {
-                    break;
-                }
-            }
-            let _ = tx.send(Command::Shutdown);
-        })?;
+    let rx = read_commands()?;
     serve(&args, &rx)
 }
 

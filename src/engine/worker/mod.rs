@@ -89,6 +89,31 @@ enum PrepJob {
     Stop,
 }
 
+/// For single-threaded workers (embed, fake): a thread that reads commands from stdin
+/// and forwards them, logging malformed lines, and sends `Shutdown` when stdin closes
+/// (the daemon is gone).
+fn read_commands() -> anyhow::Result<mpsc::Receiver<Command>> {
+    let (tx, rx) = mpsc::channel::<Command>();
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Command>(&line) {
+                    Ok(command) => {
+                        if tx.send(command).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => eprintln!("worker: ignoring a malformed command: {e}"),
+                }
+            }
+            let _ = tx.send(Command::Shutdown);
+        })
+        .context("spawning the stdin thread")?;
+    Ok(rx)
+}
+
 /// Writes one event line to stdout. Both worker threads emit; each line is written
 /// whole under stdout's lock.
 fn emit(event: &Event) -> anyhow::Result<()> {
