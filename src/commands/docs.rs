@@ -53,7 +53,8 @@ pub enum DocsCommand {
     },
 }
 
-fn client(loaded: &Loaded) -> DaemonClient {
+/// A client of the daemon this configuration describes.
+pub fn client(loaded: &Loaded) -> DaemonClient {
     DaemonClient::with_tls(
         loaded.config.local_url(),
         &loaded.config.client.api_key,

@@ -12,6 +12,7 @@ pub mod output;
 mod serve;
 mod status;
 mod tls;
+pub mod transcribe;
 
 use anyhow::Context;
 
@@ -58,6 +59,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Docs { command } => {
             crate::telemetry::init_cli_logging(verbose);
             docs::run(&load()?, command)
+        }
+        Command::Transcribe(args) => {
+            crate::telemetry::init_cli_logging(verbose);
+            transcribe::run(&load()?, args)
         }
         Command::Users { command } => {
             crate::telemetry::init_cli_logging(verbose);

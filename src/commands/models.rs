@@ -15,7 +15,9 @@ pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
     match command {
         ModelsCommand::List => {
             let models = registry.list();
-            if models.is_empty() {
+            let embedders = registry.embedders();
+            let transcribers = registry.transcribers();
+            if models.is_empty() && embedders.is_empty() && transcribers.is_empty() {
                 println!(
                     "no models in {} (run `scripts/fetch-models {}` or `appliance models import FILE`)",
                     registry.dir().display(),
@@ -37,6 +39,41 @@ pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
                     m.context_length.map(|c| c.to_string()).unwrap_or_default(),
                     m.size / (1024 * 1024)
                 );
+            }
+            if !embedders.is_empty() {
+                println!(
+                    "\n{:<40} {:>10} {:>10} {:>8} {:>9}",
+                    "EMBEDDING MODEL", "DIMENSIONS", "MAX TOKENS", "LAYERS", "SIZE"
+                );
+                for m in &embedders {
+                    println!(
+                        "{:<40} {:>10} {:>10} {:>8} {:>8}M",
+                        super::output::line(&m.name),
+                        m.dimensions,
+                        m.max_tokens,
+                        m.layers,
+                        m.size / (1024 * 1024)
+                    );
+                }
+            }
+            if !transcribers.is_empty() {
+                println!(
+                    "\n{:<40} {:<8} {:<13} {:>9}",
+                    "SPEECH MODEL", "SIZE", "LANGUAGES", "FILE"
+                );
+                for m in &transcribers {
+                    println!(
+                        "{:<40} {:<8} {:<13} {:>8}M",
+                        super::output::line(&m.name),
+                        m.size_class,
+                        if m.multilingual {
+                            "multilingual"
+                        } else {
+                            "English"
+                        },
+                        m.size / (1024 * 1024)
+                    );
+                }
             }
         }
         ModelsCommand::Show { name } => {
@@ -77,7 +114,40 @@ pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
             )?;
             println!("removed {} ({})", info.name, info.path.display());
         }
-        ModelsCommand::Import { path, name } => {
+        ModelsCommand::Import { path, name, assets } if path.is_dir() => {
+            if !crate::models::whisper_import::is_ct2_whisper(path) {
+                anyhow::bail!(
+                    "{} is a directory but not a faster-whisper (CTranslate2) Whisper model (no model.bin with a WhisperSpec); pass a .gguf file or such a folder",
+                    path.display()
+                );
+            }
+            let assets = assets
+                .clone()
+                .unwrap_or_else(|| registry.dir().join("whisper-assets"));
+            let started = std::time::Instant::now();
+            let info = registry
+                .import_whisper(path, &assets, name.as_deref())
+                .with_context(|| format!("converting {}", path.display()))?;
+            super::accounts::record(
+                loaded,
+                "model.import",
+                &info.name,
+                serde_json::json!({"source": path, "bytes": info.size, "kind": "speech"}),
+            )?;
+            println!(
+                "converted {} (whisper {}, {}) into {} in {:.1} s",
+                info.name,
+                info.size_class,
+                if info.multilingual {
+                    "multilingual"
+                } else {
+                    "English-only"
+                },
+                info.path.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        ModelsCommand::Import { path, name, .. } => {
             let info = registry
                 .import(path, name.as_deref())
                 .with_context(|| format!("importing {}", path.display()))?;

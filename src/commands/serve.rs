@@ -18,7 +18,7 @@ use crate::app::{AppState, VERSION};
 use crate::auth::throttle::LoginThrottle;
 use crate::cli::exit;
 use crate::config::{Config, Loaded};
-use crate::engine::{Engine, EngineConfig, KeepAlive, WorkerExe};
+use crate::engine::{Engine, EngineConfig, KeepAlive, SpeechEngineConfig, WorkerExe};
 use crate::limits::Limiter;
 use crate::lock::InstanceLock;
 use crate::models::registry::Registry;
@@ -87,7 +87,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         let setup_token = Arc::new(parking_lot::Mutex::new(None));
         let limits = Limiter::new(config.limits, store.clone());
         let exe = std::env::current_exe().context("locating the appliance binary for workers")?;
-        let engine = Engine::new(engine_config(&config)?, Arc::new(WorkerExe { exe: exe.clone() }), metrics.clone());
+        let engine = Engine::new(engine_config(&config)?, Arc::new(WorkerExe { exe: exe.clone(), speech_exe: speech_worker(&config, &exe) }), metrics.clone());
         let documents = crate::documents::Documents::new(
             store.clone(),
             engine.clone(),
@@ -96,6 +96,18 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             config.engine.default_embedding_model.clone(),
         );
         crate::documents::files::clean_temp(&documents.config().files_dir);
+        // Uploads left by a previous run that stopped mid-transcription.
+        let _ = fs_err::remove_dir_all(crate::http::audio_upload_dir(&config.paths.data_dir));
+        let speech = crate::speech::Speech::new(
+            store.clone(),
+            engine.clone(),
+            Registry::new(config.paths.models_dir.clone()),
+            limits.clone(),
+            crate::speech::SpeechConfig {
+                recordings_dir: config.paths.data_dir.join("recordings"),
+                max_audio_secs: config.speech.max_audio_secs as f64,
+            },
+        );
         let jobs = crate::jobs::Jobs::new(
             store.clone(),
             metrics.clone(),
@@ -103,7 +115,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
                 concurrency: config.jobs.concurrency,
                 retry_base: Duration::from_secs(config.jobs.retry_base_secs),
             },
-            [(crate::store::documents::INGEST_JOB, documents.ingest_handler())].into(),
+            [
+                (crate::store::documents::INGEST_JOB, documents.ingest_handler()),
+                (crate::store::transcripts::TRANSCRIBE_JOB, speech.transcribe_handler()),
+            ]
+            .into(),
         );
         jobs.start().await?;
         let tasks = tokio_util::task::TaskTracker::new();
@@ -113,6 +129,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             engine: engine.clone(),
             registry: Registry::new(config.paths.models_dir.clone()),
             documents,
+            speech,
             jobs: jobs.clone(),
             metrics,
             log_level,
@@ -287,7 +304,37 @@ fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
         load_timeout: Duration::from_secs(e.load_timeout_secs),
         max_loaded_models: e.max_loaded_models,
         max_requests_per_user: e.max_requests_per_user,
+        speech: speech_config(config, threads),
     })
+}
+
+fn speech_config(config: &Config, engine_threads: u32) -> SpeechEngineConfig {
+    let s = &config.speech;
+    let threads = if s.threads == 0 {
+        engine_threads
+    } else {
+        s.threads
+    };
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    SpeechEngineConfig {
+        parallel: if s.parallel == 0 {
+            (cores / threads.max(1)).max(1)
+        } else {
+            s.parallel
+        },
+        threads,
+        beam_size: s.beam_size,
+        realtime_factor: s.max_realtime_factor,
+    }
+}
+
+/// The speech worker executable: configured, or beside the daemon's own binary.
+fn speech_worker(config: &Config, exe: &std::path::Path) -> std::path::PathBuf {
+    if config.speech.worker_path.as_os_str().is_empty() {
+        exe.with_file_name("appliance-stt-worker")
+    } else {
+        config.speech.worker_path.clone()
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT, and tells systemd the daemon is stopping.

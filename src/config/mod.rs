@@ -61,6 +61,32 @@ pub struct Config {
     pub documents: DocumentsSection,
     /// Background jobs.
     pub jobs: JobsSection,
+    /// Speech to text.
+    pub speech: SpeechSection,
+}
+
+/// `[speech]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeechSection {
+    /// The model used when a request names none (or `whisper-1`, `default`).
+    pub default_model: String,
+    /// Requests transcribed at once per model; 0 = cores / threads.
+    pub parallel: u32,
+    /// CPU threads per transcription; 0 = `engine.threads`.
+    pub threads: u32,
+    /// Beam width (1 = greedy).
+    pub beam_size: u32,
+    /// Largest audio file accepted, bytes.
+    pub max_file_bytes: u64,
+    /// Longest audio accepted, seconds.
+    pub max_audio_secs: u64,
+    /// Seconds of processing allowed per second of audio, beyond the request deadline.
+    pub max_realtime_factor: f64,
+    /// Audio longer than this (seconds) sent to OpenAI's API runs as a job.
+    pub job_threshold_secs: u64,
+    /// The worker executable; empty = `appliance-stt-worker` beside the daemon.
+    pub worker_path: PathBuf,
 }
 
 /// `[documents]`
@@ -466,6 +492,36 @@ impl Config {
         }
         if !(1..=50).contains(&self.documents.context_chunks) {
             return Err(("documents.context_chunks", "a number from 1 to 50"));
+        }
+        if !(1024..=1 << 34).contains(&self.speech.max_file_bytes) {
+            return Err((
+                "speech.max_file_bytes",
+                "a number of bytes from 1024 to 2^34",
+            ));
+        }
+        if !(1..=86_400).contains(&self.speech.max_audio_secs) {
+            return Err((
+                "speech.max_audio_secs",
+                "a number of seconds from 1 to 86400",
+            ));
+        }
+        if self.speech.parallel > 64 || self.speech.threads > 256 {
+            return Err((
+                "speech.parallel",
+                "at most 64 (and speech.threads at most 256)",
+            ));
+        }
+        if !(1..=16).contains(&self.speech.beam_size) {
+            return Err(("speech.beam_size", "a number from 1 to 16"));
+        }
+        if !(1..=86_400).contains(&self.speech.job_threshold_secs) {
+            return Err((
+                "speech.job_threshold_secs",
+                "a number of seconds from 1 to 86400",
+            ));
+        }
+        if !(0.1..=100.0).contains(&self.speech.max_realtime_factor) {
+            return Err(("speech.max_realtime_factor", "a number from 0.1 to 100"));
         }
         if !(1..=64).contains(&self.jobs.concurrency) {
             return Err(("jobs.concurrency", "a number from 1 to 64"));

@@ -186,7 +186,7 @@ impl Generation {
                 self.fail();
                 Err(worker_error(error))
             }
-            Event::Ready { .. } | Event::Counted { .. } | Event::Embedded { .. } => {
+            _ => {
                 self.fail();
                 Err(EngineError::Protocol {
                     model: self.shared.name.clone(),

@@ -20,10 +20,13 @@
 
 pub mod constraint;
 mod generation;
-pub mod protocol;
 mod scheduler;
+mod speech;
 mod supervisor;
 pub mod worker;
+
+/// The daemon ⇄ worker wire (its own crate: the speech worker is another executable).
+pub use appliance_protocol as protocol;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use generation::{FinishHook, GenEvent, Generation};
 pub use protocol::{ChatMessage, Constraint, FinishReason, Prompt, SamplingParams, Usage};
 use scheduler::{Msg, Scheduler};
+pub use speech::{SpeechEvent, SpeechRequest, Transcript, Transcription};
 pub use supervisor::{Spawner, Worker, WorkerExe};
 
 use crate::telemetry::Metrics;
@@ -145,9 +149,12 @@ pub enum EngineError {
         /// The deadline.
         secs: u64,
     },
-    /// llama.cpp failed while decoding.
+    /// llama.cpp or whisper.cpp failed while running the model.
     #[error("inference failed: {0}")]
     Decode(String),
+    /// The audio could not be read (the client's input is at fault).
+    #[error("{0}")]
+    BadAudio(String),
     /// The daemon is stopping.
     #[error("the daemon is shutting down")]
     ShuttingDown,
@@ -177,6 +184,21 @@ pub struct EngineConfig {
     /// Places (running or queued) one user may hold per model; 0 = half of
     /// `slots + queue`, rounded up.
     pub max_requests_per_user: u32,
+    /// Speech workers.
+    pub speech: SpeechEngineConfig,
+}
+
+/// How speech workers run (from `[speech]`).
+#[derive(Debug, Clone)]
+pub struct SpeechEngineConfig {
+    /// Requests one worker transcribes at once.
+    pub parallel: u32,
+    /// CPU threads per transcription.
+    pub threads: u32,
+    /// Decoder beam width (1 = greedy).
+    pub beam_size: u32,
+    /// Seconds allowed per second of audio, when longer than the request deadline.
+    pub realtime_factor: f64,
 }
 
 /// How long a model stays loaded after its last request.
@@ -250,6 +272,8 @@ pub enum ModelKind {
     Chat,
     /// Sentence embeddings (candle).
     Embedding,
+    /// Speech to text (whisper.cpp).
+    Speech,
 }
 
 /// The vectors of one embedding request.
@@ -426,6 +450,20 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Starts transcribing an audio file. The returned stream yields events until
+    /// `Done`; dropping it early cancels the transcription.
+    pub async fn transcribe(&self, request: SpeechRequest) -> Result<Transcription, EngineError> {
+        let keep_alive = request
+            .keep_alive
+            .unwrap_or(KeepAliveRequest::extend(self.inner.config.keep_alive));
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let factor = self.inner.config.speech.realtime_factor;
+        self.with_worker(&request.model, |worker, _| {
+            worker.transcribe(id, &request, keep_alive, factor)
+        })
+        .await
     }
 
     /// Counts a prompt's tokens with the model's tokenizer (and template), admitted

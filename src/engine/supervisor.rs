@@ -24,6 +24,7 @@ use super::generation::{Generation, Permit};
 use super::protocol::{
     Command, Event, MAX_LINE_BYTES, PROTOCOL_VERSION, Prompt, SamplingParams, WorkerError,
 };
+use super::speech::{SpeechRequest, Transcription};
 use super::{
     EngineConfig, EngineError, KeepAlive, KeepAliveRequest, LoadedModel, ModelKind, ModelSpec,
 };
@@ -36,14 +37,30 @@ pub trait Spawner: Send + Sync + 'static {
     fn command(&self, model: &ModelSpec, config: &EngineConfig) -> tokio::process::Command;
 }
 
-/// Starts `exe worker llm|embed …`: the daemon's own binary in its worker mode.
+/// Starts `exe worker llm|embed …` (the daemon's own binary in its worker mode), or
+/// the speech worker executable.
 pub struct WorkerExe {
     /// The appliance binary.
     pub exe: std::path::PathBuf,
+    /// The speech worker (`appliance-stt-worker`).
+    pub speech_exe: std::path::PathBuf,
 }
 
 impl Spawner for WorkerExe {
     fn command(&self, model: &ModelSpec, config: &EngineConfig) -> tokio::process::Command {
+        if model.kind == ModelKind::Speech {
+            let speech = &config.speech;
+            let mut cmd = tokio::process::Command::new(&self.speech_exe);
+            cmd.arg("--model")
+                .arg(&model.path)
+                .args(["--threads", &speech.threads.to_string()])
+                .args(["--parallel", &speech.parallel.to_string()])
+                .args(["--beam-size", &speech.beam_size.to_string()]);
+            if config.gpu_layers > 0 {
+                cmd.arg("--gpu");
+            }
+            return cmd;
+        }
         let mut cmd = tokio::process::Command::new(&self.exe);
         if model.kind == ModelKind::Embedding {
             cmd.args(["worker", "embed", "--model"])
@@ -238,7 +255,9 @@ impl Worker {
         };
         tracing::info!(model = %model.name, pid, load_ms, n_ctx_slot, slots, "model loaded");
 
-        let limit = (config.slots + config.queue) as usize;
+        // The worker says how many requests it runs at once (chat: its slots; speech:
+        // its parallel states; embeddings: one).
+        let limit = (slots.max(1) + config.queue) as usize;
         let per_user_limit = match config.max_requests_per_user {
             0 => limit.div_ceil(2).max(1),
             n => n as usize,
@@ -377,6 +396,37 @@ impl Worker {
             self.commands.clone(),
             self.request_timeout,
             load_time,
+            permit,
+            self.shared.clone(),
+        ))
+    }
+
+    /// Starts transcription `id` for `user`, subject to admission control.
+    pub(super) fn transcribe(
+        &self,
+        id: u64,
+        request: &SpeechRequest,
+        keep_alive: KeepAliveRequest,
+        realtime_factor: f64,
+    ) -> Result<Transcription, EngineError> {
+        let permit = self.admit(request.user, keep_alive)?;
+        let rx = self.route(id);
+        let command = Command::Transcribe {
+            id,
+            audio: request.audio.clone(),
+            name: request.name.clone(),
+            options: request.options.clone(),
+        };
+        if let Err(e) = self.send(command) {
+            self.shared.routes.lock().remove(&id);
+            return Err(e);
+        }
+        Ok(Transcription::new(
+            id,
+            rx,
+            self.commands.clone(),
+            self.request_timeout,
+            realtime_factor,
             permit,
             self.shared.clone(),
         ))
@@ -566,6 +616,7 @@ pub(super) fn worker_error(error: WorkerError) -> EngineError {
             limit,
         },
         WorkerError::Decode { message } => EngineError::Decode(message),
+        WorkerError::Audio { message } => EngineError::BadAudio(message),
     }
 }
 
@@ -616,6 +667,10 @@ fn spawn_event_reader(
                 | Event::Done { id, .. }
                 | Event::Counted { id, .. }
                 | Event::Embedded { id, .. }
+                | Event::Decoded { id, .. }
+                | Event::Progress { id, .. }
+                | Event::Segment { id, .. }
+                | Event::Transcribed { id, .. }
                 | Event::Failed { id, .. } => *id,
                 Event::Ready { .. } => continue,
             };
@@ -625,6 +680,7 @@ fn spawn_event_reader(
                     | Event::Failed { .. }
                     | Event::Counted { .. }
                     | Event::Embedded { .. }
+                    | Event::Transcribed { .. }
             );
             let mut routes = shared.routes.lock();
             if let Some(route) = routes.get(&id) {

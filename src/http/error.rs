@@ -247,6 +247,12 @@ impl ApiError {
                     "inference_failed",
                     None,
                 ),
+                EngineError::BadAudio(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_audio",
+                    Some("file"),
+                ),
             },
             ApiError::Registry(e) => match e {
                 RegistryError::NotFound(_) => (

@@ -3,6 +3,7 @@
 
 pub(crate) mod accounts;
 mod assets;
+mod audio;
 pub mod auth;
 mod conversations;
 mod defences;
@@ -20,6 +21,7 @@ mod openai;
 mod reply;
 mod routes;
 pub mod server;
+mod transcripts;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -29,6 +31,7 @@ use axum::routing::{get, post};
 
 use crate::app::AppState;
 use crate::auth::Scope;
+pub use audio::upload_dir as audio_upload_dir;
 pub use auth::Access;
 pub use error::ApiError;
 pub use middleware::REQUEST_ID;
@@ -56,6 +59,8 @@ pub enum BodySize {
     Inference,
     /// `documents.max_file_bytes` plus room for the multipart framing.
     Upload,
+    /// `speech.max_file_bytes` plus room for the multipart framing and form fields.
+    Audio,
 }
 
 type Handler = axum::routing::MethodRouter<AppState>;
@@ -69,7 +74,8 @@ fn table() -> Vec<(RouteSpec, Handler)> {
     const CHAT: Scope = Scope::Chat;
     const EMBED: Scope = Scope::Embeddings;
     const DOCS: Scope = Scope::Documents;
-    use BodySize::{Inference as I, Json as J, Upload as U};
+    const AUDIO: Scope = Scope::Audio;
+    use BodySize::{Audio as A, Inference as I, Json as J, Upload as U};
     let r = |method: Method, path: &'static str, access: Access, body: BodySize, handler: Handler| {
         (
             RouteSpec {
@@ -110,6 +116,8 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::POST, "/v1/chat/completions", Write(CHAT), I, post(openai::chat_completions)),
         r(Method::POST, "/v1/completions", Write(CHAT), I, post(openai::completions)),
         r(Method::POST, "/v1/embeddings", Write(EMBED), I, post(embeddings::openai)),
+        r(Method::POST, "/v1/audio/transcriptions", Write(AUDIO), A, post(audio::transcriptions)),
+        r(Method::POST, "/v1/audio/translations", Write(AUDIO), A, post(audio::translations)),
         r(Method::GET, "/v1/models", Authenticated, J, get(openai::list_models)),
         r(Method::GET, "/v1/models/{*id}", Authenticated, J, get(openai::get_model)),
         // Ollama.
@@ -148,6 +156,13 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::GET, "/api/v1/documents/{id}/chunks", Read(DOCS), J, get(documents::chunks)),
         r(Method::GET, "/api/v1/documents/{id}/file", Read(DOCS), J, get(documents::file)),
         r(Method::POST, "/api/v1/search", Read(DOCS), J, post(documents::search)),
+        // Speech to text.
+        r(Method::GET, "/api/v1/transcripts", Read(AUDIO), J, get(transcripts::list)),
+        r(Method::POST, "/api/v1/transcripts", Write(AUDIO), A, post(transcripts::create)),
+        r(Method::GET, "/api/v1/transcripts/{id}", Read(AUDIO), J, get(transcripts::get)),
+        r(Method::DELETE, "/api/v1/transcripts/{id}", Write(AUDIO), J, delete(transcripts::delete)),
+        r(Method::GET, "/api/v1/transcripts/{id}/export", Read(AUDIO), J, get(transcripts::export)),
+        r(Method::POST, "/api/v1/transcripts/{id}/collection", Write(DOCS), J, post(transcripts::to_collection)),
         // Jobs.
         r(Method::GET, "/api/v1/jobs", Authenticated, J, get(jobs::list)),
         r(Method::GET, "/api/v1/jobs/{id}", Authenticated, J, get(jobs::get)),
@@ -179,6 +194,10 @@ pub fn router(state: AppState) -> Router {
                     .saturating_add(1 << 20),
             )
             .unwrap_or(usize::MAX),
+            BodySize::Audio => {
+                usize::try_from(state.config.speech.max_file_bytes.saturating_add(1 << 20))
+                    .unwrap_or(usize::MAX)
+            }
         };
         let handler: Handler = handler
             .route_layer(axum::middleware::from_fn_with_state(

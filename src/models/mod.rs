@@ -9,6 +9,8 @@
 pub mod embedders;
 pub mod gguf;
 pub mod registry;
+pub mod transcribers;
+pub mod whisper_import;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

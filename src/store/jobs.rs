@@ -296,7 +296,7 @@ impl Store {
     }
 }
 
-fn get(conn: &Connection, id: i64, owner: Option<i64>) -> rusqlite::Result<Option<Job>> {
+pub(super) fn get(conn: &Connection, id: i64, owner: Option<i64>) -> rusqlite::Result<Option<Job>> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)"
     ))?

@@ -32,6 +32,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_chunks_vocab",
         include_str!("migrations/0007_chunks_vocab.sql"),
     ),
+    (
+        "0008_transcripts",
+        include_str!("migrations/0008_transcripts.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

@@ -25,6 +25,7 @@ pub mod documents;
 pub mod jobs;
 mod migrations;
 mod runs;
+pub mod transcripts;
 pub mod usage;
 
 use std::path::{Path, PathBuf};

@@ -45,7 +45,7 @@ pub struct UsageRow {
 }
 
 /// An increment to add to a user's day.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct UsageDelta {
     /// Requests.
     pub requests: i64,
@@ -53,6 +53,8 @@ pub struct UsageDelta {
     pub prompt_tokens: i64,
     /// Generated tokens.
     pub generated_tokens: i64,
+    /// Seconds of audio transcribed.
+    pub audio_seconds: f64,
 }
 
 impl Store {
@@ -118,13 +120,14 @@ impl Store {
             let tx = super::immediate(conn)?;
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO usage_daily (user_id, day, requests, prompt_tokens, generated_tokens) \
-                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) \
+                    "INSERT INTO usage_daily (user_id, day, requests, prompt_tokens, generated_tokens, audio_seconds) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) \
                      ON CONFLICT (user_id, day) DO UPDATE SET requests = requests + ?3, \
-                     prompt_tokens = prompt_tokens + ?4, generated_tokens = generated_tokens + ?5",
+                     prompt_tokens = prompt_tokens + ?4, generated_tokens = generated_tokens + ?5, \
+                     audio_seconds = audio_seconds + ?6",
                 )?;
                 for (user, day, d) in &deltas {
-                    stmt.execute(params![user, day, d.requests, d.prompt_tokens, d.generated_tokens])?;
+                    stmt.execute(params![user, day, d.requests, d.prompt_tokens, d.generated_tokens, d.audio_seconds])?;
                 }
             }
             tx.commit()?;

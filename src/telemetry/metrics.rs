@@ -19,6 +19,8 @@ const HTTP_BUCKETS: &[f64] = &[
 ];
 /// Bucket bounds (seconds) for job attempts.
 const JOB_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0];
+/// Bucket bounds for the real-time factor of transcriptions (processing / audio time).
+const RTF_BUCKETS: &[f64] = &[0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
 /// Bucket bounds (seconds) for database calls.
 const DB_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
@@ -83,6 +85,9 @@ struct State {
     llm_generated_tokens: BTreeMap<String, u64>,
     job_attempts: BTreeMap<(String, &'static str), u64>,
     job_durations: BTreeMap<String, Histogram>,
+    speech_requests: BTreeMap<(String, &'static str), u64>,
+    speech_audio_seconds: BTreeMap<String, f64>,
+    speech_realtime_factor: BTreeMap<String, Histogram>,
 }
 
 /// A gauge whose samples are read at scrape time (e.g. busy slots per model).
@@ -173,6 +178,33 @@ impl Metrics {
             .llm_generated_tokens
             .entry(model.to_string())
             .or_default() += generated;
+    }
+
+    /// A speech request ended with `outcome` (`done`, `error`, `cancelled`). Finished
+    /// ones count their audio and the real-time factor (processing time / audio time).
+    pub fn speech_request(
+        &self,
+        model: &str,
+        outcome: &'static str,
+        audio_seconds: f64,
+        processing: Duration,
+    ) {
+        let mut state = self.lock();
+        *state
+            .speech_requests
+            .entry((model.to_string(), outcome))
+            .or_default() += 1;
+        if outcome == "done" && audio_seconds > 0.0 {
+            *state
+                .speech_audio_seconds
+                .entry(model.to_string())
+                .or_default() += audio_seconds;
+            state
+                .speech_realtime_factor
+                .entry(model.to_string())
+                .or_insert_with(|| Histogram::new(RTF_BUCKETS))
+                .observe(processing.as_secs_f64() / audio_seconds);
+        }
     }
 
     /// A job attempt ended with `outcome` (`done`, `failed`, `cancelled`, `retried`).
@@ -371,6 +403,45 @@ impl Metrics {
                 &format!("kind=\"{}\"", escape(kind)),
             );
         }
+        header(
+            &mut out,
+            "appliance_speech_requests_total",
+            "counter",
+            "Ended speech-to-text requests, by model and outcome.",
+        );
+        for ((model, outcome), count) in &state.speech_requests {
+            let _ = writeln!(
+                out,
+                "appliance_speech_requests_total{{model=\"{}\",outcome=\"{outcome}\"}} {count}",
+                escape(model)
+            );
+        }
+        header(
+            &mut out,
+            "appliance_speech_audio_seconds_total",
+            "counter",
+            "Seconds of audio transcribed, by model.",
+        );
+        for (model, seconds) in &state.speech_audio_seconds {
+            let _ = writeln!(
+                out,
+                "appliance_speech_audio_seconds_total{{model=\"{}\"}} {seconds}",
+                escape(model)
+            );
+        }
+        header(
+            &mut out,
+            "appliance_speech_realtime_factor",
+            "histogram",
+            "Processing time divided by audio duration of finished transcriptions, by model.",
+        );
+        for (model, histogram) in &state.speech_realtime_factor {
+            histogram.render(
+                &mut out,
+                "appliance_speech_realtime_factor",
+                &format!("model=\"{}\"", escape(model)),
+            );
+        }
         for gauge in gauges {
             header(&mut out, gauge.name, "gauge", gauge.help);
             for (labels, value) in &gauge.samples {
@@ -399,6 +470,9 @@ impl State {
             llm_generated_tokens: self.llm_generated_tokens.clone(),
             job_attempts: self.job_attempts.clone(),
             job_durations: self.job_durations.clone(),
+            speech_requests: self.speech_requests.clone(),
+            speech_audio_seconds: self.speech_audio_seconds.clone(),
+            speech_realtime_factor: self.speech_realtime_factor.clone(),
         }
     }
 }

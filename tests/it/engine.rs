@@ -37,6 +37,12 @@ fn config() -> EngineConfig {
         load_timeout: Duration::from_secs(10),
         max_loaded_models: 3,
         max_requests_per_user: 0,
+        speech: appliance::engine::SpeechEngineConfig {
+            parallel: 1,
+            threads: 1,
+            beam_size: 1,
+            realtime_factor: 2.0,
+        },
     }
 }
 

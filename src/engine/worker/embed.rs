@@ -255,11 +255,13 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
                     cancelled.insert(id);
                 }
                 Command::Shutdown => return Ok(()),
-                Command::Generate { id, .. } | Command::Count { id, .. } => {
+                Command::Generate { id, .. }
+                | Command::Count { id, .. }
+                | Command::Transcribe { id, .. } => {
                     emit(&Event::Failed {
                         id,
                         error: WorkerError::Invalid {
-                            message: "this model makes embeddings; it cannot generate text".into(),
+                            message: "this model makes embeddings; it cannot generate text or transcribe audio".into(),
                         },
                     })?;
                 }

@@ -232,6 +232,12 @@ fn serve(args: &FakeArgs, commands: &mpsc::Receiver<Command>) -> anyhow::Result<
                     )?;
                 }
             }
+            Some(Command::Transcribe { id, .. }) => emit(&Event::Failed {
+                id,
+                error: WorkerError::Invalid {
+                    message: "the fake worker does not transcribe".into(),
+                },
+            })?,
             None => {}
         }
         while running.len() < args.slots as usize {

@@ -21,7 +21,7 @@ mod prep;
 mod sampler;
 mod text;
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -89,40 +89,14 @@ enum PrepJob {
     Stop,
 }
 
-/// For single-threaded workers (embed, fake): a thread that reads commands from stdin
-/// and forwards them, logging malformed lines, and sends `Shutdown` when stdin closes
-/// (the daemon is gone).
+/// For single-threaded workers (embed, fake): see [`protocol::stdio::read_commands`].
 fn read_commands() -> anyhow::Result<mpsc::Receiver<Command>> {
-    let (tx, rx) = mpsc::channel::<Command>();
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Command>(&line) {
-                    Ok(command) => {
-                        if tx.send(command).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => eprintln!("worker: ignoring a malformed command: {e}"),
-                }
-            }
-            let _ = tx.send(Command::Shutdown);
-        })
-        .context("spawning the stdin thread")?;
-    Ok(rx)
+    super::protocol::stdio::read_commands().context("spawning the stdin thread")
 }
 
-/// Writes one event line to stdout. Both worker threads emit; each line is written
-/// whole under stdout's lock.
+/// Writes one event line to stdout (see [`protocol::stdio::emit`]).
 fn emit(event: &Event) -> anyhow::Result<()> {
-    let mut line = serde_json::to_vec(event)?;
-    line.push(b'\n');
-    let mut out = std::io::stdout().lock();
-    out.write_all(&line)?;
-    out.flush()?;
-    Ok(())
+    Ok(super::protocol::stdio::emit(event)?)
 }
 
 /// Entry point of `appliance worker llm`.
@@ -193,11 +167,11 @@ fn spawn_stdin_reader(prep: mpsc::Sender<PrepJob>, decode: mpsc::Sender<Input>) 
                     Ok(Command::Count { id, prompt }) => {
                         prep.send(PrepJob::Count { id, prompt }).is_ok()
                     }
-                    Ok(Command::Embed { id, .. }) => {
+                    Ok(Command::Embed { id, .. } | Command::Transcribe { id, .. }) => {
                         let _ = emit(&Event::Failed {
                             id,
                             error: super::protocol::WorkerError::Invalid {
-                                message: "this model generates text; it cannot make embeddings"
+                                message: "this model generates text; it cannot make embeddings or transcribe audio"
                                     .into(),
                             },
                         });

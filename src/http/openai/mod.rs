@@ -34,10 +34,23 @@ use types::{
 /// `GET /v1/models`.
 pub async fn list_models(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
     let registry = state.registry.clone();
-    let models = tokio::task::spawn_blocking(move || registry.list())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let data: Vec<Value> = models.iter().map(|m| model_object(m)).collect();
+    let (models, embedders, transcribers) = tokio::task::spawn_blocking(move || {
+        (
+            registry.list(),
+            registry.embedders(),
+            registry.transcribers(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut data: Vec<Value> = models.iter().map(|m| model_object(m)).collect();
+    let other = |id: &str, modified: &str, meta: Value| json!({"id": id, "object": "model", "created": created(modified), "owned_by": "appliance", "meta": meta});
+    data.extend(embedders.iter().map(|m| {
+        other(&m.name, &m.modified_at, json!({"kind": "embedding", "dimensions": m.dimensions, "max_tokens": m.max_tokens, "size": m.size}))
+    }));
+    data.extend(transcribers.iter().map(|m| {
+        other(&m.name, &m.modified_at, json!({"kind": "speech", "size_class": m.size_class, "multilingual": m.multilingual, "size": m.size}))
+    }));
     Ok(axum::Json(json!({"object": "list", "data": data})))
 }
 
@@ -50,17 +63,22 @@ pub async fn get_model(
     Ok(axum::Json(model_object(&info)))
 }
 
-fn model_object(m: &crate::models::registry::ModelInfo) -> Value {
-    let created = jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%.fZ", &m.modified_at)
-        .or_else(|_| m.modified_at.parse::<jiff::Timestamp>())
+/// Seconds since the epoch of an RFC 3339 time (0 when unreadable).
+fn created(modified_at: &str) -> i64 {
+    jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%.fZ", modified_at)
+        .or_else(|_| modified_at.parse::<jiff::Timestamp>())
         .map(|t| t.as_second())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+fn model_object(m: &crate::models::registry::ModelInfo) -> Value {
     json!({
         "id": m.name,
         "object": "model",
-        "created": created,
+        "created": created(&m.modified_at),
         "owned_by": "appliance",
         "meta": {
+            "kind": "chat",
             "architecture": m.architecture,
             "parameters": m.parameters,
             "quantization": m.quantization,

@@ -1,14 +1,22 @@
-//! The wire between the daemon and a worker process (chat or embeddings): one JSON object per line,
-//! daemon → worker on the worker's stdin, worker → daemon on its stdout. The worker's
-//! stderr carries only logs, which never reach a client.
+//! The wire between the daemon and a worker process (chat, embeddings or speech): one
+//! JSON object per line, daemon → worker on the worker's stdin, worker → daemon on its
+//! stdout. The worker's stderr carries only logs, which never reach a client.
+//!
+//! It is a crate of its own because the speech worker is a separate executable
+//! (whisper.cpp and llama.cpp each link their own ggml and cannot share one binary):
+//! both sides depend on this crate and nothing else of each other.
 //!
 //! The worker announces [`PROTOCOL_VERSION`] in [`Event::Ready`]; the daemon refuses a
 //! worker speaking another version (a stale binary after an upgrade).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
+pub mod stdio;
+
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The longest line either side sends (a token, a count, an error): longer lines are a
 /// broken peer, not a message.
@@ -111,6 +119,66 @@ impl Default for SamplingParams {
     }
 }
 
+/// Whether speech is written down in its own language or translated to English.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeechTask {
+    /// Text in the spoken language.
+    Transcribe,
+    /// English text, whatever the spoken language.
+    Translate,
+}
+
+/// How to transcribe one audio file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeechOptions {
+    /// Transcribe or translate.
+    pub task: SpeechTask,
+    /// ISO-639-1 code of the spoken language; `None` = detect it.
+    pub language: Option<String>,
+    /// Text that conditions the decoder (names, spelling, the previous passage).
+    pub prompt: Option<String>,
+    /// Sampling temperature (0 = greedy, with whisper's fallback on failure).
+    pub temperature: f32,
+    /// Time every word, not only every segment.
+    pub word_timestamps: bool,
+    /// Audio longer than this is refused while decoding.
+    pub max_seconds: f64,
+}
+
+/// One timed word (or word piece joined into a word).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeechWord {
+    /// The word, without surrounding spaces.
+    pub word: String,
+    /// Start, seconds from the beginning of the audio.
+    pub start: f64,
+    /// End, seconds.
+    pub end: f64,
+    /// The decoder's probability for it (the lowest of its pieces).
+    pub probability: f32,
+}
+
+/// One segment of a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeechSegment {
+    /// Position in the transcript, from 0.
+    pub index: u32,
+    /// Start, seconds from the beginning of the audio.
+    pub start: f64,
+    /// End, seconds.
+    pub end: f64,
+    /// The text, as whisper wrote it (with its leading space).
+    pub text: String,
+    /// Mean log probability of its tokens.
+    pub avg_logprob: f32,
+    /// Probability that the segment holds no speech.
+    pub no_speech_prob: f32,
+    /// The words, when asked for.
+    #[serde(default)]
+    pub words: Vec<SpeechWord>,
+}
+
 /// Daemon → worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -139,6 +207,17 @@ pub enum Command {
         inputs: Vec<String>,
         /// Cut texts longer than the model's positions instead of failing.
         truncate: bool,
+    },
+    /// Transcribe an audio file (a speech worker).
+    Transcribe {
+        /// Request id.
+        id: u64,
+        /// The uploaded file, readable by the worker.
+        audio: PathBuf,
+        /// The name the client gave it (its extension is checked against the content).
+        name: Option<String>,
+        /// How.
+        options: SpeechOptions,
     },
     /// Stop a request (client gone, deadline passed).
     Cancel {
@@ -196,6 +275,12 @@ pub enum WorkerError {
     /// llama.cpp failed while decoding.
     Decode {
         /// Its message.
+        message: String,
+    },
+    /// The audio could not be read (unsupported, corrupt, lying about its format, too
+    /// long): the client's input is at fault.
+    Audio {
+        /// What was wrong, in words safe for the client.
         message: String,
     },
 }
@@ -276,6 +361,44 @@ pub enum Event {
         embeddings: Vec<Vec<f32>>,
         /// Tokens in all inputs.
         prompt_tokens: u32,
+    },
+    /// A speech request's audio was decoded (the transcription starts).
+    Decoded {
+        /// Request id.
+        id: u64,
+        /// Length of the audio.
+        seconds: f64,
+        /// Container and codec, e.g. `ogg/opus`.
+        format: String,
+    },
+    /// How far a speech request has got, 0–100.
+    Progress {
+        /// Request id.
+        id: u64,
+        /// Percent done.
+        percent: u8,
+    },
+    /// A finished segment of a transcript (sent as soon as whisper finishes it).
+    Segment {
+        /// Request id.
+        id: u64,
+        /// The segment.
+        segment: SpeechSegment,
+    },
+    /// A speech request finished; its segments were sent before this.
+    Transcribed {
+        /// Request id.
+        id: u64,
+        /// The language (detected, or the one asked for).
+        language: String,
+        /// Length of the audio.
+        seconds: f64,
+        /// Time decoding and resampling the file, ms.
+        decode_ms: f64,
+        /// Time in whisper, ms.
+        inference_ms: f64,
+        /// Every segment, with probabilities and (when asked) words.
+        segments: Vec<SpeechSegment>,
     },
     /// The request failed.
     Failed {
