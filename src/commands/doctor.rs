@@ -39,6 +39,7 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
     checks.push(database(loaded, running.is_some()));
     checks.push(port(loaded, running));
     checks.extend(model_files(loaded));
+    checks.push(speech(loaded));
     checks.push(gpu());
 
     let mut failed = false;
@@ -59,6 +60,48 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
     } else {
         exit::OK
     })
+}
+
+/// Speech needs its worker executable and the default speech model.
+fn speech(loaded: &Loaded) -> Check {
+    let config = &loaded.config;
+    let worker = match std::env::current_exe() {
+        Ok(exe) => super::serve::speech_worker(config, &exe),
+        Err(e) => {
+            return Check::warn(
+                "speech",
+                format!("cannot locate this binary: {e}"),
+                "set speech.worker_path",
+            );
+        }
+    };
+    if !worker.is_file() {
+        return Check::warn(
+            "speech",
+            format!("the speech worker {} is missing", worker.display()),
+            "install appliance-stt-worker beside appliance, or set speech.worker_path",
+        );
+    }
+    let registry = crate::models::registry::Registry::new(config.paths.models_dir.clone());
+    match registry.find_transcriber(&config.speech.default_model) {
+        Ok(model) => Check::ok(
+            "speech",
+            format!(
+                "{} ({} MiB) with {}",
+                model.name,
+                model.size / (1024 * 1024),
+                worker.display()
+            ),
+        ),
+        Err(_) => Check::warn(
+            "speech",
+            format!(
+                "the default speech model `{}` is not installed",
+                config.speech.default_model
+            ),
+            "`appliance models import MODELS_DIR/faster-whisper-tiny.en` converts the fetched one",
+        ),
+    }
 }
 
 /// The PID of a daemon holding the instance lock, if one does.

@@ -329,7 +329,7 @@ fn speech_config(config: &Config, engine_threads: u32) -> SpeechEngineConfig {
 }
 
 /// The speech worker executable: configured, or beside the daemon's own binary.
-fn speech_worker(config: &Config, exe: &std::path::Path) -> std::path::PathBuf {
+pub(super) fn speech_worker(config: &Config, exe: &std::path::Path) -> std::path::PathBuf {
     if config.speech.worker_path.as_os_str().is_empty() {
         exe.with_file_name("appliance-stt-worker")
     } else {

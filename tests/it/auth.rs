@@ -36,7 +36,8 @@ async fn every_route_requires_the_right_credentials() {
     let chat_user = user_key(&dirs, "carol", "user", "chat");
     let embed_only = user_key(&dirs, "erin", "user", "embeddings");
     let docs_only = user_key(&dirs, "dora", "user", "documents");
-    let readonly = user_key(&dirs, "rita", "readonly", "chat,embeddings,documents");
+    let audio_only = user_key(&dirs, "abel", "user", "audio");
+    let readonly = user_key(&dirs, "rita", "readonly", "chat,embeddings,documents,audio");
     let specs = route_specs();
     assert!(specs.len() > 30, "the walk covers the whole table");
     for spec in &specs {
@@ -98,12 +99,14 @@ async fn every_route_requires_the_right_credentials() {
             }
             Access::Write(scope) | Access::Read(scope) => {
                 let as_docs = call(&app, spec.method.clone(), &path, Some(&docs_only)).await;
+                let as_audio = call(&app, spec.method.clone(), &path, Some(&audio_only)).await;
                 // The key holding exactly the route's scope gets in; every other
                 // scope is refused, whatever the user's role.
                 for (key_scope, status) in [
                     (Scope::Chat, as_user),
                     (Scope::Embeddings, as_embed),
                     (Scope::Documents, as_docs),
+                    (Scope::Audio, as_audio),
                 ] {
                     if key_scope == scope {
                         assert_ne!(
