@@ -95,6 +95,11 @@ export interface SearchHit {
 export interface ModelInfo {
   id: string;
   meta?: {
+    /** `chat`, `embedding` or `speech` (absent from older daemons: chat). */
+    kind?: string;
+    /** Speech models: whether it knows languages other than English (and can translate). */
+    multilingual?: boolean;
+    size_class?: string;
     architecture?: string | null;
     parameters?: number | null;
     quantization?: string | null;
@@ -261,4 +266,52 @@ export interface PassageHit {
   score: number;
   char_start: number;
   char_end: number;
+}
+
+export type TranscriptState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+
+/** One word of a segment, when word timestamps were asked for. */
+export interface TranscriptWord {
+  word: string;
+  start: number;
+  end: number;
+  probability: number;
+}
+
+/** A timed stretch of a transcript (seconds from the start of the recording). */
+export interface TranscriptSegment {
+  index: number;
+  start: number;
+  end: number;
+  text: string;
+  avg_logprob: number;
+  no_speech_prob: number;
+  words?: TranscriptWord[];
+}
+
+/** A stored transcript (`/api/v1/transcripts`); lists cut `text` to 200 characters and leave `segments` empty. */
+export interface Transcript {
+  id: number;
+  /** The recording's file name. */
+  name: string;
+  model: string;
+  task: 'transcribe' | 'translate';
+  options: { language?: string | null; prompt?: string | null; temperature?: number; word_timestamps?: boolean };
+  state: TranscriptState;
+  error: string | null;
+  /** Language code, once known. */
+  language: string | null;
+  /** Seconds of audio, once known. */
+  duration: number | null;
+  text: string;
+  segments: TranscriptSegment[];
+  job_id: number | null;
+  created_at: string;
+  finished_at: string | null;
+}
+
+/** The answer to `POST /api/v1/transcripts`. */
+export interface NewTranscript {
+  transcript: Transcript;
+  job: Job;
 }
