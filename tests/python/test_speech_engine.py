@@ -98,3 +98,22 @@ def test_an_idle_speech_model_is_unloaded(make_daemon):
     pid = speech_model(d)["pid"]
     assert wait_until(lambda: speech_model(d) is None, timeout=20)
     assert wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10)
+
+
+def test_a_transcription_job_survives_kill_9_of_the_daemon(make_daemon, long_wav):
+    d = make_daemon()
+    with d.http() as http:
+        with open(long_wav, "rb") as f:
+            r = http.post("/api/v1/transcripts", files={"file": ("long.wav", f)})
+        assert r.status_code == 202, r.text
+        tid, job = r.json()["transcript"]["id"], r.json()["job"]["id"]
+        assert wait_until(lambda: http.get(f"/api/v1/jobs/{job}").json()["state"] == "running", timeout=30)
+    d.kill()
+    d.start()
+    with d.http() as http:
+        assert wait_until(lambda: http.get(f"/api/v1/jobs/{job}").json()["state"] == "done", timeout=120)
+        t = http.get(f"/api/v1/transcripts/{tid}").json()
+        assert t["state"] == "done" and "dashwood" in t["text"].lower(), t
+        assert len(http.get("/api/v1/transcripts").json()["transcripts"]) == 1
+    recordings = os.path.join(d.root, "data", "recordings")
+    assert wait_until(lambda: not os.listdir(recordings), timeout=5), os.listdir(recordings)
