@@ -28,9 +28,9 @@ Decoding, the same on both sides: language en (the API's `language` field, whisp
 -bs) or greedy when it is 1. The candidates sampled on a temperature fallback follow the
 speech worker: it leaves whisper.cpp's greedy.best_of at its beam-search default (-1,
 i.e. one candidate) and uses best_of 5 when greedy, so whisper-cli gets -bo 1 with beam
-search and -bo 5 when greedy (--best-of overrides). Flash attention is off on both sides
-(whisper-rs's context default; whisper-cli's default is on, so it gets -nfa);
---flash-attn-row adds an informative whisper-cli row with it on.
+search and -bo 5 when greedy (--best-of overrides). Flash attention is on on both sides
+(the speech worker turns it on, as whisper-cli does by default); --flash-attn-row adds an
+informative whisper-cli row with it off (-nfa).
 
 Phases, per model and per round, the order of the two tools alternating between rounds:
 - 1 request: the appliance's wall time for one transcription request (upload to JSON
@@ -101,7 +101,7 @@ def parse_args():
     p.add_argument("--only", choices=["appliance", "whisper-cli"], default=None,
                    help="measure one side only (no ratios)")
     p.add_argument("--flash-attn-row", action="store_true",
-                   help="also time whisper-cli with flash attention on (its own default), for information")
+                   help="also time whisper-cli with flash attention off, for information")
     p.add_argument("--json", type=pathlib.Path, default=None, help="write the full results here")
     args = p.parse_args()
     for name in ("threads", "beam_size", "rounds"):
@@ -187,7 +187,7 @@ class WhisperCli:
     def __init__(self, binary, threads, beam_size, best_of):
         self.binary, self.threads, self.beam_size, self.best_of = binary, threads, beam_size, best_of
 
-    def args(self, model_path, audio, flash_attn=False, threads=None):
+    def args(self, model_path, audio, flash_attn=True, threads=None):
         return [str(self.binary), "-m", str(model_path), "-f", str(audio), "-t", str(threads or self.threads),
                 "-bs", str(self.beam_size), "-bo", str(self.best_of), "-l", "en", "-fa" if flash_attn else "-nfa"]
 
@@ -201,7 +201,7 @@ class WhisperCli:
         text = " ".join(m.group(1).strip() for m in map(SEGMENT.match, proc_out.splitlines()) if m)
         return timings, text
 
-    def once(self, model_path, audio, timeout, flash_attn=False):
+    def once(self, model_path, audio, timeout, flash_attn=True):
         """One run: wall s, its own load and total s, the transcript."""
         args = self.args(model_path, audio, flash_attn)
         t0 = time.monotonic()
@@ -405,7 +405,7 @@ def main():
                     print(f"round {round_no + 1}/{args.rounds}, {model}: {side}, 1 request…", file=sys.stderr)
                     r[side] = api.once(model) if side == "appliance" else cli.once(path, audio, timeout)
                     if side == "whisper_cli" and args.flash_attn_row:
-                        r["whisper_cli_fa"] = cli.once(path, audio, timeout, flash_attn=True)
+                        r["whisper_cli_fa"] = cli.once(path, audio, timeout, flash_attn=False)
                 if args.concurrency:
                     for side in sides:
                         print(f"round {round_no + 1}/{args.rounds}, {model}: {side}, {args.concurrency} at once…",
@@ -443,7 +443,7 @@ def report(args, facts, models, rounds, warmup, audio_s, use_app, use_cli):
           + (f"beam search, beam size {args.beam_size} (daemon --set speech.beam_size={args.beam_size}; "
              f"whisper-cli -bs {args.beam_size} -bo {facts['whisper_cli_best_of']})" if args.beam_size > 1 else
              f"greedy (daemon --set speech.beam_size=1; whisper-cli -bs 1 -bo {facts['whisper_cli_best_of']})")
-          + "; flash attention off on both")
+          + "; flash attention on on both")
     k = args.concurrent_threads
     print(f"threads: {args.threads} per transcription; "
           + (f"{n} at once: {k} each, {n * k} in all (daemon speech.parallel={n} speech.threads={k}; {n} whisper-cli "
@@ -480,7 +480,7 @@ def report(args, facts, models, rounds, warmup, audio_s, use_app, use_cli):
         if args.flash_attn_row and use_cli:
             fa = median([r[model]["whisper_cli_fa"]["wall_s"] - r[model]["whisper_cli_fa"]["load_s"] for r in rounds])
             s["whisper_cli_flash_attn_without_load_s"] = fa
-            rows.append(("1 request, wall s, whisper-cli -fa (flash attention, its default) minus load, "
+            rows.append(("1 request, wall s, whisper-cli -nfa (flash attention off) minus load, "
                          "for information", None, fa, None, None))
         if n:
             a_tp = ratio(n * audio_s, med(model, "appliance_concurrent", "wall_s")) if use_app else None

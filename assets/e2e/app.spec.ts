@@ -485,7 +485,7 @@ test('narrow phone layout keeps chat usable', async ({ browser }) => {
 });
 
 test('pages pass an automated accessibility scan (axe, WCAG A/AA)', async () => {
-  const pages = ['#/chat', `#/chat/${parisId}`, '#/keys', '#/account', '#/admin/system', '#/admin/models', '#/admin/health', '#/admin/users', '#/admin/keys', '#/admin/usage', '#/admin/audit'];
+  const pages = ['#/chat', `#/chat/${parisId}`, '#/speech', '#/keys', '#/account', '#/admin/system', '#/admin/models', '#/admin/health', '#/admin/users', '#/admin/keys', '#/admin/usage', '#/admin/audit'];
   const found: string[] = [];
   for (const scheme of ['light', 'dark'] as const) {
     await page.emulateMedia({ colorScheme: scheme });

@@ -11,6 +11,7 @@ import { Chat } from './pages/Chat';
 import { Account } from './pages/Account';
 import { Keys } from './pages/Keys';
 import { Documents } from './pages/Documents';
+import { Speech } from './pages/Speech';
 import { SystemPage } from './pages/admin/System';
 import { ModelsPage } from './pages/admin/Models';
 import { HealthPage } from './pages/admin/Health';
@@ -32,7 +33,7 @@ const ADMIN_LINKS: [AdminSection, string][] = [
 ];
 
 /** Features that are planned but not built yet: listed honestly, not linked. */
-const COMING = ['Speech to text', 'Images', 'Data questions'];
+const COMING = ['Images', 'Data questions'];
 
 export function App() {
   const route = useRoute();
@@ -195,6 +196,11 @@ function Shell({ route, session }: { route: Route; session: SessionValue }) {
             </a>
           </li>
           <li>
+            <a href="#/speech" aria-current={current('#/speech')}>
+              Speech to text
+            </a>
+          </li>
+          <li>
             <a href="#/keys" aria-current={current('#/keys')}>
               API keys
             </a>
@@ -253,6 +259,8 @@ function Page({ route, isAdmin }: { route: Route; isAdmin: boolean }) {
     case 'documents':
     case 'document':
       return <Documents route={route} />;
+    case 'speech':
+      return <Speech id={route.id} />;
     case 'admin':
       if (!isAdmin) return <Forbidden />;
       switch (route.section) {

@@ -1,5 +1,6 @@
-// Following indexing jobs: each job's event stream while a stream slot is free, else
-// (or once its stream fails) GET /api/v1/jobs/{id} every 2 s until a terminal state.
+// Following background jobs (indexing, transcription): each job's event stream while a
+// stream slot is free, else (or once its stream fails) GET /api/v1/jobs/{id} every 2 s
+// until a terminal state.
 
 import { useEffect, useRef } from 'preact/hooks';
 import { ApiError, get, rawRequest } from './api';
@@ -133,21 +134,28 @@ export async function watchJob(
   return null;
 }
 
+/** Something waiting on a job: a document being indexed, a recording being transcribed. */
+export interface Watched {
+  /** The thing's own id (a document's, a transcript's). */
+  id: number;
+  jobId: number;
+}
+
 /**
- * Watches the job of every document that is being indexed. `onJob` gets each event;
- * `onEnded(docId, jobId)` runs once a job has ended, so the page can fetch the final
- * document. A job that has ended is never watched again.
+ * Watches the job of everything in `watched` (those that still wait). `onJob` gets each
+ * event with the thing's id; `onEnded(id, jobId)` runs once a job has ended, so the page
+ * can fetch the thing again. A job that has ended is never watched again.
  */
-export function useJobWatches(
-  docs: DocumentInfo[] | null,
-  onJob: (j: Job) => void,
-  onEnded: (docId: number, jobId: number) => void,
+export function useJobSet(
+  watched: Watched[],
+  onJob: (j: Job, id: number) => void,
+  onEnded: (id: number, jobId: number) => void,
 ): void {
   const handlers = useRef({ onJob, onEnded });
   handlers.current = { onJob, onEnded };
   const running = useRef(new Map<string, AbortController>());
   const ended = useRef(new Set<string>());
-  const wanted = (docs ?? []).filter((d) => isIndexing(d) && d.job_id != null).map((d) => `${d.id}:${d.job_id}`);
+  const wanted = watched.map((w) => `${w.id}:${w.jobId}`);
   const key = wanted.join(',');
 
   useEffect(() => {
@@ -160,14 +168,14 @@ export function useJobWatches(
     }
     for (const k of want) {
       if (running.current.has(k) || ended.current.has(k)) continue;
-      const [docId, jobId] = k.split(':').map(Number);
+      const [id, jobId] = k.split(':').map(Number);
       const ctrl = new AbortController();
       running.current.set(k, ctrl);
-      watchJob(jobId, (j) => handlers.current.onJob(j), ctrl.signal).then((job) => {
+      watchJob(jobId, (j) => handlers.current.onJob(j, id), ctrl.signal).then((job) => {
         if (running.current.get(k) === ctrl) running.current.delete(k);
         if (job || !ctrl.signal.aborted) {
           ended.current.add(k);
-          handlers.current.onEnded(docId, jobId);
+          handlers.current.onEnded(id, jobId);
         }
       });
     }
@@ -180,6 +188,16 @@ export function useJobWatches(
     },
     [],
   );
+}
+
+/** Watches the job of every document that is being indexed (see `useJobSet`). */
+export function useJobWatches(
+  docs: DocumentInfo[] | null,
+  onJob: (j: Job) => void,
+  onEnded: (docId: number, jobId: number) => void,
+): void {
+  const watched = (docs ?? []).filter((d) => isIndexing(d) && d.job_id != null).map((d) => ({ id: d.id, jobId: d.job_id! }));
+  useJobSet(watched, onJob, onEnded);
 }
 
 /**

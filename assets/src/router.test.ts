@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chatHref, documentHref, documentsHref, parseRoute } from './router';
+import { chatHref, documentHref, documentsHref, parseRoute, speechHref } from './router';
 
 describe('hash routes', () => {
   it('parses every page', () => {
@@ -31,5 +31,15 @@ describe('hash routes', () => {
     expect(parseRoute(documentHref(5))).toEqual({ page: 'document', id: 5, chunk: null });
     expect(parseRoute(documentsHref(3))).toEqual({ page: 'documents', collection: 3 });
     expect(documentsHref(null)).toBe('#/documents');
+  });
+
+  it('parses the speech pages and builds links that parse back', () => {
+    expect(parseRoute('#/speech')).toEqual({ page: 'speech', id: null });
+    expect(parseRoute('#/speech/42')).toEqual({ page: 'speech', id: 42 });
+    expect(parseRoute('#/speech/0').page).toBe('notfound');
+    expect(parseRoute('#/speech/x').page).toBe('notfound');
+    expect(parseRoute('#/speech/1/2').page).toBe('notfound');
+    expect(parseRoute(speechHref(7))).toEqual({ page: 'speech', id: 7 });
+    expect(speechHref(null)).toBe('#/speech');
   });
 });

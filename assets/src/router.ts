@@ -11,6 +11,7 @@ export type Route =
   | { page: 'keys' }
   | { page: 'documents'; collection: number | null }
   | { page: 'document'; id: number; chunk: number | null }
+  | { page: 'speech'; id: number | null }
   | { page: 'admin'; section: AdminSection }
   | { page: 'notfound'; path: string };
 
@@ -48,6 +49,12 @@ export function parseRoute(hash: string): Route {
       if (id !== null && parts.length === 2) return { page: 'document', id, chunk: positiveInt(query.get('chunk')) };
       break;
     }
+    case 'speech': {
+      if (parts.length === 1) return { page: 'speech', id: null };
+      const id = positiveInt(parts[1]);
+      if (id !== null && parts.length === 2) return { page: 'speech', id };
+      break;
+    }
     case 'admin': {
       const section = (parts[1] ?? 'system') as AdminSection;
       if (ADMIN_SECTIONS.includes(section)) return { page: 'admin', section };
@@ -71,6 +78,11 @@ export function documentsHref(collection?: number | null): string {
 /** A document's passages, scrolled to `chunk` when given. */
 export function documentHref(id: number, chunk?: number | null): string {
   return `#/documents/${id}${chunk ? `?chunk=${chunk}` : ''}`;
+}
+
+/** The Speech-to-text page, showing one transcript when given. */
+export function speechHref(id?: number | null): string {
+  return id ? `#/speech/${id}` : '#/speech';
 }
 
 export function chatHref(id: string | null, message?: number | null): string {

@@ -1,4 +1,4 @@
-// The upload queue of the Documents page: one request per file, so each has its own
+// The upload queue of the Documents and Speech pages: one request per file, so each has its own
 // progress, and at most `limit` at once. Browsers open about six connections per host
 // and the page needs some for job streams and its own requests.
 

@@ -15,7 +15,7 @@ use crate::app::AppState;
 use super::error::ApiError;
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+                   media-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
                    form-action 'self'; frame-ancestors 'none'";
 
 /// Whether `host` (a Host header value or an origin's host, with or without port) is

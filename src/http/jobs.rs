@@ -85,7 +85,11 @@ pub async fn cancel(
     Caller(caller): Caller,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    state.jobs.cancel(id, caller.owner_filter()).await?;
+    let job = state.jobs.cancel(id, caller.owner_filter()).await?;
+    // A queued transcription never runs to delete its recording itself.
+    if job.state == "cancelled" && job.kind == crate::store::transcripts::TRANSCRIBE_JOB {
+        state.speech.forget_recording(&job).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

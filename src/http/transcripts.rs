@@ -167,9 +167,12 @@ pub struct ListQuery {
     before: Option<i64>,
     /// At most this many (1–200, default 50).
     limit: Option<u32>,
+    /// Administrators: every user's transcripts, not only their own.
+    #[serde(default)]
+    all: bool,
 }
 
-/// `GET /api/v1/transcripts`.
+/// `GET /api/v1/transcripts[?all=true]`.
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -179,10 +182,13 @@ pub async fn list(
     if !(1..=200).contains(&limit) {
         return Err(ApiError::bad_field("limit", "a number from 1 to 200"));
     }
-    let items = state
-        .store
-        .list_transcripts(caller.owner_filter(), q.before, limit)
-        .await?;
+    // Everyone's own by default; administrators may ask for all.
+    let owner = if q.all {
+        caller.owner_filter()
+    } else {
+        caller.owner_id()
+    };
+    let items = state.store.list_transcripts(owner, q.before, limit).await?;
     let next = (items.len() == limit as usize)
         .then(|| items.last().map(|t| t.id))
         .flatten();

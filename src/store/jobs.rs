@@ -245,6 +245,12 @@ impl Store {
                      WHERE job_id = ?1 AND state IN ('queued', 'indexing')",
                     [id],
                 )?;
+                tx.execute(
+                    "UPDATE transcripts SET state = 'cancelled', \
+                     error = 'the transcription was cancelled', finished_at = ?2 \
+                     WHERE job_id = ?1 AND state IN ('queued', 'running')",
+                    params![id, now()],
+                )?;
             }
             let job = get(&tx, id, None)?.ok_or(StoreError::NotFound("job"))?;
             tx.commit()?;

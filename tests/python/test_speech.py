@@ -288,9 +288,11 @@ def test_the_daily_audio_quota_gives_429(make_daemon):
 
 
 def test_speech_models_are_listed_with_their_kind(client):
-    kinds = {m.id: m.meta["kind"] for m in client.models.list().data}
-    assert kinds.get("whisper-tiny.en") == "speech", kinds
-    assert kinds.get("SmolLM2-135M-Instruct-Q4_1") == "chat"
+    models = {m.id: m.meta for m in client.models.list().data}
+    assert models["whisper-tiny.en"]["kind"] == "speech" and models["whisper-tiny.en"]["default"], models
+    assert models["whisper-tiny.en"]["multilingual"] is False
+    assert models["SmolLM2-135M-Instruct-Q4_1"]["kind"] == "chat" and models["SmolLM2-135M-Instruct-Q4_1"]["default"]
+    assert models["all-MiniLM-L6-v2"]["kind"] == "embedding"
 
 
 def user_key(d, name, scopes):
@@ -367,6 +369,18 @@ def test_transcripts_are_jobs_owned_by_their_user(make_daemon):
         failed = http.get(f"/api/v1/transcripts/{r.json()['transcript']['id']}").json()
         assert job["state"] == "failed" and "MP3" in failed["error"], failed
         recordings = os.path.join(d.root, "data", "recordings")
+        assert wait_until(lambda: not os.listdir(recordings), timeout=5), os.listdir(recordings)
+
+        # A queued transcription cancelled before it ran: cancelled, recording gone.
+        with open(long_clip(tempfile.mkdtemp(), 1), "rb") as f:
+            audio = f.read()
+        created = [http.post("/api/v1/transcripts", files={"file": (f"r{i}.wav", audio)}).json() for i in range(3)]
+        last = created[-1]
+        assert http.delete(f"/api/v1/jobs/{last['job']['id']}").status_code == 204
+        t = http.get(f"/api/v1/transcripts/{last['transcript']['id']}").json()
+        assert t["state"] == "cancelled", t
+        for c in created[:-1]:
+            assert wait_job(http, c["job"]["id"])["state"] == "done"
         assert wait_until(lambda: not os.listdir(recordings), timeout=5), os.listdir(recordings)
 
 

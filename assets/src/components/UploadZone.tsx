@@ -15,11 +15,19 @@ export function UploadZone({
   onFiles,
   onCancel,
   onDismiss,
+  inputId = 'doc-files',
+  accept = ACCEPT,
+  hint = 'PDF, Word (.docx), Excel (.xlsx), CSV, JSON, HTML, Markdown or plain text.',
 }: {
   uploads: Upload[];
   onFiles: (files: File[]) => void;
   onCancel: (key: number) => void;
   onDismiss: (key: number) => void;
+  inputId?: string;
+  /** The file picker's hint (the server decides what it takes). */
+  accept?: string;
+  /** What can be dropped, in words. */
+  hint?: string;
 }) {
   const [dragging, setDragging] = useState(false);
 
@@ -52,11 +60,11 @@ export function UploadZone({
       >
         <p class="dropzone-text">{dragging ? 'Drop to upload' : 'Drop files here, or'}</p>
         <input
-          id="doc-files"
+          id={inputId}
           class="file-input"
           type="file"
           multiple
-          accept={ACCEPT}
+          accept={accept}
           data-testid="file-input"
           onChange={(e) => {
             const files = [...(e.currentTarget.files ?? [])];
@@ -65,10 +73,10 @@ export function UploadZone({
             if (files.length) onFiles(files);
           }}
         />
-        <label for="doc-files" class="btn btn-primary">
+        <label for={inputId} class="btn btn-primary">
           Choose files
         </label>
-        <p class="muted small">PDF, Word (.docx), Excel (.xlsx), CSV, JSON, HTML, Markdown or plain text.</p>
+        <p class="muted small">{hint}</p>
       </div>
       {uploads.length > 0 && (
         <ul class="uploads" aria-label="Uploads">

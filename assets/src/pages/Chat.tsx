@@ -11,6 +11,7 @@ import { Markdown, MessageView } from '../components/MessageView';
 import { SettingsPanel, settingsSummary, type ConversationConfig } from '../components/Settings';
 import { CollectionPicker } from '../components/CollectionPicker';
 import { copyText, ErrorBox, PageTitle } from '../components/common';
+import { takeChatDraft } from '../draft';
 
 const PAGE_SIZE = 50;
 
@@ -42,7 +43,8 @@ export function Chat({ id, focusMessage }: { id: string | null; focusMessage: nu
   useEffect(() => {
     loadMore();
     get<{ data: ModelInfo[] }>('/v1/models')
-      .then((r) => setModels(r.data))
+      // Only chat models: the list also has embedding and speech models.
+      .then((r) => setModels(r.data.filter((m) => (m.meta?.kind ?? 'chat') === 'chat')))
       .catch(() => setModels([]));
     get<{ collections: Collection[] }>('/api/v1/collections')
       .then((r) => setCollections({ list: r.collections, error: null }))
@@ -147,6 +149,11 @@ function NewConversation({
   const [showSettings, setShowSettings] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  // Text sent here from another page (a transcript), put in the message box to review.
+  const [prefill] = useState(() => {
+    const text = takeChatDraft();
+    return text ? { text, n: Date.now() } : null;
+  });
 
   const start = async (text: string) => {
     setBusy(true);
@@ -201,6 +208,7 @@ function NewConversation({
       )}
       <div class="messages messages-empty">
         <p class="muted">Ask anything. The conversation is saved on the server and listed on the left.</p>
+        {prefill && <p class="alert alert-info">The transcript is in the message box below: add your question, then send it.</p>}
         {models && models.length === 0 && (
           <p class="alert alert-error" role="alert">
             No chat model is installed. An administrator can add one with <code>appliance models import PATH</code>.
@@ -208,7 +216,7 @@ function NewConversation({
         )}
       </div>
       <ErrorBox error={error} />
-      <Composer streaming={false} disabled={busy} onSend={start} onStop={() => {}} />
+      <Composer streaming={false} disabled={busy} onSend={start} onStop={() => {}} prefill={prefill} />
     </div>
   );
 }

@@ -45,11 +45,17 @@ pub async fn list_models(State(state): State<AppState>) -> Result<axum::Json<Val
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut data: Vec<Value> = models.iter().map(|m| model_object(m)).collect();
     let other = |id: &str, modified: &str, meta: Value| json!({"id": id, "object": "model", "created": created(modified), "owned_by": "appliance", "meta": meta});
+    let config = &state.config;
+    for (entry, m) in data.iter_mut().zip(models.iter()) {
+        entry["meta"]["default"] = (m.name == config.engine.default_model).into();
+    }
     data.extend(embedders.iter().map(|m| {
-        other(&m.name, &m.modified_at, json!({"kind": "embedding", "dimensions": m.dimensions, "max_tokens": m.max_tokens, "size": m.size}))
+        let default = m.name == config.engine.default_embedding_model;
+        other(&m.name, &m.modified_at, json!({"kind": "embedding", "default": default, "dimensions": m.dimensions, "max_tokens": m.max_tokens, "size": m.size}))
     }));
     data.extend(transcribers.iter().map(|m| {
-        other(&m.name, &m.modified_at, json!({"kind": "speech", "size_class": m.size_class, "multilingual": m.multilingual, "size": m.size}))
+        let default = m.name == config.speech.default_model;
+        other(&m.name, &m.modified_at, json!({"kind": "speech", "default": default, "size_class": m.size_class, "multilingual": m.multilingual, "size": m.size}))
     }));
     Ok(axum::Json(json!({"object": "list", "data": data})))
 }
