@@ -12,9 +12,9 @@
 #            built against the whisper.cpp the worker links — whisper-rs-sys's vendored
 #            copy — in ~/.cache/appliance/reference-whisper-vendored: the same library on
 #            both sides, so the comparison measures the appliance's own overhead; run
-#            speech.py with APPLIANCE_WHISPER_REFERENCE_DIR pointing there)
+#            speech.py with BENCH_WHISPER_REFERENCE_DIR pointing there)
 #
-# Everything lives outside the git tree, in $APPLIANCE_WHISPER_REFERENCE_DIR (default
+# Everything lives outside the git tree, in $BENCH_WHISPER_REFERENCE_DIR (default
 # ~/.cache/appliance/reference-whisper): dl/ (the sdist), src/ (unpacked), build/ (CMake
 # build; the binary is build/bin/whisper-cli), build/whisper-cli.stamp (what it was built
 # from), versions.json (read by bench/speech.py). The compile runs under `nice -n 19`.
@@ -55,16 +55,16 @@ for arg in "$@"; do
 done
 
 if [[ "$VENDORED" == 1 ]]; then
-  REF="${APPLIANCE_WHISPER_REFERENCE_DIR:-$HOME/.cache/appliance/reference-whisper-vendored}"
+  REF="${BENCH_WHISPER_REFERENCE_DIR:-$HOME/.cache/appliance/reference-whisper-vendored}"
 else
-  REF="${APPLIANCE_WHISPER_REFERENCE_DIR:-$HOME/.cache/appliance/reference-whisper}"
+  REF="${BENCH_WHISPER_REFERENCE_DIR:-$HOME/.cache/appliance/reference-whisper}"
 fi
 die() { echo "build-whisper-reference.sh: ERROR: $*" >&2; exit 1; }
 for tool in cmake curl "$PYTHON" sha256sum tar c++ nice; do
   command -v "$tool" >/dev/null || die "'$tool' not found on PATH (apt-get install -y cmake curl g++)"
 done
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "JOBS must be a positive integer, not '$JOBS'"
-case "$REF" in "$REPO"|"$REPO"/*) die "$REF is inside the git tree $REPO; point APPLIANCE_WHISPER_REFERENCE_DIR elsewhere" ;; esac
+case "$REF" in "$REPO"|"$REPO"/*) die "$REF is inside the git tree $REPO; point BENCH_WHISPER_REFERENCE_DIR elsewhere" ;; esac
 mkdir -p "$REF/dl" "$REF/src"
 TARBALL="$REF/dl/$SDIST_NAME.tar.gz"
 SRC="$REF/src/$SDIST_NAME/whisper.cpp"
@@ -152,6 +152,10 @@ if [[ "$VENDORED" == 1 ]]; then
     tmp="$(mktemp -d "$REF/src/compose.XXXXXX")"
     cp -r "$crate_dir/." "$tmp/"
     cp -r "$SRC/examples" "$tmp/examples"
+    # The examples' quantization helpers name ggml types newer than the vendored ggml;
+    # they play no part in transcribing: drop those case labels.
+    sed -i '/case GGML_FTYPE_MOSTLY_NVFP4:\|case GGML_FTYPE_MOSTLY_Q1_0:\|case GGML_TYPE_NVFP4:\|case GGML_TYPE_Q1_0:/d' \
+      "$tmp/examples/common-ggml.cpp"
     rm -rf "$composed"
     mv "$tmp" "$composed"
   fi

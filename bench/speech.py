@@ -67,7 +67,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from harness import (MODELS, ROOT, TARGET, ApplianceDaemon, BenchError, commit, cpu_model,  # noqa: E402
                      fail, median, require_executable, run)
 
-REFERENCE = pathlib.Path(os.environ.get("APPLIANCE_WHISPER_REFERENCE_DIR")
+REFERENCE = pathlib.Path(os.environ.get("BENCH_WHISPER_REFERENCE_DIR")
                          or pathlib.Path.home() / ".cache/appliance/reference-whisper")
 LIBRIVOX = pathlib.Path("/usr/share/pocketsphinx/test/data/librivox")
 DEFAULT_MODEL = "whisper-tiny.en"
