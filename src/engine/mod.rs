@@ -292,6 +292,8 @@ pub struct Embeddings {
 pub struct LoadedModel {
     /// Model name.
     pub name: String,
+    /// What it does.
+    pub kind: ModelKind,
     /// Worker process id.
     pub pid: u32,
     /// Bytes of weights.

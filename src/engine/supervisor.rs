@@ -181,6 +181,7 @@ pub struct Worker {
     n_ctx_slot: u32,
     size_bytes: u64,
     request_timeout: Duration,
+    kind: ModelKind,
 }
 
 impl Worker {
@@ -287,6 +288,7 @@ impl Worker {
             n_ctx_slot,
             size_bytes: model_bytes,
             request_timeout: config.request_timeout,
+            kind: model.kind,
         })
     }
 
@@ -556,6 +558,7 @@ impl Worker {
         };
         LoadedModel {
             name: self.shared.name.clone(),
+            kind: self.kind,
             pid: self.pid,
             size_bytes: self.size_bytes,
             context_length: self.n_ctx_slot,

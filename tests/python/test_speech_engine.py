@@ -88,6 +88,9 @@ def test_a_client_that_leaves_cancels_its_transcription(make_daemon, long_wav):
     metrics = httpx.get(d.url + "/metrics").text
     assert 'appliance_speech_requests_total{model="whisper-tiny.en",outcome="cancelled"} 1' in metrics, metrics
     assert 'appliance_speech_realtime_factor_count{model="whisper-tiny.en"}' in metrics
+    # The worker's state, like every loaded model's.
+    assert 'appliance_llm_requests_running{model="whisper-tiny.en",kind="speech"} 0' in metrics, metrics
+    assert 'appliance_llm_slots{model="whisper-tiny.en",kind="speech"} 1' in metrics
     uploads = os.path.join(d.root, "data", "audio-uploads")
     assert wait_until(lambda: not os.listdir(uploads), timeout=5), os.listdir(uploads)
 

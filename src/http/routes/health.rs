@@ -63,7 +63,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .iter()
             .map(|m| {
                 let name = m.name.replace(['"', '\\', '\n'], "_");
-                (format!("model=\"{name}\""), value(m))
+                let kind = match m.kind {
+                    crate::engine::ModelKind::Chat => "chat",
+                    crate::engine::ModelKind::Embedding => "embedding",
+                    crate::engine::ModelKind::Speech => "speech",
+                };
+                (format!("model=\"{name}\",kind=\"{kind}\""), value(m))
             })
             .collect()
     };
@@ -87,22 +92,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         },
         Gauge {
             name: "appliance_llm_loaded_models",
-            help: "Chat models loaded in worker processes.",
+            help: "Models loaded in worker processes (chat, embedding and speech).",
             samples: vec![(String::new(), loaded.len() as f64)],
         },
         Gauge {
             name: "appliance_llm_requests_running",
-            help: "Generations holding a slot, by model.",
+            help: "Requests running in a worker (generations holding a slot, embeddings, transcriptions), by model and kind.",
             samples: per_model(|m| m.running as f64),
         },
         Gauge {
             name: "appliance_llm_requests_waiting",
-            help: "Admitted generations waiting for a slot, by model.",
+            help: "Admitted requests waiting for a place in their worker, by model and kind.",
             samples: per_model(|m| m.waiting as f64),
         },
         Gauge {
             name: "appliance_llm_slots",
-            help: "Parallel sequences per loaded model.",
+            help: "Requests a loaded model runs at once (chat slots, speech states), by model and kind.",
             samples: per_model(|m| m.slots as f64),
         },
     ];
