@@ -58,6 +58,13 @@ impl Drop for Permit {
     }
 }
 
+/// `timeout` from now; a deadline past what the clock can represent is "never" (a year).
+pub(super) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
 /// A generation in progress. Yields [`GenEvent`]s until `Done`; dropping it before
 /// then cancels the generation in the worker, which frees the slot within one decode
 /// step.
@@ -87,15 +94,11 @@ impl Generation {
         permit: Permit,
         shared: Arc<Shared>,
     ) -> Generation {
-        let now = tokio::time::Instant::now();
         Generation {
             id,
             rx,
             commands,
-            // A deadline past what the clock can represent is "never".
-            deadline: now
-                .checked_add(timeout)
-                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365)),
+            deadline: deadline_after(timeout),
             timeout,
             started: false,
             finished: false,

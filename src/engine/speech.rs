@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::generation::Permit;
+use super::generation::{Permit, deadline_after};
 use super::protocol::{Command, Event, SpeechOptions, SpeechSegment};
 use super::supervisor::{Shared, worker_error};
 use super::{EngineError, KeepAliveRequest, ModelSpec};
@@ -90,7 +90,6 @@ pub struct Transcription {
 }
 
 impl Transcription {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: u64,
         rx: mpsc::UnboundedReceiver<Result<Event, EngineError>>,
@@ -218,10 +217,4 @@ impl Drop for Transcription {
             self.end("cancelled");
         }
     }
-}
-
-fn deadline_after(timeout: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
 }

@@ -5,7 +5,7 @@
 //! owner filter; a collection another user shared is readable, never writable.
 
 use axum::extract::State;
-use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
+use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -149,19 +149,6 @@ pub async fn list_documents(
     Ok(axum::Json(json!({ "documents": docs })))
 }
 
-fn multipart_error(e: MultipartError, limit: u64) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge {
-            limit: limit as usize,
-        }
-    } else {
-        ApiError::BadRequest {
-            message: format!("the multipart body is malformed: {}", e.body_text()),
-            param: None,
-        }
-    }
-}
-
 fn file_error(e: FileError) -> ApiError {
     match e {
         FileError::TooLarge { limit } => ApiError::PayloadTooLarge {
@@ -198,22 +185,7 @@ async fn receive(
         }
         incoming.finish()
     });
-    let mut read_error = None;
-    loop {
-        match field.chunk().await {
-            Ok(Some(bytes)) => {
-                if tx.send(bytes).await.is_err() {
-                    break; // the writer stopped: its error says why
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                read_error = Some(multipart_error(e, limit));
-                break;
-            }
-        }
-    }
-    drop(tx);
+    let read_error = super::audio::form::forward(field, tx, limit).await;
     let written = writer
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -269,7 +241,7 @@ pub async fn upload(
     while let Some(mut field) = multipart
         .next_field()
         .await
-        .map_err(|e| multipart_error(e, limit))?
+        .map_err(|e| super::audio::form::multipart_error(e, limit))?
     {
         if field.name() != Some("file") {
             return Err(ApiError::bad_field(

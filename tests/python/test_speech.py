@@ -183,7 +183,8 @@ def test_bad_audio_gets_a_clear_400(daemon, encoded):
             assert r.status_code == 400, (name, r.status_code, r.text)
             message = r.json()["error"]["message"]
             print(f"{name}: {message}")
-            assert message and "/" not in message.replace("WAV/", "").split(":")[0], message
+            # A reason, and nothing of the server inside it (paths, upload names).
+            assert message and not any(x in message for x in ("/tmp", "/root", "audio-uploads", ".upload")), message
         assert "empty" in cases_message(http, empty, "empty.wav")
         lying_message = cases_message(http, lying, "lying.mp3")
         assert "MP3" in lying_message and "WAV" in lying_message, lying_message

@@ -219,7 +219,28 @@ async fn text(mut field: Field<'_>, max: usize) -> Result<String, ApiError> {
     Ok(value)
 }
 
-fn multipart_error(e: MultipartError, limit: u64) -> ApiError {
+/// Sends a file part's chunks to a blocking writer until the part ends, the writer stops
+/// (its own error says why) or the body fails (returned).
+pub(in crate::http) async fn forward(
+    field: &mut Field<'_>,
+    tx: tokio::sync::mpsc::Sender<axum::body::Bytes>,
+    limit: u64,
+) -> Option<ApiError> {
+    loop {
+        match field.chunk().await {
+            Ok(Some(bytes)) => {
+                if tx.send(bytes).await.is_err() {
+                    return None;
+                }
+            }
+            Ok(None) => return None,
+            Err(e) => return Some(multipart_error(e, limit)),
+        }
+    }
+}
+
+/// A multipart failure as the client's error: 413 over the limit, else 400.
+pub(in crate::http) fn multipart_error(e: MultipartError, limit: u64) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge {
             limit: limit as usize,
@@ -266,22 +287,7 @@ async fn receive(field: &mut Field<'_>, dir: &Path, limit: u64) -> Result<Upload
         }
         Ok(written)
     });
-    let mut read_error = None;
-    loop {
-        match field.chunk().await {
-            Ok(Some(bytes)) => {
-                if tx.send(bytes).await.is_err() {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                read_error = Some(multipart_error(e, limit));
-                break;
-            }
-        }
-    }
-    drop(tx);
+    let read_error = forward(field, tx, limit).await;
     let written = writer
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?

@@ -332,7 +332,8 @@ fn refuses_what_it_cannot_convert_losslessly() {
     assert!(!is_ct2_whisper(model_dir(GGUF).path()) && !is_ct2_whisper(assets.path()));
     let model = model_dir(&ct2(WHISPER_SPEC, &whisper_vars(), &[]));
     let err = convert(model.path(), model.path(), &mut Vec::new()).unwrap_err();
-    let names_vocab = matches!(err, MissingAsset(ref why) if why.contains("gpt2.tiktoken"));
+    let names_vocab =
+        matches!(err, ImportError::MissingAsset(ref why) if why.contains("gpt2.tiktoken"));
     assert!(names_vocab, "{err}");
 }
 
