@@ -88,6 +88,12 @@ fetch_models() {
   python3 "$REPO/scripts/fetch-models" "$1" --cache "$FETCH_CACHE_DIR"
 }
 
+# The extra models only the tests use (a tool-calling instruct model). $1: models dir.
+fetch_test_models() {
+  echo "==> test-only models -> $1"
+  python3 "$REPO/scripts/fetch-models" "$1" --cache "$FETCH_CACHE_DIR" --manifest "$REPO/models/test-models.toml"
+}
+
 # The default speech model ships as faster-whisper weights; `appliance models import`
 # converts them to whisper.cpp's format once. $1: the appliance binary, $2: models dir.
 convert_speech_model() {

@@ -108,13 +108,7 @@ fn with_system(prompt: &[ChatMessage], extra: &str) -> Vec<ChatMessage> {
         Some(first) if first.role == "system" => {
             first.content = format!("{}\n\n{extra}", first.content);
         }
-        _ => out.insert(
-            0,
-            ChatMessage {
-                role: "system".into(),
-                content: extra.to_string(),
-            },
-        ),
+        _ => out.insert(0, ChatMessage::new("system", extra.to_string())),
     }
     out
 }
@@ -254,14 +248,8 @@ mod tests {
     #[test]
     fn sources_join_the_leading_system_message() {
         let prompt = vec![
-            ChatMessage {
-                role: "system".into(),
-                content: "Be brief.".into(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: "q".into(),
-            },
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "q"),
         ];
         let out = with_system(&prompt, "SOURCES");
         assert_eq!(out.len(), 2);

@@ -7,6 +7,7 @@
 pub mod context;
 mod import;
 mod recorder;
+pub mod tools;
 
 pub use import::{ImportError, check_import};
 pub use recorder::Recorder;
@@ -47,19 +48,17 @@ pub fn conversation_prompt(
 ) -> Vec<ChatMessage> {
     let mut prompt = Vec::with_capacity(history.len() + 2);
     if !conversation.system_prompt.is_empty() {
-        prompt.push(ChatMessage {
-            role: "system".into(),
-            content: conversation.system_prompt.clone(),
-        });
+        prompt.push(ChatMessage::new(
+            "system",
+            conversation.system_prompt.clone(),
+        ));
     }
-    prompt.extend(history.iter().map(|m| ChatMessage {
-        role: m.role.clone(),
-        content: m.content.clone(),
-    }));
-    prompt.push(ChatMessage {
-        role: "user".into(),
-        content: user_content.to_string(),
-    });
+    prompt.extend(
+        history
+            .iter()
+            .map(|m| ChatMessage::new(m.role.clone(), m.content.clone())),
+    );
+    prompt.push(ChatMessage::new("user", user_content.to_string()));
     prompt
 }
 

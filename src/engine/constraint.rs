@@ -48,19 +48,38 @@ pub fn check(constraint: Constraint) -> Result<Constraint, Refused> {
             check_grammar(&grammar)?;
             Ok(Constraint::Grammar(grammar))
         }
-        Constraint::JsonSchema(text) => {
-            if text.len() > MAX_SCHEMA_BYTES {
-                return Err(refused(
-                    "",
-                    format!("the JSON schema is larger than {MAX_SCHEMA_BYTES} bytes"),
-                ));
+        Constraint::JsonSchema(text) => Ok(Constraint::JsonSchema(checked_schema(&text)?)),
+        Constraint::ToolCalls {
+            schema,
+            open,
+            close,
+            parallel,
+        } => {
+            if open.len() + close.len() > 256 {
+                return Err(refused("", "the tool-call framing is too long"));
             }
-            let mut schema: Value = serde_json::from_str(&text)
-                .map_err(|_| refused("", "the JSON schema is not valid JSON"))?;
-            check_schema(&mut schema)?;
-            Ok(Constraint::JsonSchema(schema.to_string()))
+            Ok(Constraint::ToolCalls {
+                schema: checked_schema(&schema)?,
+                open,
+                close,
+                parallel,
+            })
         }
     }
+}
+
+/// Bounds and checks one serialised schema, returning it rewritten.
+fn checked_schema(text: &str) -> Result<String, Refused> {
+    if text.len() > MAX_SCHEMA_BYTES {
+        return Err(refused(
+            "",
+            format!("the JSON schema is larger than {MAX_SCHEMA_BYTES} bytes"),
+        ));
+    }
+    let mut schema: Value =
+        serde_json::from_str(text).map_err(|_| refused("", "the JSON schema is not valid JSON"))?;
+    check_schema(&mut schema)?;
+    Ok(schema.to_string())
 }
 
 /// Bounds a GBNF grammar's size, group nesting and repetition counts.

@@ -37,7 +37,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub use generation::{FinishHook, GenEvent, Generation};
-pub use protocol::{ChatMessage, Constraint, FinishReason, Prompt, SamplingParams, Usage};
+pub use protocol::{
+    ChatMessage, Constraint, FinishReason, Prompt, SamplingParams, ToolCall, ToolDefinition, Usage,
+};
 use scheduler::{Msg, Scheduler};
 pub use speech::{SpeechEvent, SpeechRequest, Transcript, Transcription};
 pub use supervisor::{Spawner, Worker, WorkerExe};

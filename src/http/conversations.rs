@@ -461,6 +461,8 @@ fn stream_reply(reply: Reply, retrieval: Option<Value>) -> Response {
         .events()
         .map(move |event| match event {
             ReplyEvent::Text(text) => json!({"type": "token", "text": text}),
+            // Conversations offer no tools, so no reply looks for calls.
+            ReplyEvent::Call(call) => json!({"type": "tool_call", "name": call.name}),
             ReplyEvent::Done { stored, .. } => {
                 let (user, message) = match stored {
                     Some(pair) => (json!(pair.0), json!(pair.1)),

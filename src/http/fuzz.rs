@@ -162,4 +162,36 @@ proptest! {
             prop_assert!(normal.starts_with('^') && normal.ends_with('$'));
         }
     }
+
+    #[test]
+    fn tools_and_tool_choices_validate_without_panicking(tools in prop::collection::vec(value(), 0..4), choice in prop::option::of(value()), function in object_with(&["name", "description", "parameters", "strict"])) {
+        let mut offered = tools;
+        offered.push(json!({"type": "function", "function": function}));
+        if let Ok(Some(set)) = crate::chat::tools::ToolSet::from_openai(Some(&offered), choice.as_ref(), None) {
+            prop_assert!(set.tools.len() <= crate::chat::tools::MAX_TOOLS);
+            let dialect = crate::chat::tools::Dialect::of(Some("{% if tools %}<tool_call>{% endif %}"));
+            let _ = crate::chat::tools::prepare(vec![crate::engine::ChatMessage::new("user", "x")], Some(&set), dialect);
+        }
+    }
+
+    #[test]
+    fn streamed_answers_lose_no_text(pieces in prop::collection::vec("(<tool_call>|</tool_call>|\\[TOOL_CALLS\\]|<\\|python_tag\\|>|```|\\{\"name\": \"f\", \"arguments\": \\{\\}\\}|[ a-z{}\\[\\]\"<>|\n]{0,6}|\\PC{0,3})", 0..12)) {
+        let f = json!({"type": "function", "function": {"name": "f"}});
+        let set = crate::chat::tools::ToolSet::from_openai(Some(&[f]), None, None).unwrap().unwrap();
+        let mut stream = crate::chat::tools::CallStream::new(set);
+        let mut out = Vec::new();
+        for p in &pieces {
+            out.extend(stream.push(p));
+        }
+        out.extend(stream.finish());
+        let calls = out.iter().filter(|p| matches!(p, crate::chat::tools::Piece::Call(_))).count();
+        let text: String = out.iter().filter_map(|p| match p {
+            crate::chat::tools::Piece::Text(t) => Some(t.as_str()),
+            crate::chat::tools::Piece::Call(_) => None,
+        }).collect();
+        if calls == 0 {
+            // Without calls, the answer comes out whole (only leading blanks dropped).
+            prop_assert_eq!(text, pieces.concat().trim_start().to_string());
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::auth::Principal;
 use crate::engine::constraint;
 use crate::engine::{
     ChatMessage, Constraint, GenerateRequest, KeepAlive, KeepAliveRequest, ModelKind, ModelSpec,
-    Prompt, SamplingParams,
+    Prompt, SamplingParams, ToolCall,
 };
 use crate::models::registry::ModelInfo;
 
@@ -76,6 +76,7 @@ pub async fn start(
             param: Some(
                 match prompt {
                     Prompt::Chat(_) => "messages",
+                    Prompt::ChatWithTools { .. } => "tools",
                     Prompt::Text(_) => "prompt",
                 }
                 .into(),
@@ -308,6 +309,76 @@ pub fn keep_alive(
     }
 }
 
+/// A tool problem as a 400 naming its field.
+pub fn tool_error(e: crate::chat::tools::ToolError) -> ApiError {
+    ApiError::bad_field(&e.param, e.message)
+}
+
+/// A call from a message of the history: the id as given (or a new one), arguments as
+/// JSON text whether the client sent text (OpenAI) or an object (Ollama).
+pub fn history_call(
+    at: &str,
+    id: Option<String>,
+    name: &str,
+    arguments: &Value,
+) -> Result<ToolCall, ApiError> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(ApiError::bad_field(
+            &format!("{at}.function.name"),
+            "a function name must be 1–64 bytes",
+        ));
+    }
+    let arguments = match arguments {
+        Value::String(text) => text.clone(),
+        Value::Null => "{}".to_string(),
+        other @ Value::Object(_) => other.to_string(),
+        _ => {
+            return Err(ApiError::bad_field(
+                &format!("{at}.function.arguments"),
+                "`arguments` must be JSON text or an object",
+            ));
+        }
+    };
+    let id = match id {
+        Some(id) if id.len() > 256 => {
+            return Err(ApiError::bad_field(
+                &format!("{at}.id"),
+                "an id may be at most 256 bytes",
+            ));
+        }
+        Some(id) => id,
+        None => crate::chat::tools::call_id(),
+    };
+    Ok(ToolCall {
+        id,
+        name: name.to_string(),
+        arguments,
+    })
+}
+
+/// The prompt for `messages` with `tools` under `model`'s template; a required call's
+/// grammar goes into `params` (which must not already carry a constraint).
+pub fn tool_prompt(
+    model: &ModelInfo,
+    messages: Vec<ChatMessage>,
+    tools: Option<&crate::chat::tools::ToolSet>,
+    params: &mut SamplingParams,
+) -> Result<Prompt, ApiError> {
+    let dialect = crate::chat::tools::Dialect::of(model.template_text.as_deref());
+    let (prompt, constraint) =
+        crate::chat::tools::prepare(messages, tools, dialect).map_err(tool_error)?;
+    if let Some(constraint) = constraint {
+        if params.constraint.is_some() {
+            return Err(ApiError::bad_field(
+                "tool_choice",
+                "a required tool call cannot be combined with `response_format`, `format` or `grammar`",
+            ));
+        }
+        params.constraint = Some(constraint);
+    }
+    Ok(prompt)
+}
+
 /// Checks roles and sizes of chat messages.
 pub fn check_messages(messages: &[ChatMessage]) -> Result<(), ApiError> {
     if messages.is_empty() {
@@ -329,7 +400,11 @@ pub fn check_messages(messages: &[ChatMessage]) -> Result<(), ApiError> {
                 ),
             ));
         }
-        if m.content.contains('\0') {
+        if m.content.contains('\0')
+            || m.tool_calls
+                .iter()
+                .any(|c| c.arguments.contains('\0') || c.id.contains('\0'))
+        {
             return Err(ApiError::bad_field(
                 &format!("messages[{i}].content"),
                 "content must not contain NUL characters",

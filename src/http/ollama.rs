@@ -16,9 +16,10 @@ use serde_json::{Value, json};
 
 use crate::app::{AppState, VERSION};
 use crate::auth::Principal;
+use crate::chat::tools::ToolSet;
 use crate::engine::{
     ChatMessage, Constraint, FinishReason, KeepAlive, KeepAliveRequest, Prompt, SamplingParams,
-    Usage,
+    ToolCall, Usage,
 };
 use crate::models::registry::ModelInfo;
 
@@ -77,6 +78,31 @@ pub struct OllamaMessage {
     content: String,
     #[serde(default)]
     images: Option<Vec<Value>>,
+    /// Calls an assistant message made: `[{"function": {"name", "arguments": {…}}}]`.
+    #[serde(default)]
+    tool_calls: Option<Vec<OllamaToolCall>>,
+    /// For a `tool` message: the function that produced it.
+    #[serde(default)]
+    tool_name: Option<String>,
+    /// The call it answers (newer clients).
+    #[serde(default)]
+    tool_call_id: Option<String>,
+}
+
+/// A call in the history.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OllamaToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    function: OllamaFunction,
+}
+
+/// The function of a call in the history.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OllamaFunction {
+    name: String,
+    #[serde(default)]
+    arguments: Value,
 }
 
 /// `POST /api/chat`.
@@ -225,9 +251,8 @@ pub async fn chat(
     Json(req): Json<ChatRequest>,
 ) -> Result<Response, OllamaError> {
     let started = Instant::now();
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::bad_field("tools", "tool calling is not supported yet").into());
-    }
+    let tools =
+        ToolSet::from_openai(req.tools.as_deref(), None, None).map_err(inference::tool_error)?;
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
         if m.images.as_ref().is_some_and(|v| !v.is_empty()) {
@@ -237,10 +262,18 @@ pub async fn chat(
             )
             .into());
         }
-        messages.push(ChatMessage {
-            role: m.role.clone(),
-            content: m.content.clone(),
-        });
+        let mut message = ChatMessage::new(m.role.clone(), m.content.clone());
+        for (j, call) in m.tool_calls.iter().flatten().enumerate() {
+            message.tool_calls.push(inference::history_call(
+                &format!("messages[{i}].tool_calls[{j}]"),
+                call.id.clone(),
+                &call.function.name,
+                &call.function.arguments,
+            )?);
+        }
+        message.name = m.tool_name.clone();
+        message.tool_call_id = m.tool_call_id.clone();
+        messages.push(message);
     }
     let keep_alive = inference::keep_alive(&state, &caller, req.keep_alive.as_ref())?;
     if messages.is_empty() {
@@ -248,22 +281,17 @@ pub async fn chat(
         return load_or_unload(&state, &caller, &req.model, keep_alive, Kind::Chat).await;
     }
     inference::check_messages(&messages)?;
-    let params = params(
+    let mut params = params(
         req.options.as_ref(),
         req.format.as_ref(),
         state.config.engine.ctx_per_slot,
     )?;
-    let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let (spec, info) = inference::resolve_model(&state, &req.model).await?;
+    let prompt = inference::tool_prompt(&info, messages, tools.as_ref(), &mut params)?;
     let name = spec.name.clone();
-    let reply = inference::start(
-        &state,
-        &caller,
-        spec,
-        Prompt::Chat(messages),
-        params,
-        keep_alive,
-    )
-    .await?;
+    let reply = inference::start(&state, &caller, spec, prompt, params, keep_alive)
+        .await?
+        .parse_tools(tools);
     respond(Kind::Chat, name, reply, req.stream.unwrap_or(true), started).await
 }
 
@@ -294,15 +322,9 @@ pub async fn generate(
     } else {
         let mut messages = Vec::new();
         if let Some(system) = req.system.filter(|s| !s.is_empty()) {
-            messages.push(ChatMessage {
-                role: "system".into(),
-                content: system,
-            });
+            messages.push(ChatMessage::new("system", system));
         }
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content: prompt,
-        });
+        messages.push(ChatMessage::new("user", prompt));
         inference::check_messages(&messages)?;
         Prompt::Chat(messages)
     };
@@ -383,6 +405,11 @@ async fn respond(
                 Kind::Generate => "response".into(),
             },
             match kind {
+                Kind::Chat if !done.calls.is_empty() => json!({
+                    "role": "assistant",
+                    "content": done.text,
+                    "tool_calls": done.calls.iter().map(call_object).collect::<Vec<_>>(),
+                }),
                 Kind::Chat => json!({"role": "assistant", "content": done.text}),
                 Kind::Generate => json!(done.text),
             },
@@ -393,6 +420,14 @@ async fn respond(
         .events()
         .map(move |event| match event {
             ReplyEvent::Text(text) => Value::Object(line(kind, &model, &text, false)),
+            ReplyEvent::Call(call) => {
+                let mut obj = line(kind, &model, "", false);
+                obj.insert(
+                    "message".into(),
+                    json!({"role": "assistant", "content": "", "tool_calls": [call_object(&call)]}),
+                );
+                Value::Object(obj)
+            }
             ReplyEvent::Done {
                 finish_reason,
                 usage,
@@ -411,6 +446,12 @@ async fn respond(
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// A call as Ollama returns it: arguments as an object.
+fn call_object(call: &ToolCall) -> Value {
+    let arguments: Value = serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
+    json!({"id": call.id, "function": {"name": call.name, "arguments": arguments}})
 }
 
 fn details(m: &ModelInfo) -> Value {

@@ -7,10 +7,11 @@
 //! client goes away (the stream is dropped). [`Reply::collect`] is the non-streaming
 //! form. The OpenAI, Ollama and native handlers only choose the wire shape.
 
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 
 use crate::chat::Recorder;
-use crate::engine::{FinishReason, GenEvent, Generation, Usage};
+use crate::chat::tools::{CallStream, Piece, ToolSet};
+use crate::engine::{FinishReason, GenEvent, Generation, ToolCall, Usage};
 use crate::store::conversations::{Message, MessageStatus};
 
 use super::error::ApiError;
@@ -19,12 +20,15 @@ use super::error::ApiError;
 pub struct Reply {
     generation: Generation,
     recorder: Option<Recorder>,
+    tools: Option<ToolSet>,
 }
 
 /// What a reply stream yields.
 pub enum ReplyEvent {
     /// More text.
     Text(String),
+    /// A complete function call (only when the reply looks for calls).
+    Call(ToolCall),
     /// The end.
     Done {
         /// Why it ended.
@@ -45,8 +49,10 @@ pub enum ReplyEvent {
 
 /// A finished non-streaming reply.
 pub struct Collected {
-    /// The text.
+    /// The text (outside calls).
     pub text: String,
+    /// The function calls, when the reply looked for them.
+    pub calls: Vec<ToolCall>,
     /// Why it ended.
     pub finish_reason: FinishReason,
     /// Counts and timings.
@@ -62,6 +68,7 @@ impl Reply {
             Some(Ok(GenEvent::Started { .. })) => Ok(Reply {
                 generation,
                 recorder: None,
+                tools: None,
             }),
             Some(Err(e)) => Err(e.into()),
             Some(Ok(_)) | None => Err(ApiError::Internal(
@@ -76,14 +83,46 @@ impl Reply {
         self
     }
 
+    /// Looks for calls of `tools` in the text (when they are active): call syntax is
+    /// held back from the text and comes out as [`ReplyEvent::Call`]s.
+    pub fn parse_tools(mut self, tools: Option<ToolSet>) -> Reply {
+        self.tools = tools.filter(ToolSet::active);
+        self
+    }
+
     /// How long loading the model took before this request.
     pub fn load_time(&self) -> std::time::Duration {
         self.generation.load_time()
     }
 
-    /// The reply as a stream: text events, then one `Done` or `Failed`.
+    /// The reply as a stream: text (and call) events, then one `Done` or `Failed`.
     pub fn events(self) -> impl Stream<Item = ReplyEvent> + Send + 'static {
-        stream::unfold(Some((self.generation, self.recorder)), |state| async move {
+        let mut calls = self.tools.map(CallStream::new);
+        let pieces = |pieces: Vec<Piece>| {
+            pieces.into_iter().map(|p| match p {
+                Piece::Text(t) => ReplyEvent::Text(t),
+                Piece::Call(c) => ReplyEvent::Call(c),
+            })
+        };
+        Self::raw_events(self.generation, self.recorder).flat_map(move |event| {
+            let out: Vec<ReplyEvent> = match (event, calls.as_mut()) {
+                (event, None) => vec![event],
+                (ReplyEvent::Text(t), Some(splitter)) => pieces(splitter.push(&t)).collect(),
+                (done @ ReplyEvent::Done { .. }, Some(_)) => {
+                    let rest = calls.take().map(CallStream::finish).unwrap_or_default();
+                    pieces(rest).chain([done]).collect()
+                }
+                (event, Some(_)) => vec![event],
+            };
+            stream::iter(out)
+        })
+    }
+
+    fn raw_events(
+        generation: Generation,
+        recorder: Option<Recorder>,
+    ) -> impl Stream<Item = ReplyEvent> + Send + 'static {
+        stream::unfold(Some((generation, recorder)), |state| async move {
             let (mut generation, mut recorder) = state?;
             loop {
                 return match generation.next().await? {
@@ -150,13 +189,14 @@ impl Reply {
 
     /// Drains the reply into its whole text.
     pub async fn collect(self) -> Result<Collected, ApiError> {
-        use futures_util::StreamExt;
         let events = self.events();
         futures_util::pin_mut!(events);
         let mut text = String::new();
+        let mut calls = Vec::new();
         while let Some(event) = events.next().await {
             match event {
                 ReplyEvent::Text(t) => text.push_str(&t),
+                ReplyEvent::Call(c) => calls.push(c),
                 ReplyEvent::Done {
                     finish_reason,
                     usage,
@@ -164,6 +204,7 @@ impl Reply {
                 } => {
                     return Ok(Collected {
                         text,
+                        calls,
                         finish_reason,
                         usage,
                         stored: stored.map(|b| *b),

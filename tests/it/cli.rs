@@ -252,7 +252,9 @@ fn doctor_verifies_the_fetched_default_models_by_sha256() {
     let models: Vec<&str> = out
         .stdout
         .lines()
-        .filter(|l| l.contains(" model "))
+        // The check's name is the second column ("ok    model NAME …"); other checks'
+        // messages may mention a model too.
+        .filter(|l| l.split_whitespace().nth(1) == Some("model"))
         .collect();
     assert_eq!(models.len(), 4, "{}", out.stdout);
     for line in models {

@@ -131,10 +131,26 @@ def test_malformed_bodies_are_400(daemon):
         assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
         r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": QUESTION, "temperature": 7})
         assert r.status_code == 400 and r.json()["error"]["param"] == "temperature"
-        r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": QUESTION, "n": 3})
+        for n in (0, 100):
+            r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": QUESTION, "n": n})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+        r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": QUESTION, "n": 2, "stream": True})
         assert r.status_code == 400 and r.json()["error"]["param"] == "n"
         r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": []})
         assert r.status_code == 400
         r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]})
         assert r.status_code == 400 and "role" in r.json()["error"]["param"]
         assert http.get("/healthz").status_code == 200
+
+
+def test_several_choices_come_from_parallel_slots(client):
+    r = client.chat.completions.create(model=MODEL, messages=QUESTION, n=2, temperature=0.9, seed=7, max_tokens=12)
+    assert [c.index for c in r.choices] == [0, 1]
+    assert all(c.message.content for c in r.choices)
+    # The prompt is counted once, the completions of both choices are added up.
+    one = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=1)
+    assert r.usage.prompt_tokens == one.usage.prompt_tokens
+    assert r.usage.completion_tokens == sum(
+        client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0.9, seed=7 + i, max_tokens=12)
+        .usage.completion_tokens for i in range(2)
+    )

@@ -16,20 +16,65 @@ use serde::{Deserialize, Serialize};
 pub mod stdio;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The longest line either side sends (a token, a count, an error): longer lines are a
 /// broken peer, not a message.
 pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One chat message, already flattened to text by the HTTP layer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// The text.
     pub content: String,
+    /// The functions an assistant message called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `tool` message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For a `tool` message: the function's name, when the client gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
+
+impl ChatMessage {
+    /// A plain text message.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+            ..ChatMessage::default()
+        }
+    }
+
+    /// Bytes of client text in the message (content, call names and arguments).
+    pub fn text_len(&self) -> usize {
+        self.content.len()
+            + self
+                .tool_calls
+                .iter()
+                .map(|c| c.name.len() + c.arguments.len())
+                .sum::<usize>()
+    }
+}
+
+/// One function call made by the assistant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id (`call_…`), which the `tool` message answering it repeats.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments, as JSON text (an object).
+    pub arguments: String,
+}
+
+/// A function the model may call: OpenAI's `{"type": "function", "function": {…}}`
+/// shape, kept as the client sent it so that the model's template sees it verbatim.
+pub type ToolDefinition = serde_json::Value;
 
 /// What to generate from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,14 +87,27 @@ pub enum Prompt {
     /// Raw text, tokenised as is with special tokens parsed (`/v1/completions`, Ollama
     /// `raw`): the caller writes the whole prompt, markers included.
     Text(String),
+    /// Messages and the functions the model may call, rendered by the model's own
+    /// (Jinja) chat template, which places the tool definitions where the model was
+    /// trained to see them. Definitions and call arguments are plain text like contents.
+    ChatWithTools {
+        /// The conversation.
+        messages: Vec<ChatMessage>,
+        /// The functions (empty when the conversation only carries earlier calls).
+        tools: Vec<ToolDefinition>,
+    },
 }
 
 impl Prompt {
     /// Bytes of text in the prompt (what admission limits).
     pub fn text_len(&self) -> usize {
         match self {
-            Prompt::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+            Prompt::Chat(messages) => messages.iter().map(ChatMessage::text_len).sum(),
             Prompt::Text(text) => text.len(),
+            Prompt::ChatWithTools { messages, tools } => {
+                messages.iter().map(ChatMessage::text_len).sum::<usize>()
+                    + tools.iter().map(|t| t.to_string().len()).sum::<usize>()
+            }
         }
     }
 }
@@ -64,6 +122,20 @@ pub enum Constraint {
     JsonSchema(String),
     /// A GBNF grammar (llama-server's `grammar`).
     Grammar(String),
+    /// Function calls and nothing else: each call is `open`, a JSON value matching
+    /// `schema`, then `close`; exactly one call or, when `parallel`, one or more on
+    /// their own lines. How a model is held to calling a function when the client
+    /// requires one, in the framing its template taught it.
+    ToolCalls {
+        /// JSON schema of one call (serialised, properties in generation order).
+        schema: String,
+        /// Text before each call, e.g. `<tool_call>\n`.
+        open: String,
+        /// Text after each call.
+        close: String,
+        /// Whether several calls may follow one another.
+        parallel: bool,
+    },
 }
 
 /// Sampling and stopping settings. Defaults follow llama-server's.

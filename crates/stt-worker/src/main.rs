@@ -48,7 +48,7 @@ struct Args {
 
 /// What the main loop hears: a command from the daemon, or a request's thread ending.
 enum Msg {
-    Command(Command),
+    Command(Box<Command>),
     Finished(u64),
 }
 
@@ -79,7 +79,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             .name("commands".into())
             .spawn(move || {
                 for command in commands {
-                    if tx.send(Msg::Command(command)).is_err() {
+                    if tx.send(Msg::Command(Box::new(command))).is_err() {
                         break;
                     }
                 }
@@ -101,8 +101,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut threads = Vec::new();
     let mut shutting_down = false;
     while let Ok(msg) = rx.recv() {
+        let msg = match msg {
+            Msg::Command(command) => Ok(*command),
+            Msg::Finished(id) => Err(id),
+        };
         match msg {
-            Msg::Command(Command::Transcribe {
+            Ok(Command::Transcribe {
                 id,
                 audio,
                 name,
@@ -110,20 +114,20 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }) if !shutting_down => {
                 waiting.push_back((id, job(audio, name, options)));
             }
-            Msg::Command(Command::Cancel { id }) => {
+            Ok(Command::Cancel { id }) => {
                 if let Some(flag) = running.get(&id) {
                     flag.store(true, Ordering::Release);
                 }
                 waiting.retain(|(waiting_id, _)| *waiting_id != id);
             }
-            Msg::Command(Command::Shutdown) => {
+            Ok(Command::Shutdown) => {
                 shutting_down = true;
                 waiting.clear();
                 for flag in running.values() {
                     flag.store(true, Ordering::Release);
                 }
             }
-            Msg::Command(other) => {
+            Ok(other) => {
                 let id = match other {
                     Command::Generate { id, .. }
                     | Command::Count { id, .. }
@@ -138,7 +142,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     },
                 })?;
             }
-            Msg::Finished(id) => {
+            Err(id) => {
                 running.remove(&id);
             }
         }

@@ -58,7 +58,9 @@ impl Script {
     fn parse(prompt: &Prompt) -> Script {
         let text = match prompt {
             Prompt::Text(t) => t.as_str(),
-            Prompt::Chat(m) => m.last().map_or("", |m| m.content.as_str()),
+            Prompt::Chat(m) | Prompt::ChatWithTools { messages: m, .. } => {
+                m.last().map_or("", |m| m.content.as_str())
+            }
         };
         let mut script = Script {
             tokens: 3,
@@ -88,7 +90,9 @@ impl Script {
 fn prompt_words(prompt: &Prompt) -> u32 {
     let n = match prompt {
         Prompt::Text(t) => t.split_whitespace().count(),
-        Prompt::Chat(m) => m.iter().map(|m| m.content.split_whitespace().count()).sum(),
+        Prompt::Chat(m) | Prompt::ChatWithTools { messages: m, .. } => {
+            m.iter().map(|m| m.content.split_whitespace().count()).sum()
+        }
     };
     n.max(1) as u32
 }

@@ -17,6 +17,7 @@ mod batch;
 mod bert;
 pub mod embed;
 pub mod fake;
+mod jinja;
 mod prep;
 mod sampler;
 mod text;

@@ -14,13 +14,19 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token_type::LlamaTokenAttr;
 
 use super::batch::Pending;
+use super::jinja::JinjaTemplate;
 use super::{Input, PrepJob, emit, sampler};
-use crate::engine::protocol::{ChatMessage, Event, Prompt, SamplingParams, WorkerError};
+use crate::engine::protocol::{
+    ChatMessage, Event, Prompt, SamplingParams, ToolDefinition, WorkerError,
+};
 
 /// Renders and tokenizes prompts for one model. Usable from any thread.
 pub struct ChatTokenizer<'m> {
     model: &'m LlamaModel,
     template: Option<LlamaChatTemplate>,
+    /// The same template compiled for the Jinja engine (prompts with tools); `None`
+    /// when there is no template or minijinja cannot compile it.
+    jinja: Option<JinjaTemplate>,
     /// The text of every token that only special-token parsing produces.
     control_texts: Vec<String>,
 }
@@ -58,9 +64,28 @@ impl<'m> ChatTokenizer<'m> {
             .collect();
         control_texts.sort();
         control_texts.dedup();
+        let template = model.chat_template(None).ok();
+        let piece = |t| {
+            vocab
+                .text(t)
+                .and_then(|c| c.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let jinja = template
+            .as_ref()
+            .and_then(|t| t.to_str().ok())
+            .and_then(|source| {
+                JinjaTemplate::new(source, &piece(vocab.bos()), &piece(vocab.eos()))
+                    .map_err(
+                        |e| tracing::warn!(error = %e, "chat template: tool prompts unavailable"),
+                    )
+                    .ok()
+            });
         ChatTokenizer {
             model,
-            template: model.chat_template(None).ok(),
+            template,
+            jinja,
             control_texts,
         }
     }
@@ -74,7 +99,10 @@ impl<'m> ChatTokenizer<'m> {
     pub fn tokenize(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>, WorkerError> {
         let tokens = match prompt {
             Prompt::Text(text) => self.model.vocab().tokenize(text.as_bytes(), true, true),
-            Prompt::Chat(messages) => self.tokenize_chat(messages)?.tokens,
+            Prompt::Chat(messages) => self.tokenize_chat(messages, None)?.tokens,
+            Prompt::ChatWithTools { messages, tools } => {
+                self.tokenize_chat(messages, Some(tools))?.tokens
+            }
         };
         if tokens.is_empty() {
             return Err(WorkerError::Invalid {
@@ -84,8 +112,25 @@ impl<'m> ChatTokenizer<'m> {
         Ok(tokens)
     }
 
-    fn render(&self, messages: &[ChatMessage]) -> Result<String, WorkerError> {
+    /// Renders with llama.cpp's built-in template function (role/content pairs), or,
+    /// for prompts with tools or earlier tool calls (`tools` is `Some`), with the
+    /// template itself through the Jinja engine.
+    fn render(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[ToolDefinition]>,
+    ) -> Result<String, WorkerError> {
         let template = self.template.as_ref().ok_or(WorkerError::NoChatTemplate)?;
+        if let Some(tools) = tools {
+            let jinja = self.jinja.as_ref().ok_or_else(|| WorkerError::Invalid {
+                message: "this model's chat template cannot render tool calls".into(),
+            })?;
+            return jinja
+                .render(messages, tools)
+                .map_err(|e| WorkerError::Invalid {
+                    message: e.to_string(),
+                });
+        }
         let chat = messages
             .iter()
             .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
@@ -100,6 +145,17 @@ impl<'m> ChatTokenizer<'m> {
             })
     }
 
+    /// Renders with the Jinja engine even without tools (tests compare it with the
+    /// built-in renderer).
+    pub fn render_jinja(&self, messages: &[ChatMessage]) -> Result<String, WorkerError> {
+        self.render(messages, Some(&[]))
+    }
+
+    /// Renders with llama.cpp's built-in template function.
+    pub fn render_builtin(&self, messages: &[ChatMessage]) -> Result<String, WorkerError> {
+        self.render(messages, None)
+    }
+
     fn has_control_text(&self, content: &str) -> bool {
         self.control_texts
             .iter()
@@ -108,8 +164,36 @@ impl<'m> ChatTokenizer<'m> {
 
     /// Renders `messages` with the model's template and tokenizes them, parsing special
     /// tokens only in the template's own text.
-    pub fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<TokenizedChat, WorkerError> {
-        let rendered = self.render(messages)?;
+    pub fn tokenize_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[ToolDefinition]>,
+    ) -> Result<TokenizedChat, WorkerError> {
+        // Tool definitions, names and arguments are printed by the template (often
+        // through `tojson`), where they cannot be located reliably: they must not
+        // contain control-token text at all.
+        let tool_text =
+            tools
+                .into_iter()
+                .flatten()
+                .map(|t| t.to_string())
+                .chain(messages.iter().flat_map(|m| {
+                    m.tool_calls
+                        .iter()
+                        .map(|c| format!("{}{}{}", c.id, c.name, c.arguments))
+                        .chain(m.tool_call_id.clone())
+                        .chain(m.name.clone())
+                }));
+        for text in tool_text {
+            if self.has_control_text(&text) {
+                return Err(WorkerError::Invalid {
+                    message:
+                        "a tool definition or tool call contains special-token text; remove it"
+                            .into(),
+                });
+            }
+        }
+        let rendered = self.render(messages, tools)?;
         let vocab = self.model.vocab();
         // The template already contains any BOS it wants.
         if !messages.iter().any(|m| self.has_control_text(&m.content)) {
@@ -118,7 +202,7 @@ impl<'m> ChatTokenizer<'m> {
                 segmented: false,
             });
         }
-        let pieces = self.locate(messages, &rendered)?;
+        let pieces = self.locate(messages, tools, &rendered)?;
         let mut tokens = Vec::new();
         for (text, is_content) in pieces {
             if !text.is_empty() {
@@ -138,17 +222,23 @@ impl<'m> ChatTokenizer<'m> {
     fn locate<'r>(
         &self,
         messages: &[ChatMessage],
+        tools: Option<&[ToolDefinition]>,
         rendered: &'r str,
     ) -> Result<Vec<(&'r str, bool)>, WorkerError> {
         let marked: Vec<ChatMessage> = messages
             .iter()
             .enumerate()
             .map(|(i, m)| ChatMessage {
-                role: m.role.clone(),
-                content: sentinel(i),
+                // An empty content stays empty: templates test it (`if message.content`).
+                content: if m.content.is_empty() {
+                    String::new()
+                } else {
+                    sentinel(i)
+                },
+                ..m.clone()
             })
             .collect();
-        let skeleton = self.render(&marked)?;
+        let skeleton = self.render(&marked, tools)?;
         let refused = || {
             WorkerError::Invalid {
             message: "a message contains special-token text that this model's chat template cannot keep apart from its own markers; remove it".into(),

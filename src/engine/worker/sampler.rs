@@ -38,6 +38,39 @@ pub struct Chain {
     rest: LlamaSampler,
 }
 
+/// A GBNF string literal.
+fn literal(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Start rule of a tool-call grammar ([`framed_calls`]).
+const CALLS_START: &str = "tool-calls";
+
+/// Adds to the grammar of one call (start rule `root`, which it may reference
+/// recursively) a start rule [`CALLS_START`] for its framing: `open` call `close`, once
+/// or (parallel) one or more times on their own lines.
+fn framed_calls(call: &str, open: &str, close: &str, parallel: bool) -> String {
+    let one = format!("{} root {}", literal(open), literal(close));
+    let start = if parallel {
+        format!("{CALLS_START} ::= {one} (\"\\n\" {one})*")
+    } else {
+        format!("{CALLS_START} ::= {one}")
+    };
+    format!("{start}\n{call}\n")
+}
+
 fn invalid(message: &str) -> WorkerError {
     WorkerError::InvalidConstraint {
         message: message.to_string(),
@@ -54,6 +87,7 @@ impl Chain {
         let grammar = match &params.constraint {
             None => None,
             Some(constraint) => {
+                let mut start = "root";
                 let text = match constraint {
                     Constraint::JsonObject => JSON_OBJECT_GBNF.to_string(),
                     Constraint::JsonSchema(schema) => llama_cpp_2::json_schema_to_grammar(schema)
@@ -61,9 +95,21 @@ impl Chain {
                         invalid("the JSON schema could not be turned into a grammar")
                     })?,
                     Constraint::Grammar(g) => g.clone(),
+                    Constraint::ToolCalls {
+                        schema,
+                        open,
+                        close,
+                        parallel,
+                    } => {
+                        let call = llama_cpp_2::json_schema_to_grammar(schema).map_err(|_| {
+                            invalid("a tool's parameters could not be turned into a grammar")
+                        })?;
+                        start = CALLS_START;
+                        framed_calls(&call, open, close, *parallel)
+                    }
                 };
                 Some(
-                    LlamaSampler::grammar(model, &text, "root")
+                    LlamaSampler::grammar(model, &text, start)
                         .map_err(|_| invalid("the grammar was rejected by llama.cpp's parser (check its syntax and that every rule it uses is defined)"))?,
                 )
             }

@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 
 use crate::app::{AppState, VERSION};
 use crate::chat::Recorder;
-use crate::engine::{ChatMessage, Constraint, FinishReason, Prompt, Usage};
+use crate::chat::tools::ToolSet;
+use crate::engine::{ChatMessage, Constraint, FinishReason, Prompt, ToolCall, Usage};
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -99,12 +100,15 @@ pub(super) fn sampling(
     s: &Sampling,
     ctx_per_slot: u32,
 ) -> Result<crate::engine::SamplingParams, ApiError> {
-    if s.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad_field("n", "only n = 1 is supported"));
-    }
     if s.logprobs == Some(true) {
         return Err(ApiError::bad_field(
             "logprobs",
+            "logprobs are not supported",
+        ));
+    }
+    if s.top_logprobs.is_some_and(|n| n > 0) {
+        return Err(ApiError::bad_field(
+            "top_logprobs",
             "logprobs are not supported",
         ));
     }
@@ -154,7 +158,7 @@ pub(super) fn sampling(
     Ok(params)
 }
 
-/// OpenAI messages → engine messages (text only).
+/// OpenAI messages → engine messages (text, calls and results).
 fn flatten_messages(req: &ChatCompletionRequest) -> Result<Vec<ChatMessage>, ApiError> {
     let mut out = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
@@ -181,17 +185,41 @@ fn flatten_messages(req: &ChatCompletionRequest) -> Result<Vec<ChatMessage>, Api
                 texts.join("\n")
             }
         };
-        out.push(ChatMessage { role, content });
+        let mut message = ChatMessage::new(role, content);
+        for (j, call) in m.tool_calls.iter().flatten().enumerate() {
+            let at = format!("messages[{i}].tool_calls[{j}]");
+            if call.kind.as_deref().is_some_and(|k| k != "function") {
+                return Err(ApiError::bad_field(
+                    &format!("{at}.type"),
+                    "only `function` calls are supported",
+                ));
+            }
+            message.tool_calls.push(inference::history_call(
+                &at,
+                call.id.clone(),
+                &call.function.name,
+                &call.function.arguments,
+            )?);
+        }
+        message.tool_call_id = m.tool_call_id.clone();
+        message.name = m.name.clone();
+        out.push(message);
     }
     inference::check_messages(&out)?;
     Ok(out)
 }
 
-fn finish_reason(reason: FinishReason) -> &'static str {
+fn finish_reason(reason: FinishReason, called: bool) -> &'static str {
     match reason {
+        _ if called => "tool_calls",
         FinishReason::Stop | FinishReason::Cancelled => "stop",
         FinishReason::Length => "length",
     }
+}
+
+/// A call as OpenAI returns it in a message.
+fn call_object(call: &ToolCall) -> Value {
+    json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
 }
 
 /// `POST /v1/chat/completions`.
@@ -200,16 +228,25 @@ pub async fn chat_completions(
     Caller(caller): Caller,
     Json(req): Json<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::bad_field(
-            "tools",
-            "tool calling is not supported yet",
-        ));
+    let tools = ToolSet::from_openai(
+        req.tools.as_deref(),
+        req.tool_choice.as_ref(),
+        req.parallel_tool_calls,
+    )
+    .map_err(inference::tool_error)?;
+    if let Some(user) = req.user.as_deref() {
+        if user.len() > 256 {
+            return Err(ApiError::bad_field(
+                "user",
+                "`user` may be at most 256 bytes",
+            ));
+        }
+        tracing::debug!(end_user = user, "chat completion");
     }
     let mut messages = flatten_messages(&req)?;
-    let params = sampling(&req.sampling, state.config.engine.ctx_per_slot)?;
+    let mut params = sampling(&req.sampling, state.config.engine.ctx_per_slot)?;
     let keep_alive = inference::keep_alive(&state, &caller, req.sampling.keep_alive.as_ref())?;
-    let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let (spec, info) = inference::resolve_model(&state, &req.model).await?;
     let mut sources = None;
     if let Some(ids) = req.collections.as_ref().filter(|ids| !ids.is_empty()) {
         super::documents::searchable(&state, &caller, Some(ids)).await?;
@@ -242,16 +279,13 @@ pub async fn chat_completions(
             ));
         }
     };
+    let prompt = inference::tool_prompt(&info, messages, tools.as_ref(), &mut params)?;
     let name = spec.name.clone();
-    let reply = inference::start(
-        &state,
-        &caller,
-        spec,
-        Prompt::Chat(messages),
-        params,
-        keep_alive,
-    )
-    .await?;
+    let n = choices(&req, &state)?;
+    if n > 1 {
+        return several(&state, &caller, spec, prompt, params, keep_alive, tools, n).await;
+    }
+    let reply = inference::start(&state, &caller, spec, prompt, params, keep_alive).await?;
     let recorder = last_user.map(|(id, content)| {
         Recorder::new(
             state.store.clone(),
@@ -266,34 +300,106 @@ pub async fn chat_completions(
         (Some(s), Some(r)) => Some(r.with_sources(s.clone())),
         (_, r) => r,
     };
-    let reply = reply.record(recorder);
-    let head = Head {
-        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
-        created: inference::unix_now(),
-        model: name,
-    };
+    let reply = reply.record(recorder).parse_tools(tools);
+    let head = Head::new("chatcmpl", name);
     if req.sampling.stream {
         let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
         return Ok(sse(chat_stream(head, reply, include_usage, sources)));
     }
     let done = reply.collect().await?;
-    let mut body = json!({
+    let mut body = completion_body(&head, &[done]);
+    if let Some(sources) = sources {
+        body["sources"] = sources;
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+/// The number of choices asked for (`n`), checked against what this request may do.
+fn choices(req: &ChatCompletionRequest, state: &AppState) -> Result<u32, ApiError> {
+    let n = req.sampling.n.unwrap_or(1);
+    let most = state.config.engine.slots.min(8);
+    if n == 0 || n > most {
+        return Err(ApiError::bad_field(
+            "n",
+            format!("`n` must be from 1 to {most} on this server (one parallel slot per choice)"),
+        ));
+    }
+    if n > 1 && req.sampling.stream {
+        return Err(ApiError::bad_field(
+            "n",
+            "`n` > 1 is supported without streaming only",
+        ));
+    }
+    if n > 1 && (req.conversation_id.is_some() || req.collections.is_some()) {
+        return Err(ApiError::bad_field(
+            "n",
+            "`n` > 1 cannot be combined with `conversation_id` or `collections`",
+        ));
+    }
+    Ok(n)
+}
+
+/// `n` > 1: as many generations of the same prompt, in parallel slots; with a seed,
+/// choice `i` uses `seed + i` so the choices differ but repeat.
+#[allow(clippy::too_many_arguments)]
+async fn several(
+    state: &AppState,
+    caller: &crate::auth::Principal,
+    spec: crate::engine::ModelSpec,
+    prompt: Prompt,
+    params: crate::engine::SamplingParams,
+    keep_alive: Option<crate::engine::KeepAliveRequest>,
+    tools: Option<ToolSet>,
+    n: u32,
+) -> Result<Response, ApiError> {
+    let head = Head::new("chatcmpl", spec.name.clone());
+    let mut replies = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut params = params.clone();
+        params.seed = params.seed.map(|s| s.wrapping_add(i));
+        let reply = inference::start(
+            state,
+            caller,
+            spec.clone(),
+            prompt.clone(),
+            params,
+            keep_alive,
+        )
+        .await?;
+        replies.push(reply.parse_tools(tools.clone()));
+    }
+    let done = futures_util::future::try_join_all(replies.into_iter().map(Reply::collect)).await?;
+    Ok(axum::Json(completion_body(&head, &done)).into_response())
+}
+
+/// A `chat.completion` with one choice per finished reply; usage counts the prompt once.
+fn completion_body(head: &Head, done: &[super::reply::Collected]) -> Value {
+    let choices: Vec<Value> = done
+        .iter()
+        .enumerate()
+        .map(|(index, d)| {
+            let called = !d.calls.is_empty();
+            let mut message = json!({"role": "assistant", "content": d.text});
+            if called {
+                if d.text.is_empty() {
+                    message["content"] = Value::Null;
+                }
+                message["tool_calls"] = d.calls.iter().map(call_object).collect();
+            }
+            json!({"index": index, "message": message, "logprobs": null, "finish_reason": finish_reason(d.finish_reason, called)})
+        })
+        .collect();
+    let mut usage = done.first().map(|d| d.usage).unwrap_or_default();
+    usage.completion_tokens = done.iter().map(|d| d.usage.completion_tokens).sum();
+    json!({
         "id": head.id,
         "object": "chat.completion",
         "created": head.created,
         "model": head.model,
         "system_fingerprint": fingerprint(),
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": done.text},
-            "finish_reason": finish_reason(done.finish_reason),
-        }],
-        "usage": UsageOut::from(done.usage),
-    });
-    if let Some(sources) = sources {
-        body["sources"] = sources;
-    }
-    Ok(axum::Json(body).into_response())
+        "choices": choices,
+        "usage": UsageOut::from(usage),
+    })
 }
 
 /// `POST /v1/completions`.
@@ -306,6 +412,12 @@ pub async fn completions(
         return Err(ApiError::bad_field(
             "suffix",
             "`suffix` (fill-in-the-middle) is not supported",
+        ));
+    }
+    if req.sampling.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::bad_field(
+            "n",
+            "only n = 1 is supported for text completions",
         ));
     }
     let prompt = match req.prompt {
@@ -352,7 +464,7 @@ pub async fn completions(
         "created": head.created,
         "model": head.model,
         "system_fingerprint": fingerprint(),
-        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(done.finish_reason)}],
+        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(done.finish_reason, false)}],
         "usage": UsageOut::from(done.usage),
     }))
     .into_response())
@@ -369,6 +481,17 @@ struct Head {
     model: String,
 }
 
+impl Head {
+    /// A new response of `model` with a unique `<prefix>-…` id.
+    fn new(prefix: &str, model: String) -> Head {
+        Head {
+            id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+            created: inference::unix_now(),
+            model,
+        }
+    }
+}
+
 fn sse(stream: impl Stream<Item = Value> + Send + 'static) -> Response {
     let events = stream.map(|value| {
         let data = match value {
@@ -382,12 +505,18 @@ fn sse(stream: impl Stream<Item = Value> + Send + 'static) -> Response {
         .into_response()
 }
 
+/// The payloads of a reply's `index`th call.
+type CallPayloads = Box<dyn Fn(usize, &ToolCall) -> Vec<Value> + Send + Sync>;
+
 /// One wire shape of a streamed reply: the first payload, each text chunk, and the
 /// payloads that close a finished stream.
 struct Shape {
     opening: Option<Value>,
     chunk: Box<dyn Fn(&str) -> Value + Send + Sync>,
-    closing: Box<dyn Fn(FinishReason, Usage) -> Vec<Value> + Send + Sync>,
+    /// The payloads of the `index`th call.
+    call: CallPayloads,
+    /// Given whether any call was made.
+    closing: Box<dyn Fn(FinishReason, Usage, bool) -> Vec<Value> + Send + Sync>,
 }
 
 /// Maps a reply onto an OpenAI event stream: the opening payload, one payload per text,
@@ -397,17 +526,23 @@ fn drive(reply: Reply, shape: Shape) -> impl Stream<Item = Value> + Send + 'stat
     let Shape {
         opening,
         chunk,
+        call,
         closing,
     } = shape;
+    let mut calls = 0;
     let body = reply.events().flat_map(move |event| {
         let out: Vec<Value> = match event {
             ReplyEvent::Text(text) => vec![chunk(&text)],
+            ReplyEvent::Call(c) => {
+                calls += 1;
+                call(calls - 1, &c)
+            }
             ReplyEvent::Done {
                 finish_reason,
                 usage,
                 ..
             } => {
-                let mut out = closing(finish_reason, usage);
+                let mut out = closing(finish_reason, usage, calls > 0);
                 out.push(Value::String("[DONE]".into()));
                 out
             }
@@ -436,13 +571,27 @@ fn chat_stream(
     };
     let opening = chunk(json!({"role": "assistant", "content": ""}), None);
     let token_chunk = chunk.clone();
+    let call_chunk = chunk.clone();
     drive(
         reply,
         Shape {
             opening: Some(opening),
             chunk: Box::new(move |text| token_chunk(json!({"content": text}), None)),
-            closing: Box::new(move |reason, usage| {
-                let mut last = chunk(json!({}), Some(finish_reason(reason)));
+            // The id, type and name once, then the arguments.
+            call: Box::new(move |index, c| {
+                vec![
+                    call_chunk(
+                        json!({"tool_calls": [{"index": index, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": ""}}]}),
+                        None,
+                    ),
+                    call_chunk(
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": c.arguments}}]}),
+                        None,
+                    ),
+                ]
+            }),
+            closing: Box::new(move |reason, usage, called| {
+                let mut last = chunk(json!({}), Some(finish_reason(reason, called)));
                 if let Some(sources) = &sources {
                     last["sources"] = sources.clone();
                 }
@@ -483,8 +632,9 @@ fn text_stream(
         Shape {
             opening,
             chunk: Box::new(move |text| token_chunk(text, None)),
-            closing: Box::new(move |reason, usage| {
-                let mut out = vec![chunk("", Some(finish_reason(reason)))];
+            call: Box::new(|_, _| Vec::new()),
+            closing: Box::new(move |reason, usage, _| {
+                let mut out = vec![chunk("", Some(finish_reason(reason, false)))];
                 if include_usage {
                     out.push(json!({
                         "id": head.id, "object": "text_completion", "created": head.created,
@@ -526,6 +676,9 @@ pub async fn tokenize(
                 messages,
                 sampling: Sampling::default(),
                 tools: None,
+                tool_choice: None,
+                parallel_tool_calls: None,
+                user: None,
                 conversation_id: None,
                 collections: None,
             };

@@ -1,8 +1,8 @@
 //! OpenAI wire types: what clients send to `/v1/*` and what they parse back.
 //!
 //! Requests accept (and ignore) fields this server does not use, as OpenAI's own API
-//! does, except where ignoring would silently change the answer (`n > 1`, tools,
-//! logprobs): those are refused with a 400 naming the field.
+//! does, except where ignoring would silently change the answer (`n > 1`, logprobs):
+//! those are refused with a 400 naming the field.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -92,6 +92,8 @@ pub struct Sampling {
     pub grammar: Option<String>,
     /// Not supported: refused when true.
     pub logprobs: Option<bool>,
+    /// Not supported: refused when set.
+    pub top_logprobs: Option<u32>,
     /// Stream the answer as server-sent events.
     #[serde(default)]
     pub stream: bool,
@@ -139,6 +141,38 @@ pub struct InMessage {
     /// The content (null for assistant tool calls).
     #[serde(default)]
     pub content: Option<Content>,
+    /// The calls an assistant message made.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<InToolCall>>,
+    /// For a `tool` message: the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    /// The author's or function's name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A call in an assistant message of the history.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InToolCall {
+    /// Its id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `function`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// `{name, arguments}`.
+    pub function: InFunctionCall,
+}
+
+/// The function of a call in the history.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InFunctionCall {
+    /// The function's name.
+    pub name: String,
+    /// Its arguments: JSON text (OpenAI) or an object (Ollama).
+    #[serde(default)]
+    pub arguments: Value,
 }
 
 /// `POST /v1/chat/completions`.
@@ -151,9 +185,18 @@ pub struct ChatCompletionRequest {
     /// Sampling and streaming.
     #[serde(flatten)]
     pub sampling: Sampling,
-    /// Tools (not supported yet: refused when non-empty).
+    /// Functions the model may call.
     #[serde(default)]
     pub tools: Option<Vec<Value>>,
+    /// `auto`, `none`, `required` or `{"type": "function", "function": {"name": …}}`.
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    /// Whether several calls may come in one answer (default true).
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    /// The end user, for the log (OpenAI's abuse-monitoring field).
+    #[serde(default)]
+    pub user: Option<String>,
     /// Also store the last user message and the reply in this conversation
     /// (appliance extension).
     #[serde(default)]
