@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::protocol::{Command, Event, FinishReason, Usage};
+use super::protocol::{Command, Event, FinishReason, TokenLogprob, Usage};
 use super::supervisor::{Shared, worker_error};
 use super::{EngineError, KeepAliveRequest};
 
@@ -19,8 +19,8 @@ pub enum GenEvent {
         /// Prompt tokens.
         prompt_tokens: u32,
     },
-    /// More text.
-    Token(String),
+    /// More text, and the log probabilities of its tokens when they were asked for.
+    Token(String, Vec<TokenLogprob>),
     /// Finished.
     Done {
         /// Why.
@@ -157,9 +157,9 @@ impl Generation {
                 self.shared.running.fetch_add(1, Ordering::AcqRel);
                 Ok(GenEvent::Started { prompt_tokens })
             }
-            Event::Token { text, .. } => {
+            Event::Token { text, logprobs, .. } => {
                 self.tokens_seen += 1;
-                Ok(GenEvent::Token(text))
+                Ok(GenEvent::Token(text, logprobs))
             }
             Event::Done {
                 finish_reason,

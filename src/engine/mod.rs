@@ -38,7 +38,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use generation::{FinishHook, GenEvent, Generation};
 pub use protocol::{
-    ChatMessage, Constraint, FinishReason, Prompt, SamplingParams, ToolCall, ToolDefinition, Usage,
+    ChatMessage, Constraint, FinishReason, Prompt, SamplingParams, TokenLogprob, TokenProb,
+    ToolCall, ToolDefinition, Usage,
 };
 use scheduler::{Msg, Scheduler};
 pub use speech::{SpeechEvent, SpeechRequest, Transcript, Transcription};

@@ -461,6 +461,8 @@ fn stream_reply(reply: Reply, retrieval: Option<Value>) -> Response {
         .events()
         .map(move |event| match event {
             ReplyEvent::Text(text) => json!({"type": "token", "text": text}),
+            // Conversations ask for no log probabilities: never sent.
+            ReplyEvent::Logprobs(_) => json!({"type": "logprobs"}),
             // Conversations offer no tools, so no reply looks for calls.
             ReplyEvent::Call(call) => json!({"type": "tool_call", "name": call.name}),
             ReplyEvent::Done { stored, .. } => {

@@ -258,6 +258,7 @@ pub fn sampling_params(wire: &WireSampling, ctx_per_slot: u32) -> Result<Samplin
             .cloned()
             .collect(),
         constraint: None,
+        logprobs: None,
     })
 }
 

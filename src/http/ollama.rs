@@ -418,22 +418,26 @@ async fn respond(
     }
     let lines = reply
         .events()
-        .map(move |event| match event {
-            ReplyEvent::Text(text) => Value::Object(line(kind, &model, &text, false)),
-            ReplyEvent::Call(call) => {
-                let mut obj = line(kind, &model, "", false);
-                obj.insert(
-                    "message".into(),
-                    json!({"role": "assistant", "content": "", "tool_calls": [call_object(&call)]}),
-                );
-                Value::Object(obj)
-            }
-            ReplyEvent::Done {
-                finish_reason,
-                usage,
-                ..
-            } => Value::Object(closing(&model, finish_reason, &usage)),
-            ReplyEvent::Failed { error, .. } => json!({"error": error.public_message()}),
+        .filter_map(move |event| {
+            std::future::ready(match event {
+                // Ollama's API asks for no log probabilities.
+                ReplyEvent::Logprobs(_) => None,
+                ReplyEvent::Text(text) => Some(Value::Object(line(kind, &model, &text, false))),
+                ReplyEvent::Call(call) => {
+                    let mut obj = line(kind, &model, "", false);
+                    obj.insert(
+                        "message".into(),
+                        json!({"role": "assistant", "content": "", "tool_calls": [call_object(&call)]}),
+                    );
+                    Some(Value::Object(obj))
+                }
+                ReplyEvent::Done {
+                    finish_reason,
+                    usage,
+                    ..
+                } => Some(Value::Object(closing(&model, finish_reason, &usage))),
+                ReplyEvent::Failed { error, .. } => Some(json!({"error": error.public_message()})),
+            })
         })
         .map(|v| {
             let mut bytes = serde_json::to_vec(&v).unwrap_or_default();

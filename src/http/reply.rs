@@ -11,7 +11,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 
 use crate::chat::Recorder;
 use crate::chat::tools::{CallStream, Piece, ToolSet};
-use crate::engine::{FinishReason, GenEvent, Generation, ToolCall, Usage};
+use crate::engine::{FinishReason, GenEvent, Generation, TokenLogprob, ToolCall, Usage};
 use crate::store::conversations::{Message, MessageStatus};
 
 use super::error::ApiError;
@@ -27,6 +27,9 @@ pub struct Reply {
 pub enum ReplyEvent {
     /// More text.
     Text(String),
+    /// The log probabilities of the tokens of the text that follows (only when asked
+    /// for).
+    Logprobs(Vec<TokenLogprob>),
     /// A complete function call (only when the reply looks for calls).
     Call(ToolCall),
     /// The end.
@@ -53,6 +56,8 @@ pub struct Collected {
     pub text: String,
     /// The function calls, when the reply looked for them.
     pub calls: Vec<ToolCall>,
+    /// Every generated token's log probability, when asked for.
+    pub logprobs: Vec<TokenLogprob>,
     /// Why it ended.
     pub finish_reason: FinishReason,
     /// Counts and timings.
@@ -122,16 +127,28 @@ impl Reply {
         generation: Generation,
         recorder: Option<Recorder>,
     ) -> impl Stream<Item = ReplyEvent> + Send + 'static {
-        stream::unfold(Some((generation, recorder)), |state| async move {
-            let (mut generation, mut recorder) = state?;
+        // A token event with log probabilities becomes two events: them, then the text
+        // (kept in the state until the next step).
+        stream::unfold(Some((generation, recorder, None)), |state| async move {
+            let (mut generation, mut recorder, held) = state?;
+            if let Some(text) = held {
+                return Some((ReplyEvent::Text(text), Some((generation, recorder, None))));
+            }
             loop {
                 return match generation.next().await? {
                     Ok(GenEvent::Started { .. }) => continue,
-                    Ok(GenEvent::Token(text)) => {
+                    Ok(GenEvent::Token(text, logprobs)) => {
                         if let Some(r) = recorder.as_mut() {
                             r.push(&text);
                         }
-                        Some((ReplyEvent::Text(text), Some((generation, recorder))))
+                        if logprobs.is_empty() {
+                            Some((ReplyEvent::Text(text), Some((generation, recorder, None))))
+                        } else {
+                            Some((
+                                ReplyEvent::Logprobs(logprobs),
+                                Some((generation, recorder, Some(text))),
+                            ))
+                        }
                     }
                     Ok(GenEvent::Done {
                         finish_reason,
@@ -193,9 +210,11 @@ impl Reply {
         futures_util::pin_mut!(events);
         let mut text = String::new();
         let mut calls = Vec::new();
+        let mut logprobs = Vec::new();
         while let Some(event) = events.next().await {
             match event {
                 ReplyEvent::Text(t) => text.push_str(&t),
+                ReplyEvent::Logprobs(l) => logprobs.extend(l),
                 ReplyEvent::Call(c) => calls.push(c),
                 ReplyEvent::Done {
                     finish_reason,
@@ -205,6 +224,7 @@ impl Reply {
                     return Ok(Collected {
                         text,
                         calls,
+                        logprobs,
                         finish_reason,
                         usage,
                         stored: stored.map(|b| *b),

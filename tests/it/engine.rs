@@ -81,7 +81,7 @@ async fn finish(mut generation: Generation) -> Result<(String, FinishReason), En
     let mut text = String::new();
     while let Some(event) = generation.next().await {
         match event? {
-            GenEvent::Token(t) => text.push_str(&t),
+            GenEvent::Token(t, _) => text.push_str(&t),
             GenEvent::Done { finish_reason, .. } => return Ok((text, finish_reason)),
             GenEvent::Started { .. } => {}
         }
@@ -232,7 +232,7 @@ async fn dropping_a_generation_cancels_it_in_the_worker() {
     started(&mut generation).await;
     assert!(matches!(
         generation.next().await,
-        Some(Ok(GenEvent::Token(_)))
+        Some(Ok(GenEvent::Token(..)))
     ));
     drop(generation);
     both_slots_answer(&engine).await;

@@ -154,3 +154,28 @@ def test_several_choices_come_from_parallel_slots(client):
         client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0.9, seed=7 + i, max_tokens=12)
         .usage.completion_tokens for i in range(2)
     )
+
+
+def test_logprobs_of_each_token_and_the_top_alternatives(client):
+    r = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=8,
+                                       logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    assert "".join(t.token for t in content) == r.choices[0].message.content
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3
+        assert bytes(t.bytes).decode("utf-8", "replace") == t.token
+        # Greedy: the chosen token is the most likely one.
+        assert t.top_logprobs[0].token == t.token
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob
+    stream = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=8,
+                                            logprobs=True, stream=True)
+    streamed = [t for c in stream if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in content]
+    assert [round(t.logprob, 3) for t in streamed] == [round(t.logprob, 3) for t in content]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2, top_logprobs=2)
+    assert e.value.body["param"] == "top_logprobs"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2, logprobs=True, top_logprobs=21)
+    assert e.value.body["param"] == "top_logprobs"

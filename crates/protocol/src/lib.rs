@@ -169,6 +169,34 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Output constraint.
     pub constraint: Option<Constraint>,
+    /// Report each generated token's log probability and this many most likely
+    /// alternatives (0–20); `None` = no log probabilities.
+    #[serde(default)]
+    pub logprobs: Option<u32>,
+}
+
+/// Most alternatives a token's log probability may list.
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+
+/// A token and its log probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenProb {
+    /// The token's text (invalid UTF-8 replaced).
+    pub token: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Natural log of its probability under the model (before sampling settings).
+    pub logprob: f32,
+}
+
+/// A generated token's log probability and the most likely alternatives at its place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token chosen.
+    #[serde(flatten)]
+    pub chosen: TokenProb,
+    /// The most likely tokens at this place, most likely first.
+    pub top: Vec<TokenProb>,
 }
 
 impl Default for SamplingParams {
@@ -187,6 +215,7 @@ impl Default for SamplingParams {
             max_context: None,
             stop: Vec::new(),
             constraint: None,
+            logprobs: None,
         }
     }
 }
@@ -408,6 +437,9 @@ pub enum Event {
         id: u64,
         /// The text.
         text: String,
+        /// The log probabilities of the tokens behind the text, when asked for.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logprobs: Vec<TokenLogprob>,
     },
     /// The generation finished.
     Done {

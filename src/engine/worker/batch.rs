@@ -22,7 +22,10 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use super::sampler::Chain;
 use super::text::{Piece, TextAssembler};
 use super::{Input, emit};
-use crate::engine::protocol::{Event, FinishReason, SamplingParams, Usage, WorkerError};
+use crate::engine::protocol::{
+    Event, FinishReason, MAX_TOP_LOGPROBS, SamplingParams, TokenLogprob, TokenProb, Usage,
+    WorkerError,
+};
 
 /// Early cancels remembered at most.
 const MAX_EARLY_CANCELS: usize = 1024;
@@ -53,6 +56,10 @@ struct Job {
     received: Instant,
     started: Instant,
     prompt_done: Option<Instant>,
+    /// Alternatives to report per token, when log probabilities were asked for.
+    logprobs: Option<u32>,
+    /// Log probabilities of tokens whose text has not been sent yet.
+    pending_logprobs: Vec<TokenLogprob>,
 }
 
 struct Slot {
@@ -123,7 +130,7 @@ impl<'m> Worker<'m> {
                         if self.claim_early_cancel(pending.id) {
                             emit(&cancelled(pending.id, pending.tokens.len()))?;
                         } else {
-                            self.queue.push_back(pending);
+                            self.queue.push_back(*pending);
                         }
                     }
                     Input::Settled(id) => {
@@ -229,6 +236,8 @@ impl<'m> Worker<'m> {
                 received: pending.received,
                 started: Instant::now(),
                 prompt_done: None,
+                logprobs: pending.params.logprobs,
+                pending_logprobs: Vec::new(),
             });
             emit(&Event::Started {
                 id: pending.id,
@@ -329,6 +338,10 @@ impl<'m> Worker<'m> {
             return finish(job, FinishReason::Stop, String::new());
         }
         job.generated += 1;
+        if let Some(top) = job.logprobs {
+            let entry = logprob(self.model, self.ctx.get_logits_ith(at), token, top);
+            job.pending_logprobs.push(entry);
+        }
         let bytes = vocab.token_to_piece(token, false, None);
         let piece = job.text.push(&bytes);
         let id = job.id;
@@ -347,9 +360,49 @@ impl<'m> Worker<'m> {
         }
         job.last = Some(token);
         if !text.is_empty() {
-            emit(&Event::Token { id, text })?;
+            let logprobs = std::mem::take(&mut job.pending_logprobs);
+            emit(&Event::Token { id, text, logprobs })?;
         }
         Ok(())
+    }
+}
+
+/// The log probability of `token` under `logits` (a log-softmax over the whole
+/// vocabulary, before any sampling setting), with the `top` most likely tokens.
+fn logprob(model: &LlamaModel, logits: &[f32], token: LlamaToken, top: u32) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|l| f64::from(l - max).exp()).sum();
+    let log_total = f64::from(max) + sum.ln();
+    let prob = |t: LlamaToken| {
+        let bytes = model.vocab().token_to_piece(t, false, None);
+        let logit = logits
+            .get(t.0 as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY);
+        TokenProb {
+            token: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
+            logprob: (f64::from(logit) - log_total) as f32,
+        }
+    };
+    // The `top` largest logits, by a bounded insertion (top ≤ 20).
+    let k = top.min(MAX_TOP_LOGPROBS) as usize;
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+    if k > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() < k || l > best[best.len() - 1].0 {
+                let at = best.partition_point(|(b, _)| *b >= l);
+                best.insert(at, (l, i));
+                best.truncate(k);
+            }
+        }
+    }
+    TokenLogprob {
+        chosen: prob(token),
+        top: best
+            .into_iter()
+            .map(|(_, i)| prob(LlamaToken(i as i32)))
+            .collect(),
     }
 }
 
@@ -370,7 +423,12 @@ fn finish(mut job: Job, reason: FinishReason, text: String) -> anyhow::Result<()
         text.push_str(&job.text.finish());
     }
     if !text.is_empty() {
-        emit(&Event::Token { id: job.id, text })?;
+        let logprobs = std::mem::take(&mut job.pending_logprobs);
+        emit(&Event::Token {
+            id: job.id,
+            text,
+            logprobs,
+        })?;
     }
     let now = Instant::now();
     let prompt_done = job.prompt_done.unwrap_or(now);

@@ -277,6 +277,7 @@ fn serve(args: &FakeArgs, commands: &mpsc::Receiver<Command>) -> anyhow::Result<
             emit(&Event::Token {
                 id: r.id,
                 text: format!("t{} ", r.emitted),
+                logprobs: Vec::new(),
             })?;
             r.emitted += 1;
             r.next_at = now + r.script.delay;

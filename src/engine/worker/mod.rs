@@ -66,7 +66,7 @@ pub struct WorkerArgs {
 /// (`Prepared` or `Settled`), so an early cancel can be remembered and forgotten.
 enum Input {
     /// A request ready for a slot.
-    Prepared(batch::Pending),
+    Prepared(Box<batch::Pending>),
     /// A request the preparation thread answered itself (counted or failed).
     Settled(u64),
     /// Stop a request.

@@ -332,12 +332,12 @@ impl<'m> Preparer<'m> {
                     params,
                     received,
                 } => match self.prepare(&prompt, &params) {
-                    Ok(tokens) => Input::Prepared(Pending {
+                    Ok(tokens) => Input::Prepared(Box::new(Pending {
                         id,
                         tokens,
                         params,
                         received,
-                    }),
+                    })),
                     Err(error) => {
                         if emit(&Event::Failed { id, error }).is_err() {
                             return;

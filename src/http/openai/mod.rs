@@ -100,18 +100,25 @@ pub(super) fn sampling(
     s: &Sampling,
     ctx_per_slot: u32,
 ) -> Result<crate::engine::SamplingParams, ApiError> {
-    if s.logprobs == Some(true) {
-        return Err(ApiError::bad_field(
-            "logprobs",
-            "logprobs are not supported",
-        ));
-    }
-    if s.top_logprobs.is_some_and(|n| n > 0) {
-        return Err(ApiError::bad_field(
-            "top_logprobs",
-            "logprobs are not supported",
-        ));
-    }
+    let logprobs = match (s.logprobs, s.top_logprobs) {
+        (Some(true), top) => {
+            let top = top.unwrap_or(0);
+            if top > crate::engine::protocol::MAX_TOP_LOGPROBS {
+                return Err(ApiError::bad_field(
+                    "top_logprobs",
+                    "`top_logprobs` must be from 0 to 20",
+                ));
+            }
+            Some(top)
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::bad_field(
+                "top_logprobs",
+                "`top_logprobs` needs `logprobs: true`",
+            ));
+        }
+        (_, None) => None,
+    };
     let wire = WireSampling {
         temperature: s.temperature,
         top_p: s.top_p,
@@ -155,6 +162,7 @@ pub(super) fn sampling(
     params.constraint = constraint
         .map(|c| inference::constraint(param, c))
         .transpose()?;
+    params.logprobs = logprobs;
     Ok(params)
 }
 
@@ -282,6 +290,7 @@ pub async fn chat_completions(
     let prompt = inference::tool_prompt(&info, messages, tools.as_ref(), &mut params)?;
     let name = spec.name.clone();
     let n = choices(&req, &state)?;
+    let asked_logprobs = params.logprobs.is_some();
     if n > 1 {
         return several(&state, &caller, spec, prompt, params, keep_alive, tools, n).await;
     }
@@ -307,7 +316,7 @@ pub async fn chat_completions(
         return Ok(sse(chat_stream(head, reply, include_usage, sources)));
     }
     let done = reply.collect().await?;
-    let mut body = completion_body(&head, &[done]);
+    let mut body = completion_body(&head, &[done], asked_logprobs);
     if let Some(sources) = sources {
         body["sources"] = sources;
     }
@@ -369,11 +378,25 @@ async fn several(
         replies.push(reply.parse_tools(tools.clone()));
     }
     let done = futures_util::future::try_join_all(replies.into_iter().map(Reply::collect)).await?;
-    Ok(axum::Json(completion_body(&head, &done)).into_response())
+    let asked_logprobs = params.logprobs.is_some();
+    Ok(axum::Json(completion_body(&head, &done, asked_logprobs)).into_response())
+}
+
+/// OpenAI's `logprobs.content` entries.
+fn logprob_entries(logprobs: &[crate::engine::TokenLogprob]) -> Vec<Value> {
+    let prob = |p: &crate::engine::TokenProb| json!({"token": p.token, "logprob": p.logprob, "bytes": p.bytes});
+    logprobs
+        .iter()
+        .map(|l| {
+            let mut entry = prob(&l.chosen);
+            entry["top_logprobs"] = l.top.iter().map(prob).collect();
+            entry
+        })
+        .collect()
 }
 
 /// A `chat.completion` with one choice per finished reply; usage counts the prompt once.
-fn completion_body(head: &Head, done: &[super::reply::Collected]) -> Value {
+fn completion_body(head: &Head, done: &[super::reply::Collected], asked_logprobs: bool) -> Value {
     let choices: Vec<Value> = done
         .iter()
         .enumerate()
@@ -386,7 +409,12 @@ fn completion_body(head: &Head, done: &[super::reply::Collected]) -> Value {
                 }
                 message["tool_calls"] = d.calls.iter().map(call_object).collect();
             }
-            json!({"index": index, "message": message, "logprobs": null, "finish_reason": finish_reason(d.finish_reason, called)})
+            let logprobs = if asked_logprobs {
+                json!({"content": logprob_entries(&d.logprobs)})
+            } else {
+                Value::Null
+            };
+            json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason(d.finish_reason, called)})
         })
         .collect();
     let mut usage = done.first().map(|d| d.usage).unwrap_or_default();
@@ -434,6 +462,12 @@ pub async fn completions(
         return Err(ApiError::bad_field("prompt", "`prompt` must not be empty"));
     }
     let params = sampling(&req.sampling, state.config.engine.ctx_per_slot)?;
+    if params.logprobs.is_some() {
+        return Err(ApiError::bad_field(
+            "logprobs",
+            "log probabilities are supported on /v1/chat/completions only",
+        ));
+    }
     let keep_alive = inference::keep_alive(&state, &caller, req.sampling.keep_alive.as_ref())?;
     let (spec, _) = inference::resolve_model(&state, &req.model).await?;
     let echo = req.echo.then(|| prompt.clone());
@@ -530,9 +564,21 @@ fn drive(reply: Reply, shape: Shape) -> impl Stream<Item = Value> + Send + 'stat
         closing,
     } = shape;
     let mut calls = 0;
+    let mut logprobs = Vec::new();
     let body = reply.events().flat_map(move |event| {
         let out: Vec<Value> = match event {
-            ReplyEvent::Text(text) => vec![chunk(&text)],
+            ReplyEvent::Logprobs(l) => {
+                logprobs.extend(l);
+                Vec::new()
+            }
+            ReplyEvent::Text(text) => {
+                let mut payload = chunk(&text);
+                if !logprobs.is_empty() {
+                    let entries = logprob_entries(&std::mem::take(&mut logprobs));
+                    payload["choices"][0]["logprobs"] = json!({ "content": entries });
+                }
+                vec![payload]
+            }
             ReplyEvent::Call(c) => {
                 calls += 1;
                 call(calls - 1, &c)
