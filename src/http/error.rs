@@ -502,6 +502,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pull_failures_get_the_status_a_client_can_act_on() {
+        let cases = [
+            (
+                PullError::Reference(RefError::NotHuggingFace("llama3".into())),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                PullError::Reference(RefError::NoMatch("no Q9".into())),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                PullError::InsufficientStorage {
+                    needed: 10,
+                    free: 1,
+                    margin: 0,
+                },
+                StatusCode::INSUFFICIENT_STORAGE,
+            ),
+            (PullError::Exists("m".into()), StatusCode::CONFLICT),
+            (PullError::Corrupt("bad".into()), StatusCode::BAD_GATEWAY),
+            (
+                PullError::TooLarge { size: 2, limit: 1 },
+                StatusCode::BAD_REQUEST,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(ApiError::Pull(error).status(), status);
+        }
+        let full = ApiError::Pull(PullError::InsufficientStorage {
+            needed: 1234,
+            free: 56,
+            margin: 7,
+        });
+        let message = full.public_message();
+        assert!(
+            message.contains("1234") && message.contains("56"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn server_side_failures_tell_the_client_the_kind_never_the_detail() {
         let sql = ApiError::Store(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(1),

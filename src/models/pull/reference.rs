@@ -241,14 +241,14 @@ pub fn is_split(name: &str) -> bool {
     let Some(stem) = lower.strip_suffix(".gguf") else {
         return false;
     };
+    // "-NNNNN-of-NNNNN" is 15 bytes (compared as bytes: names come from the hub and
+    // may hold any UTF-8).
     let bytes = stem.as_bytes();
-    // "-NNNNN-of-NNNNN" is 15 bytes.
-    if bytes.len() < 15 {
+    let Some(tail) = bytes.len().checked_sub(15).map(|at| &bytes[at..]) else {
         return false;
-    }
-    let tail = &stem[stem.len() - 15..];
-    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
-    tail.starts_with('-') && digits(&tail[1..6]) && &tail[6..10] == "-of-" && digits(&tail[10..])
+    };
+    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    tail[0] == b'-' && digits(&tail[1..6]) && &tail[6..10] == b"-of-" && digits(&tail[10..])
 }
 
 /// Files that are GGUF but not a model to chat with (vision projectors).
@@ -485,6 +485,7 @@ mod tests {
         assert!(is_split("x-00002-OF-00002.GGUF"));
         assert!(!is_split("model-Q4_K_M.gguf"));
         assert!(!is_split("00001-of-00003.gguf"));
+        assert!(!is_split("ééééééééé.gguf"));
     }
 
     #[test]
