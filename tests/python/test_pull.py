@@ -214,13 +214,17 @@ def test_too_little_disk_space_is_507(hub, tmp_path):
 def test_model_management_is_for_administrators(pulld):
     pulld.cli("users", "add", "bob")
     key = pulld.cli("keys", "create", "--owner", "bob", "--scopes", "chat").strip()
-    user = ollama.Client(host=pulld.url, headers={"Authorization": f"Bearer {key}"})
-    for call in [lambda: user.pull(REF), lambda: user.delete(MODEL), lambda: user.copy(MODEL, "x"),
-                 lambda: user.create(model="x", from_=MODEL)]:
+    # A new client (connection) per call: a refusal sent before the request body was
+    # read can close the connection under the next request on it.
+    def user():
+        return ollama.Client(host=pulld.url, headers={"Authorization": f"Bearer {key}"})
+
+    for call in [lambda: user().pull(REF), lambda: user().delete(MODEL), lambda: user().copy(MODEL, "x"),
+                 lambda: user().create(model="x", from_=MODEL)]:
         with pytest.raises(ollama.ResponseError) as err:
             call()
         assert err.value.status_code == 403
-    assert MODEL in [m.model for m in user.list().models]
+    assert MODEL in [m.model for m in user().list().models]
 
 
 def test_copy_create_show_delete(pulld):
