@@ -7,9 +7,9 @@ uses (so the same code works against the real hub or a mirror):
   sha256) and `X-Linked-Size`;
 - `GET /cdn/ORG/REPO/PATH`: the bytes, honouring `Range: bytes=N-` with 206.
 
-Faults for tests: drop the connection after K bytes (once), hang after K bytes (until
-released), list a wrong sha256 or a huge size. Every request is recorded with its
-headers.
+Faults and variations for tests: drop the connection after K bytes (once), hang after
+K bytes (until released), list a wrong sha256 or a huge size, list in pages, redirect
+to another origin. Every request is recorded with its headers.
 """
 
 import hashlib
@@ -75,6 +75,8 @@ class FakeHub:
         self.repos: dict[str, list[HubFile]] = {}
         self.requests: list[Request] = []
         self.faults = Faults()
+        self.page_size: int | None = None  # list in pages linked by `Link: rel="next"`
+        self.cdn_base = ""  # where resolve redirects to: "" is this server, relatively
         self._sha_cache: dict[int, str] = {}
         hub = self
 
@@ -131,6 +133,13 @@ class FakeHub:
                 if f.lfs:
                     entry["lfs"] = {"oid": self._sha(f), "size": size, "pointerSize": 134}
                 listing.append(entry)
+            if self.page_size:
+                query = h.path.split("?", 1)[1] if "?" in h.path else ""
+                cursor = next((int(p[len("cursor="):]) for p in query.split("&") if p.startswith("cursor=")), 0)
+                page = listing[cursor:cursor + self.page_size]
+                more = cursor + self.page_size < len(listing)
+                link = f'<{self.url}/api/models/{repo_id}/tree/main?recursive=true&cursor={cursor + self.page_size}>; rel="next"'
+                return self.send_json(h, 200, page, {"Link": link} if more else {})
             return self.send_json(h, 200, listing)
         if len(parts) >= 5 and parts[2:4] == ["resolve", "main"]:
             repo_id, file_path = "/".join(parts[:2]), "/".join(parts[4:])
@@ -138,7 +147,7 @@ class FakeHub:
             if f is None:
                 return self.send_json(h, 404, {"error": "Entry not found"})
             h.send_response(302)
-            h.send_header("Location", f"/cdn/{repo_id}/{file_path}")
+            h.send_header("Location", f"{self.cdn_base}/cdn/{repo_id}/{file_path}")
             h.send_header("X-Linked-Etag", f'"{self._sha(f)}"')
             h.send_header("X-Linked-Size", str(f.content_size()))
             h.send_header("Content-Length", "0")
@@ -152,9 +161,11 @@ class FakeHub:
             return self.send_file(h, f)
         self.send_json(h, 404, {"error": "no such route"})
 
-    def send_json(self, h, status, value):
+    def send_json(self, h, status, value, headers=None):
         body = json.dumps(value).encode()
         h.send_response(status)
+        for name, text in (headers or {}).items():
+            h.send_header(name, text)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()

@@ -59,6 +59,7 @@ def installed(d) -> list[str]:
 
 
 def test_pull_streams_progress_then_the_model_chats(pulld, hub):
+    hub.page_size = 1  # the listing comes in three pages
     parts = list(client(pulld).pull(REF, stream=True))
     statuses = [p.status for p in parts]
     assert statuses[0] == "pulling manifest"
@@ -82,6 +83,7 @@ def test_pull_streams_progress_then_the_model_chats(pulld, hub):
     # The token is not configured: no Authorization reaches the hub; the redirect is
     # followed to the CDN path.
     assert all("authorization" not in r.headers for r in hub.requests)
+    assert len([r for r in hub.requests if "/tree/main" in r.path]) == 3
     assert len(hub.cdn_requests()) == 1
     # Pulling again finds it installed: success without downloading.
     again = client(pulld).pull(REF, stream=False)
@@ -108,6 +110,22 @@ def test_the_cli_pulls_through_the_daemon(pulld, hub):
                          env={"PATH": os.environ["PATH"], "HOME": pulld.root})
     assert out.returncode == 1
     assert "only Hugging Face GGUF references are supported" in out.stderr
+
+
+def test_the_token_goes_to_the_hub_only(hub, tmp_path):
+    port = hub.url.rsplit(":", 1)[1]
+    hub.cdn_base = f"http://localhost:{port}"  # another origin, as a real CDN is
+    d = Daemon(f"pull.hub_url={hub.url}", "pull.token=hf_SeCrEt123", models=str(tmp_path))
+    try:
+        assert list(client(d).pull(REF, stream=True))[-1].status == "success"
+        to_hub = [r for r in hub.requests if not r.path.startswith("/cdn/")]
+        assert to_hub and all(r.headers.get("authorization") == "Bearer hf_SeCrEt123" for r in to_hub)
+        assert hub.cdn_requests() and all("authorization" not in r.headers for r in hub.cdn_requests())
+        assert "hf_SeCrEt123" not in d.log()
+        shown = d.cli("--set", "pull.token=hf_SeCrEt123", "config", "show")
+        assert "hf_SeCrEt123" not in shown and 'token = "(set)"' in shown
+    finally:
+        d.stop()
 
 
 def test_a_dropped_connection_resumes_with_a_range(pulld, hub):
@@ -167,6 +185,7 @@ def test_a_hash_mismatch_installs_nothing(pulld, hub):
 
 def test_references_are_checked_before_anything_downloads(pulld, hub):
     hub.add_repo("test-org/two-quants", [HubFile("m-Q8_0.gguf", data=b"x"), HubFile("m-Q2_K.gguf", data=b"y")])
+    hub.add_repo("test-org/clash", [HubFile(f"{MODEL}.gguf", data=b"other", listed_sha256="1" * 64)])
     hub.add_repo("test-org/split", [HubFile("m-Q4_K_M-00001-of-00002.gguf", data=b"x"),
                                     HubFile("m-Q4_K_M-00002-of-00002.gguf", data=b"y")])
     cases = [
@@ -178,6 +197,7 @@ def test_references_are_checked_before_anything_downloads(pulld, hub):
         ("hf.co/test-org/split", 400, "split"),
         ("hf.co/test-org/SmolLM2-GGUF:Q9_9", 404, "smol-pulled-Q4_1.gguf"),
         ("hf.co/test-org/no-such-repo", 404, "does not exist"),
+        ("hf.co/test-org/clash", 409, f"a different model named `{MODEL}` is installed"),
         ("", 400, "required"),
     ]
     for ref, status, needle in cases:

@@ -38,6 +38,8 @@ pub struct Hub {
     http: reqwest::Client,
     base: Url,
     token: Option<String>,
+    /// How long one listing page may take in all.
+    page_deadline: Duration,
 }
 
 /// One entry of a listing, as the hub sends it (unknown fields ignored).
@@ -95,7 +97,14 @@ impl Hub {
             .build()
             .map_err(|_| PullError::Hub("the HTTP client could not be built".into()))?;
         let token = (!config.token.is_empty()).then(|| config.token.clone());
-        Ok(Hub { http, base, token })
+        let page_deadline =
+            Duration::from_secs(config.connect_timeout_secs + config.stall_timeout_secs);
+        Ok(Hub {
+            http,
+            base,
+            token,
+            page_deadline,
+        })
     }
 
     /// The hub's host, for messages.
@@ -142,45 +151,20 @@ impl Hub {
     pub async fn list(&self, org: &str, repo: &str) -> Result<Vec<HubFile>, PullError> {
         let mut url = self.url(&["api", "models", org, repo, "tree", "main"]);
         url.set_query(Some("recursive=true"));
+        let what = format!("hf.co/{org}/{repo}");
         let mut files = Vec::new();
         let mut entries_seen = 0usize;
         for _ in 0..MAX_LISTING_PAGES {
-            let response = self.get(url.clone(), None).await.map_err(|e| match e {
-                PullError::Transient(m) => PullError::Hub(m),
-                other => other,
-            })?;
-            let status = response.status();
-            let what = format!("hf.co/{org}/{repo}");
-            match status {
-                s if s.is_success() => {}
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    return Err(PullError::Denied(format!(
-                        "the hub refused access to {what} (HTTP {}): a gated or private repository needs an access token (pull.token) that has been granted access",
-                        status.as_u16()
-                    )));
-                }
-                StatusCode::NOT_FOUND => {
-                    return Err(PullError::NotFound(format!(
-                        "{what} does not exist on {} (or is private)",
-                        self.host()
-                    )));
-                }
-                other => {
-                    return Err(PullError::Hub(format!(
-                        "{} answered HTTP {} to the repository listing",
+            // A deadline per page: a slow drip cannot hold a pull before it starts.
+            let (entries, next) = tokio::time::timeout(self.page_deadline, self.page(&what, &url))
+                .await
+                .map_err(|_| {
+                    PullError::Hub(format!(
+                        "{} took longer than {} s to list {what}",
                         self.host(),
-                        other.as_u16()
-                    )));
-                }
-            }
-            let next = next_link(response.headers()).and_then(|n| url.join(&n).ok());
-            let body = read_bounded(response, MAX_LISTING_BYTES).await?;
-            let entries: Vec<Entry> = serde_json::from_slice(&body).map_err(|_| {
-                PullError::Hub(format!(
-                    "{} sent a repository listing that is not a JSON list of files",
-                    self.host()
-                ))
-            })?;
+                        self.page_deadline.as_secs()
+                    ))
+                })??;
             entries_seen += entries.len();
             if entries_seen > MAX_LISTING_ENTRIES {
                 return Err(PullError::Hub(format!(
@@ -197,15 +181,55 @@ impl Hub {
                     path: e.path,
                 }
             }));
-            match next {
+            match next.and_then(|n| url.join(&n).ok()) {
                 // A next page elsewhere would receive the token: only the hub's own.
                 Some(next) if self.same_origin(&next) => url = next,
                 _ => return Ok(files),
             }
         }
         Err(PullError::Hub(format!(
-            "the listing of hf.co/{org}/{repo} has more than {MAX_LISTING_PAGES} pages"
+            "the listing of {what} has more than {MAX_LISTING_PAGES} pages"
         )))
+    }
+
+    /// One page of a listing: its entries and the `Link` to the next page, if any.
+    async fn page(&self, what: &str, url: &Url) -> Result<(Vec<Entry>, Option<String>), PullError> {
+        let response = self.get(url.clone(), None).await.map_err(|e| match e {
+            PullError::Transient(m) => PullError::Hub(m),
+            other => other,
+        })?;
+        let status = response.status();
+        match status {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(PullError::Denied(format!(
+                    "the hub refused access to {what} (HTTP {}): a gated or private repository needs an access token (pull.token) that has been granted access",
+                    status.as_u16()
+                )));
+            }
+            StatusCode::NOT_FOUND => {
+                return Err(PullError::NotFound(format!(
+                    "{what} does not exist on {} (or is private)",
+                    self.host()
+                )));
+            }
+            other => {
+                return Err(PullError::Hub(format!(
+                    "{} answered HTTP {} to the repository listing",
+                    self.host(),
+                    other.as_u16()
+                )));
+            }
+        }
+        let next = next_link(response.headers());
+        let body = read_bounded(response, MAX_LISTING_BYTES).await?;
+        let entries: Vec<Entry> = serde_json::from_slice(&body).map_err(|_| {
+            PullError::Hub(format!(
+                "{} sent a repository listing that is not a JSON list of files",
+                self.host()
+            ))
+        })?;
+        Ok((entries, next))
     }
 
     /// Requests a file from byte `offset`, following redirects.
