@@ -7,7 +7,9 @@
 //! command sees exactly what the daemon sees.
 //!
 //! Parameter names and value types are checked here; their ranges are checked where
-//! every request's sampling numbers are (the HTTP layer's one bounded place).
+//! every request's sampling numbers are (the HTTP layer's one bounded place). Of these
+//! settings only `SYSTEM` changes what a model is asked (`http::inference`); the others
+//! are kept and shown by `/api/show`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

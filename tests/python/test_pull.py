@@ -264,8 +264,13 @@ def test_copy_create_show_delete(pulld):
     assert "SYSTEM \"\"\"You are terse.\"\"\"" in shown.modelfile
     assert "temperature" in shown.parameters and "\"END\"" in shown.parameters
     assert "im_start" in shown.template, "the GGUF's own template when none is set"
-    reply = c.chat(model="smol-terse", messages=QUESTION, stream=False, options={"num_predict": 8})
-    assert reply.done
+    # The model's SYSTEM opens chats that bring none (more prompt tokens), not others.
+    terse = c.chat(model="smol-terse", messages=QUESTION, stream=False, options={"num_predict": 1})
+    plain = c.chat(model=MODEL, messages=QUESTION, stream=False, options={"num_predict": 1})
+    assert terse.prompt_eval_count > plain.prompt_eval_count
+    own = [{"role": "system", "content": "Hi."}] + QUESTION
+    assert (c.chat(model="smol-terse", messages=own, stream=False, options={"num_predict": 1}).prompt_eval_count
+            == c.chat(model=MODEL, messages=own, stream=False, options={"num_predict": 1}).prompt_eval_count)
 
     # A Modelfile (older clients) on top of a model with settings: merged.
     r = httpx.post(f"{pulld.url}/api/create", headers=pulld.headers, json={
