@@ -9,7 +9,7 @@ uses (so the same code works against the real hub or a mirror):
 
 Faults and variations for tests: drop the connection after K bytes (once), hang after
 K bytes (until released), list a wrong sha256 or a huge size, list in pages, redirect
-to another origin. Every request is recorded with its headers.
+to another origin. It also answers as an HTTP forward proxy for any host name. Every request is recorded with its headers.
 """
 
 import hashlib
@@ -77,6 +77,7 @@ class FakeHub:
         self.faults = Faults()
         self.page_size: int | None = None  # list in pages linked by `Link: rel="next"`
         self.cdn_base = ""  # where resolve redirects to: "" is this server, relatively
+        self.proxied: list[str] = []  # absolute-form requests (this server as a proxy)
         self._sha_cache: dict[int, str] = {}
         hub = self
 
@@ -120,7 +121,13 @@ class FakeHub:
         return next((f for f in self.repos.get(repo_id, []) if f.path == path), None)
 
     def handle(self, h: http.server.BaseHTTPRequestHandler):
-        path = h.path.split("?", 1)[0]
+        target = h.path
+        if target.startswith("http://"):
+            # Absolute form: this server is being used as a forward proxy.
+            self.proxied.append(target)
+            target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
+            h.path = target
+        path = target.split("?", 1)[0]
         parts = path.strip("/").split("/")
         if parts[:2] == ["api", "models"] and parts[4:6] == ["tree", "main"]:
             repo_id = "/".join(parts[2:4])

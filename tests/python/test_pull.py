@@ -128,6 +128,29 @@ def test_the_token_goes_to_the_hub_only(hub, tmp_path):
         d.stop()
 
 
+def test_pulls_use_the_configured_proxy_and_only_that(hub, tmp_path):
+    # The hub's name does not resolve: only the proxy (the fake hub) can reach it.
+    d = Daemon("pull.hub_url=http://hub.invalid", f"pull.proxy={hub.url}", models=str(tmp_path / "a"))
+    try:
+        assert list(client(d).pull(REF, stream=True))[-1].status == "success"
+        assert any(p.startswith("http://hub.invalid/api/models/") for p in hub.proxied)
+        assert any(p.startswith("http://hub.invalid/cdn/") for p in hub.proxied)
+    finally:
+        d.stop()
+    # The environment's proxy variables are ignored: a dead proxy there changes nothing.
+    d = Daemon(f"pull.hub_url={hub.url}", models=str(tmp_path / "b"))
+    try:
+        d.kill()
+        d.env.update({"HTTP_PROXY": "http://127.0.0.1:1", "http_proxy": "http://127.0.0.1:1",
+                      "HTTPS_PROXY": "http://127.0.0.1:1", "ALL_PROXY": "http://127.0.0.1:1"})
+        d.start()
+        proxied = len(hub.proxied)
+        assert list(client(d).pull(REF, stream=True))[-1].status == "success"
+        assert len(hub.proxied) == proxied
+    finally:
+        d.stop()
+
+
 def test_a_dropped_connection_resumes_with_a_range(pulld, hub):
     hub.faults.drop_after = 3_000_000
     parts = list(client(pulld).pull(REF, stream=True))

@@ -70,6 +70,8 @@ pub struct Download {
     /// The sha256 the hub announced for the file (`X-Linked-Etag` or `ETag`), when it
     /// looks like one.
     pub announced_sha256: Option<String>,
+    /// The size the hub announced for the file (`X-Linked-Size`).
+    pub announced_size: Option<u64>,
 }
 
 impl Hub {
@@ -244,9 +246,17 @@ impl Hub {
         segments.extend(path.split('/'));
         let mut url = self.url(&segments);
         let mut announced = None;
+        let mut announced_size = None;
         for _ in 0..=MAX_REDIRECTS {
             let response = self.get(url.clone(), Some(offset)).await?;
             announced = announced.or_else(|| announced_sha256(response.headers()));
+            announced_size = announced_size.or_else(|| {
+                response
+                    .headers()
+                    .get("x-linked-size")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            });
             let status = response.status();
             if status.is_redirection() {
                 let location = response
@@ -275,6 +285,7 @@ impl Hub {
                         response,
                         partial,
                         announced_sha256: announced,
+                        announced_size,
                     })
                 }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {

@@ -322,6 +322,12 @@ impl Puller {
                         plan.file.path, plan.sha256
                     )));
                 }
+                if download.announced_size.is_some_and(|size| size != total) {
+                    return Err(PullError::Corrupt(format!(
+                        "the hub now announces another size for {} than the {total} bytes it listed; try the pull again",
+                        plan.file.path
+                    )));
+                }
                 if !download.partial && writer.len > 0 {
                     writer.restart().await?;
                 }
