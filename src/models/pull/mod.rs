@@ -1,7 +1,8 @@
 //! Pulling GGUF models from Hugging Face (or a mirror): the reference is resolved to
-//! one file of a repository ([`reference`]), everything that can be refused is checked
-//! before a byte is downloaded ([`Puller::plan`]: the listing, the size bound, free disk
-//! space, a different model under the same name, the same file being pulled already),
+//! one file of a repository ([`reference`](mod@reference)), everything that can be
+//! refused is checked before a byte is downloaded ([`Puller::plan`]: the listing, the
+//! size bound, free disk space, a different model under the same name, the same file
+//! being pulled already),
 //! then the file is downloaded into `<models_dir>/.partial/<sha256>.gguf.part`
 //! ([`part`]), resumed with `Range` after a dropped connection (bounded retries with
 //! backoff) or after a restart, verified against the listing's sha256, its GGUF header
