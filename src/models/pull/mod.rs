@@ -2,12 +2,12 @@
 //! one file of a repository ([`reference`](mod@reference)), everything that can be
 //! refused is checked before a byte is downloaded ([`Puller::plan`]: the listing, the
 //! size bound, free disk space, a different model under the same name, the same file
-//! being pulled already),
-//! then the file is downloaded into `<models_dir>/.partial/<sha256>.gguf.part`
-//! ([`part`]), resumed with `Range` after a dropped connection (bounded retries with
-//! backoff) or after a restart, verified against the listing's sha256, its GGUF header
-//! validated, and only then linked into the models dir under its file name: a model
-//! appears complete and verified, or not at all.
+//! being pulled already), then the file is downloaded into
+//! `<models_dir>/.partial/<sha256>.gguf.part` ([`part`]), resumed with `Range` after a
+//! dropped connection (bounded retries with backoff) or after a restart, verified
+//! against the listing's sha256, its GGUF header validated, and only then linked into
+//! the models dir under its file name: a model appears complete and verified, or not
+//! at all.
 //!
 //! Nothing here knows about HTTP status codes; progress goes out as [`PullEvent`]s.
 
