@@ -36,6 +36,8 @@ pub struct AppState {
     pub engine: Engine,
     /// The installed models.
     pub registry: Registry,
+    /// Downloads of models from Hugging Face (or a mirror).
+    pub puller: crate::models::pull::Puller,
     /// Documents, collections and retrieval.
     pub documents: Documents,
     /// Transcription jobs.

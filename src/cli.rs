@@ -320,10 +320,30 @@ pub enum ModelsCommand {
         /// Model name.
         name: String,
     },
-    /// Add a local model: a GGUF file (validated, then hard-linked or copied), or a
+    /// Download a GGUF chat model from Hugging Face (or the configured mirror) through
+    /// the running daemon, resuming an interrupted download.
+    #[command(
+        after_help = "References: hf.co/ORG/REPO:QUANT (e.g. hf.co/bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M; without :QUANT, Q4_K_M or the only GGUF file) or hf.co/ORG/REPO/FILE.gguf; huggingface.co/… and https://huggingface.co/… work too. Needs an administrator's API key."
+    )]
+    Pull {
+        /// The model on Hugging Face.
+        reference: String,
+    },
+    /// Write a chat model (weights and settings) into an offline bundle: a tar file with
+    /// a manifest of sha256 checksums, installed elsewhere with `models import`.
+    Export {
+        /// Model name.
+        name: String,
+        /// The bundle file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Add a local model: a GGUF file (validated, then hard-linked or copied), an
+    /// offline bundle made by `models export` (every checksum verified first), or a
     /// faster-whisper (CTranslate2) Whisper folder, converted to whisper.cpp's format.
     Import {
-        /// The .gguf file, or the faster-whisper folder (holding model.bin).
+        /// The .gguf file, the bundle (.tar), or the faster-whisper folder (holding
+        /// model.bin).
         path: PathBuf,
         /// Name to register it under (default: the file name without .gguf, or
         /// `whisper-…` from the folder's name).

@@ -29,6 +29,18 @@ pub enum ClientError {
     /// The answer could not be read.
     #[error("unexpected answer from the daemon: {0}")]
     Protocol(String),
+    /// The daemon reported a failure in the middle of a stream.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The message of an error body in the OpenAI or the Ollama shape.
+fn error_message(body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .or_else(|| body["error"].as_str())
+        .unwrap_or("no message")
+        .to_string()
 }
 
 /// A client bound to one daemon URL.
@@ -146,6 +158,53 @@ impl DaemonClient {
             }
         }
         Ok(())
+    }
+
+    /// `POST path` and read the answer as newline-delimited JSON (Ollama's streams),
+    /// calling `on_line` with each object. A line carrying `error` ends the stream with
+    /// [`ClientError::Failed`]. Errors before the stream are read in either the OpenAI
+    /// (`{"error": {"message"}}`) or the Ollama (`{"error": "…"}`) shape.
+    pub async fn post_ndjson(
+        &self,
+        path: &str,
+        body: &Value,
+        mut on_line: impl FnMut(Value),
+    ) -> Result<(), ClientError> {
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        let mut response = self.send(request).await?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or_default();
+            return Err(ClientError::Status {
+                status,
+                message: error_message(&body),
+            });
+        }
+        let mut buffer = Vec::new();
+        let mut handle = |line: &[u8]| -> Result<(), ClientError> {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(());
+            }
+            let value: Value =
+                serde_json::from_slice(line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if value.get("error").is_some() {
+                return Err(ClientError::Failed(error_message(&value)));
+            }
+            on_line(value);
+            Ok(())
+        };
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Protocol(root_cause(&e)))?
+        {
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                handle(&line)?;
+            }
+        }
+        handle(&buffer)
     }
 
     /// `DELETE path` (any 2xx is success).

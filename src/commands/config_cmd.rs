@@ -24,7 +24,8 @@ pub fn show(loaded: &Loaded) -> anyhow::Result<u8> {
             section = this_section;
         }
         // Secrets are never printed, only whether they are set.
-        let shown = if key.ends_with("api_key") && value.as_str().is_some_and(|v| !v.is_empty()) {
+        let secret = key.ends_with("api_key") || key == "pull.token";
+        let shown = if secret && value.as_str().is_some_and(|v| !v.is_empty()) {
             toml::Value::String("(set)".into())
         } else {
             value.clone()

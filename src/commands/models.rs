@@ -1,12 +1,19 @@
-//! `appliance models list|show|rm|import`: the model files in the models dir.
+//! `appliance models list|show|rm|import|export|pull`: the model files in the models
+//! dir.
 //!
-//! These work on the files directly (no daemon needed); a running daemon sees the
-//! change on its next listing, because the registry reads the directory each time.
+//! All but `pull` work on the files directly (no daemon needed; `export` and `import`
+//! of bundles included, so they work on an appliance with no network); a running daemon
+//! sees the change on its next listing, because the registry reads the directory each
+//! time. `pull` asks the daemon (`POST /api/pull`), which does the download, so the
+//! daemon's proxy, token and disk checks apply and a second pull resumes the first.
 
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
 
 use crate::cli::{ModelsCommand, exit};
 use crate::config::Loaded;
+use crate::models::bundle;
 use crate::models::registry::Registry;
 
 /// Runs one `models` subcommand.
@@ -147,6 +154,55 @@ pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
                 started.elapsed().as_secs_f64()
             );
         }
+        ModelsCommand::Pull { reference } => return pull(loaded, reference),
+        ModelsCommand::Export { name, to } => {
+            let manifest =
+                bundle::export(&registry, name, to).with_context(|| format!("exporting {name}"))?;
+            let bytes: u64 = manifest.files.iter().map(|f| f.size).sum();
+            super::accounts::record(
+                loaded,
+                "model.export",
+                &manifest.name,
+                json!({"to": to, "bytes": bytes}),
+            )?;
+            println!(
+                "exported {} ({bytes} bytes, {} files, sha256 {}) to {}",
+                manifest.name,
+                manifest.files.len(),
+                manifest.files[0].sha256,
+                to.display()
+            );
+        }
+        ModelsCommand::Import { path, name, .. } if bundle::looks_like_bundle(path) => {
+            let margin = loaded
+                .config
+                .pull
+                .free_space_margin_mb
+                .saturating_mul(1 << 20);
+            let imported = bundle::import(&registry, path, name.as_deref(), margin)
+                .with_context(|| format!("importing the bundle {}", path.display()))?;
+            if imported.already_installed {
+                println!(
+                    "{} is already installed with the same sha256; nothing to do",
+                    imported.info.name
+                );
+                return Ok(exit::OK);
+            }
+            super::accounts::record(
+                loaded,
+                "model.import",
+                &imported.info.name,
+                json!({"source": path, "bytes": imported.info.size, "kind": "bundle"}),
+            )?;
+            println!(
+                "imported {} ({}, {} parameters, {}; every checksum verified) into {}",
+                imported.info.name,
+                imported.info.architecture,
+                imported.info.parameter_size(),
+                imported.info.quantization,
+                imported.info.path.display()
+            );
+        }
         ModelsCommand::Import { path, name, .. } => {
             let info = registry
                 .import(path, name.as_deref())
@@ -168,4 +224,53 @@ pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// `models pull`: asks the daemon to pull, showing its progress.
+fn pull(loaded: &Loaded, reference: &str) -> anyhow::Result<u8> {
+    let client = super::docs::client(loaded);
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:24!} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let plain = bar.is_hidden();
+    let mut last_status = String::new();
+    let result = super::block_on(async {
+        client
+            .post_ndjson(
+                "/api/pull",
+                &json!({"model": reference, "stream": true}),
+                |line: Value| {
+                    let status = line["status"].as_str().unwrap_or_default().to_string();
+                    if let (Some(total), Some(done)) =
+                        (line["total"].as_u64(), line["completed"].as_u64())
+                    {
+                        bar.set_length(total);
+                        bar.set_position(done);
+                    }
+                    if status != last_status {
+                        if plain {
+                            eprintln!("{}", super::output::line(&status));
+                        }
+                        bar.set_message(super::output::line(&status).into_owned());
+                        last_status = status;
+                    }
+                },
+            )
+            .await
+    })?;
+    match result {
+        Ok(()) => {
+            bar.finish_with_message("success");
+            println!("pulled {}", super::output::line(reference));
+            Ok(exit::OK)
+        }
+        Err(e) => {
+            bar.abandon();
+            Err(e.into())
+        }
+    }
 }

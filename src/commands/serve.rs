@@ -123,11 +123,13 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         );
         jobs.start().await?;
         let tasks = tokio_util::task::TaskTracker::new();
+        let registry = Registry::new(config.paths.models_dir.clone());
         let state = AppState {
             config: config.clone(),
             store: store.clone(),
             engine: engine.clone(),
-            registry: Registry::new(config.paths.models_dir.clone()),
+            puller: crate::models::pull::Puller::new(config.pull.clone(), registry.clone()),
+            registry,
             documents,
             speech,
             jobs: jobs.clone(),

@@ -63,6 +63,45 @@ pub struct Config {
     pub jobs: JobsSection,
     /// Speech to text.
     pub speech: SpeechSection,
+    /// Downloading models from Hugging Face (or a mirror).
+    pub pull: PullSection,
+}
+
+/// `[pull]` (its `Debug` leaves the token out).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullSection {
+    /// The hub's base URL (Hugging Face or a mirror serving the same paths).
+    pub hub_url: String,
+    /// An HTTP(S) proxy for pulls; empty: direct (the environment is not consulted).
+    pub proxy: String,
+    /// A Hugging Face token, sent to `hub_url` only; empty: none.
+    pub token: String,
+    /// Largest file a pull may download, in bytes.
+    pub max_download_bytes: u64,
+    /// Free space (MiB) that must remain after a download.
+    pub free_space_margin_mb: u64,
+    /// Seconds to connect.
+    pub connect_timeout_secs: u64,
+    /// Seconds without a byte before a download is dropped and resumed.
+    pub stall_timeout_secs: u64,
+    /// Resumptions without progress before a pull fails.
+    pub retries: u32,
+}
+
+impl fmt::Debug for PullSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullSection")
+            .field("hub_url", &self.hub_url)
+            .field("proxy", &self.proxy)
+            .field("token", &if self.token.is_empty() { "" } else { "(set)" })
+            .field("max_download_bytes", &self.max_download_bytes)
+            .field("free_space_margin_mb", &self.free_space_margin_mb)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("stall_timeout_secs", &self.stall_timeout_secs)
+            .field("retries", &self.retries)
+            .finish()
+    }
 }
 
 /// `[speech]`
@@ -577,11 +616,59 @@ impl Config {
         if self.engine.load_timeout_secs == 0 {
             return Err(("engine.load_timeout_secs", "at least 1 second"));
         }
+        if !valid_http_url(&self.pull.hub_url) {
+            return Err((
+                "pull.hub_url",
+                "an http:// or https:// URL such as \"https://huggingface.co\"",
+            ));
+        }
+        if !self.pull.proxy.is_empty() && !valid_http_url(&self.pull.proxy) {
+            return Err((
+                "pull.proxy",
+                "empty, or an http:// or https:// URL such as \"http://proxy.internal:3128\"",
+            ));
+        }
+        if self.pull.token.len() > 4096 || self.pull.token.chars().any(|c| !c.is_ascii_graphic()) {
+            return Err((
+                "pull.token",
+                "a token of at most 4096 printable characters without spaces",
+            ));
+        }
+        if !(1 << 20..=1 << 44).contains(&self.pull.max_download_bytes) {
+            return Err((
+                "pull.max_download_bytes",
+                "a number of bytes from 2^20 to 2^44",
+            ));
+        }
+        if self.pull.free_space_margin_mb > 1 << 20 {
+            return Err((
+                "pull.free_space_margin_mb",
+                "a number of MiB from 0 to 1048576",
+            ));
+        }
+        if !(1..=300).contains(&self.pull.connect_timeout_secs)
+            || !(1..=3600).contains(&self.pull.stall_timeout_secs)
+        {
+            return Err((
+                "pull.connect_timeout_secs",
+                "1 to 300 seconds (and pull.stall_timeout_secs 1 to 3600)",
+            ));
+        }
+        if self.pull.retries > 100 {
+            return Err(("pull.retries", "a number from 0 to 100"));
+        }
         if self.log.level.trim().is_empty() {
             return Err(("log.level", "a filter such as \"info\""));
         }
         Ok(())
     }
+}
+
+/// Whether `text` is an absolute `http://` or `https://` URL with a host.
+fn valid_http_url(text: &str) -> bool {
+    reqwest::Url::parse(text).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    })
 }
 
 /// Where an effective value came from.

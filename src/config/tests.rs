@@ -194,6 +194,8 @@ fn every_key_can_be_set_through_its_environment_variable() {
                 ("log.format", _) => "json".to_string(),
                 ("engine.keep_alive" | "engine.user_max_keep_alive", _) => "1m".to_string(),
                 ("tls.cert" | "tls.key", _) => continue, // only valid as a pair
+                ("pull.hub_url", _) => "https://mirror.example".to_string(),
+                ("pull.proxy", _) => "http://proxy.example:3128".to_string(),
                 (_, toml::Value::Integer(n)) => (n + 1).to_string(),
                 (_, toml::Value::Boolean(b)) => (!b).to_string(),
                 (_, toml::Value::Float(f)) => (f / 2.0).to_string(),
@@ -250,4 +252,34 @@ fn keep_alive_values_are_parsed_bounded_and_never_panic() {
             "{huge}"
         );
     }
+}
+
+#[test]
+fn pull_settings_are_bounded_and_the_token_is_never_printed() {
+    let (_dir, path) = write_file("");
+    for (key, bad) in [
+        ("pull.hub_url", "ftp://hub.example"),
+        ("pull.hub_url", "not a url"),
+        ("pull.proxy", "socks5://proxy"),
+        ("pull.token", "has a space"),
+        ("pull.max_download_bytes", "0"),
+        ("pull.retries", "1000"),
+        ("pull.stall_timeout_secs", "0"),
+    ] {
+        let error = load(
+            &cli_with(&path, &[(key, bad, "--set")]),
+            &Environment::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains(key), "{key}={bad}: {error}");
+    }
+    let loaded = load(
+        &cli_with(&path, &[("pull.token", "hf_secret123", "--set")]),
+        &Environment::default(),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.pull.token, "hf_secret123");
+    assert!(!format!("{:?}", loaded.config).contains("hf_secret123"));
+    assert_eq!(loaded.config.pull.hub_url, "https://huggingface.co");
 }

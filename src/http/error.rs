@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::engine::EngineError;
+use crate::models::pull::PullError;
+use crate::models::pull::reference::RefError;
 use crate::models::registry::RegistryError;
 use crate::store::StoreError;
 
@@ -55,6 +57,9 @@ pub enum ApiError {
     /// No such route or resource.
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the current state of the resource.
+    #[error("{0}")]
+    Conflict(String),
     /// The route exists but not for this method.
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed {
@@ -80,6 +85,9 @@ pub enum ApiError {
     /// A model registry failure.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A model pull failure.
+    #[error(transparent)]
+    Pull(#[from] PullError),
     /// A bug or an unexpected failure inside the daemon.
     #[error("internal error: {0}")]
     Internal(String),
@@ -130,6 +138,12 @@ impl ApiError {
                 None,
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error", "not_found", None),
+            ApiError::Conflict(_) => (
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                "conflict",
+                None,
+            ),
             ApiError::MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request_error",
@@ -286,6 +300,7 @@ impl ApiError {
                     None,
                 ),
             },
+            ApiError::Pull(e) => pull_parts(e),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
@@ -328,7 +343,8 @@ impl ApiError {
                 | StoreError::SchemaTooNew { .. }
                 | StoreError::Open { .. },
             ) => "a database error occurred; the daemon log has the details (look for this request's x-request-id)".into(),
-            ApiError::Registry(RegistryError::Io { .. }) => {
+            ApiError::Registry(RegistryError::Io { .. })
+            | ApiError::Pull(PullError::Io { .. }) => {
                 "the model storage failed; the daemon log has the details (look for this request's x-request-id)".into()
             }
             ApiError::Registry(RegistryError::Invalid { reason, .. }) => {
@@ -337,7 +353,7 @@ impl ApiError {
             ApiError::Registry(RegistryError::BadModel { reason, .. }) => {
                 format!("the model is not usable: {reason}")
             }
-            ApiError::Internal(_) => {
+            ApiError::Internal(_) | ApiError::Pull(PullError::Internal(_)) => {
                 "an internal error occurred; the daemon log has the details (look for this request's x-request-id)".into()
             }
             other => other.to_string(),
@@ -360,6 +376,81 @@ impl ApiError {
                 "code": code,
             }
         })
+    }
+}
+
+/// Status, type, code and param of a pull failure.
+fn pull_parts(e: &PullError) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
+    let bad = |code| {
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            Some("model"),
+        )
+    };
+    let upstream = |code| (StatusCode::BAD_GATEWAY, "server_error", code, None);
+    match e {
+        PullError::Reference(r) => match r {
+            RefError::NotHuggingFace(_)
+            | RefError::Malformed(_)
+            | RefError::Ambiguous { .. }
+            | RefError::Split(_) => bad("invalid_reference"),
+            RefError::NoMatch(_) => (
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "model_not_found",
+                Some("model"),
+            ),
+        },
+        PullError::NotFound(_) => (
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            "model_not_found",
+            Some("model"),
+        ),
+        PullError::Unsupported(_) => bad("unsupported_model"),
+        PullError::TooLarge { .. } => bad("model_too_large"),
+        PullError::InsufficientStorage { .. } => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            "server_error",
+            "insufficient_storage",
+            None,
+        ),
+        PullError::Exists(_) => (
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "model_exists",
+            Some("model"),
+        ),
+        PullError::InProgress(_) => (
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "pull_in_progress",
+            Some("model"),
+        ),
+        PullError::Denied(_) => upstream("hub_denied"),
+        PullError::Hub(_) | PullError::Transient(_) => upstream("hub_error"),
+        PullError::Corrupt(_) => upstream("download_corrupt"),
+        PullError::Invalid(_) => upstream("invalid_model_file"),
+        PullError::Cancelled => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "cancelled",
+            None,
+        ),
+        PullError::Io { .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "model_storage_error",
+            None,
+        ),
+        PullError::Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal_error",
+            None,
+        ),
     }
 }
 
@@ -411,6 +502,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pull_failures_get_the_status_a_client_can_act_on() {
+        let cases = [
+            (
+                PullError::Reference(RefError::NotHuggingFace("llama3".into())),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                PullError::Reference(RefError::NoMatch("no Q9".into())),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                PullError::InsufficientStorage {
+                    needed: 10,
+                    free: 1,
+                    margin: 0,
+                },
+                StatusCode::INSUFFICIENT_STORAGE,
+            ),
+            (PullError::Exists("m".into()), StatusCode::CONFLICT),
+            (PullError::Corrupt("bad".into()), StatusCode::BAD_GATEWAY),
+            (
+                PullError::TooLarge { size: 2, limit: 1 },
+                StatusCode::BAD_REQUEST,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(ApiError::Pull(error).status(), status);
+        }
+        let full = ApiError::Pull(PullError::InsufficientStorage {
+            needed: 1234,
+            free: 56,
+            margin: 7,
+        });
+        let message = full.public_message();
+        assert!(
+            message.contains("1234") && message.contains("56"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn server_side_failures_tell_the_client_the_kind_never_the_detail() {
         let sql = ApiError::Store(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(1),
@@ -421,7 +553,11 @@ mod tests {
             source: std::io::Error::other("permission denied"),
         });
         let bug = ApiError::Internal("index out of bounds at src/x.rs:3".into());
-        for error in [sql, io, bug] {
+        let pull_io = ApiError::Pull(PullError::Io {
+            context: "writing /var/lib/appliance/models/.partial/x.gguf.part".into(),
+            source: std::io::Error::other("permission denied"),
+        });
+        for error in [sql, io, bug, pull_io] {
             let body = error.body().to_string();
             for leak in ["secret_stuff", "/var/lib", "permission denied", "src/x.rs"] {
                 assert!(!body.contains(leak), "{body}");

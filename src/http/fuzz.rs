@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 use crate::engine::Constraint;
 use crate::engine::constraint;
 
+use crate::models::modelfile::{self, Overrides};
+use crate::models::pull::reference::{self, HubFile};
+
 use super::ollama;
 use super::openai::{self, types::ChatCompletionRequest};
 
@@ -143,6 +146,42 @@ proptest! {
         {
             prop_assert!(params.repeat_last_n <= 4096);
             prop_assert!(params.max_context.is_none_or(|n| n <= 1 << 20));
+        }
+    }
+
+    #[test]
+    fn pull_references_and_hub_listings_are_handled_without_panicking(
+        text in tricky_string(),
+        tail in "[a-zA-Z0-9:/._+%é-]{0,60}",
+        names in prop::collection::vec("[a-zA-Z0-9/._é-]{0,30}(-0000[12]-of-00002)?(\\.gguf)?", 0..6),
+    ) {
+        for input in [text, format!("hf.co/{tail}"), format!("https://huggingface.co/{tail}")] {
+            if let Ok(parsed) = reference::parse(&input) {
+                prop_assert!(!parsed.org.contains("..") && !parsed.repo.contains(".."));
+                prop_assert!(!parsed.org.contains('/') && !parsed.repo.contains('/'));
+                let files: Vec<HubFile> = names
+                    .iter()
+                    .map(|n| HubFile { path: n.clone(), size: 1, sha256: None })
+                    .collect();
+                if let Ok(chosen) = reference::choose(&parsed, &files) {
+                    prop_assert!(chosen.path.to_ascii_lowercase().ends_with(".gguf"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn modelfiles_and_create_parameters_are_checked_without_panicking(
+        lines in prop::collection::vec("(FROM|SYSTEM|PARAMETER|TEMPLATE|LICENSE|ADAPTER|#)? ?[a-z_]{0,12} ?[\"0-9.a-z-]{0,8}(\"\"\")?", 0..8),
+        parameters in object_with(OLLAMA_OPTIONS),
+    ) {
+        let _ = modelfile::parse(&lines.join("\n"));
+        let settings = Overrides { parameters: parameters.into_iter().collect(), ..Default::default() };
+        if settings.check().is_ok() {
+            let as_options = Value::Object(settings.parameters.into_iter().collect());
+            if let Ok(options) = serde_json::from_value::<ollama::Options>(as_options) {
+                let _ = ollama::params(Some(&options), None, 4096);
+            }
         }
     }
 

@@ -66,6 +66,7 @@ pub async fn start(
     mut params: SamplingParams,
     keep_alive: Option<KeepAliveRequest>,
 ) -> Result<Reply, ApiError> {
+    let prompt = with_model_system(state, &model, prompt).await;
     let max = state.config.engine.max_prompt_bytes;
     if prompt.text_len() > max {
         return Err(ApiError::BadRequest {
@@ -116,6 +117,35 @@ pub async fn start(
         None => limits.record_tokens(user, prompt, generated),
     }));
     Reply::start(generation).await
+}
+
+/// A model's `SYSTEM` setting (`/api/create`) opens a chat that brings no system
+/// message of its own. (Its `PARAMETER` settings are only stored and shown: by the time
+/// a request gets here its sampling numbers are filled in, so an unset one cannot be told
+/// from one set to the default.)
+pub async fn with_model_system(state: &AppState, model: &ModelSpec, prompt: Prompt) -> Prompt {
+    let Prompt::Chat(mut messages) = prompt else {
+        return prompt;
+    };
+    if messages
+        .iter()
+        .any(|m| m.role == "system" || m.role == "developer")
+    {
+        return Prompt::Chat(messages);
+    }
+    if let Some(system) = super::model_admin::settings(state, &model.name)
+        .await
+        .system
+    {
+        messages.insert(
+            0,
+            ChatMessage {
+                role: "system".into(),
+                content: system,
+            },
+        );
+    }
+    Prompt::Chat(messages)
 }
 
 /// Checks an output constraint before it reaches a worker, naming `param` when it is

@@ -16,8 +16,10 @@ mod fuzz;
 mod inference;
 mod jobs;
 pub mod middleware;
+mod model_admin;
 mod ollama;
 mod openai;
+mod pull;
 mod reply;
 mod routes;
 pub mod server;
@@ -129,6 +131,10 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::GET, "/api/ps", Authenticated, J, get(ollama::ps)),
         r(Method::POST, "/api/show", Authenticated, J, post(ollama::show)),
         r(Method::GET, "/api/version", Public, J, get(ollama::version)),
+        r(Method::POST, "/api/pull", Admin, J, post(pull::pull)),
+        r(Method::DELETE, "/api/delete", Admin, J, delete(model_admin::delete)),
+        r(Method::POST, "/api/copy", Admin, J, post(model_admin::copy)),
+        r(Method::POST, "/api/create", Admin, J, post(model_admin::create)),
         // Native chat.
         r(Method::POST, "/api/v1/tokenize", Write(CHAT), I, post(openai::tokenize)),
         r(Method::GET, "/api/v1/conversations", Read(CHAT), J, get(conversations::list)),

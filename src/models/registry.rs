@@ -265,11 +265,22 @@ impl Registry {
                 reason,
             });
         }
-        fs_err::rename(&temp, &target).map_err(io(format!("installing {}", target.display())))?;
+        // A link never replaces a model that appeared meanwhile (rename would).
+        match fs_err::hard_link(&temp, &target) {
+            Ok(()) => {
+                let _ = fs_err::remove_file(&temp);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = fs_err::remove_file(&temp);
+                return Err(RegistryError::Exists(name));
+            }
+            Err(_) => fs_err::rename(&temp, &target)
+                .map_err(io(format!("installing {}", target.display())))?,
+        }
         self.info(&target)
     }
 
-    /// Deletes a model's file.
+    /// Deletes a model's file and its settings sidecar.
     pub fn remove(&self, name: &str) -> Result<Arc<ModelInfo>, RegistryError> {
         let info = self.find(name)?;
         fs_err::remove_file(&info.path).map_err(|source| RegistryError::Io {
@@ -277,7 +288,28 @@ impl Registry {
             source,
         })?;
         self.headers.lock().remove(&info.path);
+        super::modelfile::remove(&self.dir, &info.name)?;
         Ok(info)
+    }
+
+    /// Installs the model `source` again as `target` (a hard link, or a copy across
+    /// file systems) with `overrides` as its settings. Blocking.
+    pub fn copy(
+        &self,
+        source: &str,
+        target: &str,
+        overrides: &super::modelfile::Overrides,
+    ) -> Result<Arc<ModelInfo>, RegistryError> {
+        let info = self.find(source)?;
+        validate_name(target)?;
+        if self.find(target).is_ok() {
+            return Err(RegistryError::Exists(target.to_string()));
+        }
+        // The settings land first, so the model never appears without them.
+        overrides.save(&self.dir, target)?;
+        self.import(&info.path, Some(target)).inspect_err(|_| {
+            let _ = super::modelfile::remove(&self.dir, target);
+        })
     }
 }
 

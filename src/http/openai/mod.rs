@@ -746,6 +746,7 @@ pub async fn tokenize(
         ));
     }
     let (spec, _) = inference::resolve_model(&state, &req.model).await?;
+    let prompt = inference::with_model_system(&state, &spec, prompt).await;
     let count = state
         .engine
         .count_tokens(&spec, caller.user_id, prompt)
