@@ -124,28 +124,25 @@ pub async fn start(
 /// a request gets here its sampling numbers are filled in, so an unset one cannot be told
 /// from one set to the default.)
 pub async fn with_model_system(state: &AppState, model: &ModelSpec, prompt: Prompt) -> Prompt {
-    let Prompt::Chat(mut messages) = prompt else {
-        return prompt;
+    let (mut messages, tools) = match prompt {
+        Prompt::Chat(messages) => (messages, None),
+        Prompt::ChatWithTools { messages, tools } => (messages, Some(tools)),
+        text @ Prompt::Text(_) => return text,
     };
-    if messages
+    let has_system = messages
         .iter()
-        .any(|m| m.role == "system" || m.role == "developer")
+        .any(|m| m.role == "system" || m.role == "developer");
+    if !has_system
+        && let Some(system) = super::model_admin::settings(state, &model.name)
+            .await
+            .system
     {
-        return Prompt::Chat(messages);
+        messages.insert(0, ChatMessage::new("system", system));
     }
-    if let Some(system) = super::model_admin::settings(state, &model.name)
-        .await
-        .system
-    {
-        messages.insert(
-            0,
-            ChatMessage {
-                role: "system".into(),
-                content: system,
-            },
-        );
+    match tools {
+        None => Prompt::Chat(messages),
+        Some(tools) => Prompt::ChatWithTools { messages, tools },
     }
-    Prompt::Chat(messages)
 }
 
 /// Checks an output constraint before it reaches a worker, naming `param` when it is
