@@ -106,3 +106,19 @@ convert_speech_model() {
     rm -rf "$scratch"
   fi
 }
+
+# `appliance` on the PATH: a symlink in ~/.local/bin to the binary just built (the
+# daemon finds its speech worker beside the real file, not the link). $1: the binary.
+link_cli() {
+  local dir="$HOME/.local/bin"
+  mkdir -p "$dir"
+  ln -sfn "$1" "$dir/appliance"
+  echo "==> linked $dir/appliance -> $1"
+  case ":$PATH:" in
+    *":$dir:"*) ;;
+    *)
+      echo "warning: $dir is not on your PATH, so the shell will not find \`appliance\`. Add it with:" >&2
+      echo "  echo 'export PATH=\"\$HOME/.local/bin:\$PATH\"' >> ~/.bashrc && export PATH=\"\$HOME/.local/bin:\$PATH\"" >&2
+      ;;
+  esac
+}

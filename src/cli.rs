@@ -31,7 +31,7 @@ pub mod exit {
     name = "appliance",
     version,
     about = "A self-hosted AI appliance: one daemon for local chat, documents, speech and images",
-    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid configuration, 4 already running, 5 daemon unreachable, 6 doctor found failures."
+    after_help = "Commands that talk to the daemon (status, chat, docs, transcribe) pick the way: with an API key (--api-key, APPLIANCE_CLIENT_API_KEY) or --port/--bind, over TCP; otherwise over the daemon's Unix socket (server.unix_socket, in the runtime dir) when it exists and you may connect, as your Unix user (root and the daemon's user act as the built-in administrator local-admin; others as listed in server.peer_users); else over TCP.\n\nExit codes: 0 ok, 1 failure, 2 usage, 3 invalid configuration, 4 already running, 5 daemon unreachable, 6 doctor found failures."
 )]
 pub struct Cli {
     /// Options every command takes.
@@ -79,7 +79,8 @@ pub struct GlobalArgs {
     /// Log filter [log.level], e.g. `debug` or `info,appliance=trace`.
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
-    /// API key for commands that talk to the daemon [client.api_key].
+    /// API key for commands that talk to the daemon [client.api_key]; without one they
+    /// use the daemon's Unix socket when they can.
     #[arg(long, global = true, value_name = "KEY")]
     pub api_key: Option<String>,
     /// Set any configuration key, e.g. `--set store.readers=4` (repeatable).

@@ -1,9 +1,18 @@
 //! The CLI's client for a running daemon: the CLI talks to the daemon over the same
 //! HTTP API as everyone else, never to its database behind its back.
+//!
+//! How it reaches the daemon ([`DaemonClient::for_cli`]): with an API key, or with
+//! `--port`/`--bind` on the command line, over TCP to the configured address; otherwise
+//! over the daemon's Unix socket when it is there and this user may connect (the
+//! daemon then knows who is asking from the kernel, so no key is needed); else over
+//! TCP, where a key is needed.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::config::{Loaded, Source};
 
 /// Why a request to the daemon failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +57,124 @@ pub struct DaemonClient {
     base: String,
     http: reqwest::Client,
     api_key: Option<String>,
+    /// Where it connects, for messages: the URL, or `unix:PATH`.
+    endpoint: String,
+    /// Added to a 401: why no credential was sent.
+    hint: Option<String>,
+}
+
+/// How the CLI reaches the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Over TCP to the configured address; `why_not_socket` says why the Unix socket
+    /// was not used when no API key was given (for the 401's message).
+    Tcp {
+        /// Why the socket was not used, if that matters.
+        why_not_socket: Option<String>,
+    },
+    /// Over the daemon's Unix socket, authenticated as this process's Unix user.
+    Unix(PathBuf),
+}
+
+/// Chooses the transport: an API key or a TCP address named on the command line means
+/// TCP; else the Unix socket if `probe` can connect to it; else TCP.
+pub fn choose_transport(
+    api_key: bool,
+    tcp_named: bool,
+    socket: Option<&Path>,
+    probe: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Transport {
+    if api_key {
+        return Transport::Tcp {
+            why_not_socket: None,
+        };
+    }
+    let why_not = |why: String| Transport::Tcp {
+        why_not_socket: Some(why),
+    };
+    let Some(socket) = socket else {
+        return why_not("the daemon has no Unix socket (server.unix_socket is empty)".into());
+    };
+    if tcp_named {
+        return why_not(format!(
+            "--port/--bind name a TCP address, so the Unix socket {} was not used",
+            socket.display()
+        ));
+    }
+    match probe(socket) {
+        Ok(()) => Transport::Unix(socket.to_path_buf()),
+        Err(e) => why_not(format!(
+            "the Unix socket {} is not usable: {}",
+            socket.display(),
+            match e.kind() {
+                std::io::ErrorKind::NotFound =>
+                    "it does not exist (is the daemon running with this configuration?)".to_string(),
+                std::io::ErrorKind::PermissionDenied =>
+                    "permission denied (ask an administrator to add you to the socket's group)"
+                        .to_string(),
+                std::io::ErrorKind::ConnectionRefused => "nothing listens on it".to_string(),
+                _ => e.to_string(),
+            }
+        )),
+    }
 }
 
 impl DaemonClient {
+    /// The client a CLI command uses, per [`choose_transport`]: the configured API key
+    /// (`client.api_key`, `--api-key`) or `--port`/`--bind` on the command line mean
+    /// TCP; else the Unix socket (`server.unix_socket`) when it answers; else TCP.
+    pub fn for_cli(loaded: &Loaded) -> DaemonClient {
+        let config = &loaded.config;
+        let flag = |key: &str| matches!(loaded.source_of(key), Some(Source::Flag(_)));
+        let socket = config.unix_socket_path();
+        let transport = choose_transport(
+            !config.client.api_key.is_empty(),
+            flag("server.port") || flag("server.bind"),
+            socket.as_deref(),
+            |path| std::os::unix::net::UnixStream::connect(path).map(drop),
+        );
+        match transport {
+            Transport::Unix(path) => Self::over_unix_socket(&path),
+            Transport::Tcp { why_not_socket } => {
+                let mut client = Self::with_tls(
+                    config.local_url(),
+                    &config.client.api_key,
+                    config.tls_enabled().then_some(config.tls.cert.as_path()),
+                );
+                client.hint = why_not_socket.map(|why| {
+                    format!(
+                        "no API key was given (--api-key or APPLIANCE_CLIENT_API_KEY), and {why}"
+                    )
+                });
+                client
+            }
+        }
+    }
+
+    /// A client of the daemon's Unix socket at `path` (plain HTTP; the daemon
+    /// authenticates this process's Unix user).
+    pub fn over_unix_socket(path: &Path) -> Self {
+        let http = reqwest::Client::builder()
+            .unix_socket(path)
+            .connect_timeout(Duration::from_secs(3))
+            .read_timeout(Duration::from_secs(600))
+            .build()
+            .expect("building an HTTP client with static settings");
+        Self {
+            // The daemon's Host allow-list accepts `localhost`.
+            base: "http://localhost".to_string(),
+            http,
+            api_key: None,
+            endpoint: format!("unix:{}", path.display()),
+            hint: None,
+        }
+    }
+
+    /// Where this client connects: the daemon's URL, or `unix:PATH`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// A client for `base` (e.g. `http://127.0.0.1:8470`) sending `api_key` if set.
     /// For `https` the daemon's own certificate (`tls.cert`) is trusted besides the
     /// system's roots, so a self-signed certificate works on this host.
@@ -74,9 +198,11 @@ impl DaemonClient {
             .expect("building an HTTP client with static settings");
         let api_key = (!api_key.is_empty()).then(|| api_key.to_string());
         Self {
+            endpoint: base.clone(),
             base,
             http,
             api_key,
+            hint: None,
         }
     }
 
@@ -85,7 +211,7 @@ impl DaemonClient {
         let response = self
             .send(self.http.get(format!("{}{path}", self.base)))
             .await?;
-        check(response).await
+        self.check(response).await
     }
 
     /// Sends `request` with this client's API key, if any.
@@ -97,7 +223,7 @@ impl DaemonClient {
             request = request.bearer_auth(key);
         }
         request.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
+            url: self.endpoint.clone(),
             reason: root_cause(&e),
         })
     }
@@ -123,7 +249,7 @@ impl DaemonClient {
                 .await
                 .map_err(|e| ClientError::Protocol(e.to_string()));
         }
-        check(response).await.map(|v| v.to_string())
+        self.check(response).await.map(|v| v.to_string())
     }
 
     /// `POST path` and read the answer as server-sent events, calling `on_event` with
@@ -211,7 +337,7 @@ impl DaemonClient {
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         let request = self.http.delete(format!("{}{path}", self.base));
         let response = self.send(request).await?;
-        check(response).await.map(|_| ())
+        self.check(response).await.map(|_| ())
     }
 
     /// `POST path` with `file` as the multipart part `file`, streamed from disk;
@@ -263,7 +389,7 @@ impl DaemonClient {
             .post(format!("{}{path}", self.base))
             .multipart(form);
         let response = self.send(request).await?;
-        check(response).await
+        self.check(response).await
     }
 
     async fn send_post(&self, path: &str, body: &Value) -> Result<reqwest::Response, ClientError> {
@@ -275,32 +401,33 @@ impl DaemonClient {
         }
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or_default();
-        let message = body["error"]["message"]
+        Err(self.status_error(status, &body))
+    }
+
+    /// The JSON body of a successful answer, or the daemon's error.
+    async fn check(&self, response: reqwest::Response) -> Result<Value, ClientError> {
+        let status = response.status();
+        if status == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        let body = response.json::<Value>().await;
+        if status.is_success() {
+            return body.map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+        Err(self.status_error(status.as_u16(), &body.unwrap_or_default()))
+    }
+
+    /// The daemon's error answer, with this client's hint on a 401.
+    fn status_error(&self, status: u16, body: &Value) -> ClientError {
+        let mut message = body["error"]["message"]
             .as_str()
             .unwrap_or("no message")
             .to_string();
-        Err(ClientError::Status { status, message })
+        if let (401, Some(hint)) = (status, &self.hint) {
+            message = format!("{message} ({hint})");
+        }
+        ClientError::Status { status, message }
     }
-}
-
-/// The JSON body of a successful answer, or the daemon's error.
-async fn check(response: reqwest::Response) -> Result<Value, ClientError> {
-    let status = response.status();
-    if status == reqwest::StatusCode::NO_CONTENT {
-        return Ok(Value::Null);
-    }
-    let body = response.json::<Value>().await;
-    if status.is_success() {
-        return body.map_err(|e| ClientError::Protocol(e.to_string()));
-    }
-    let body = body.unwrap_or_default();
-    Err(ClientError::Status {
-        status: status.as_u16(),
-        message: body["error"]["message"]
-            .as_str()
-            .unwrap_or("no message")
-            .to_string(),
-    })
 }
 
 /// Installs the process's TLS implementation (ring) once; every rustls user (the
@@ -319,4 +446,53 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(kind: std::io::ErrorKind) -> impl FnOnce(&Path) -> std::io::Result<()> {
+        move |_: &Path| Err(kind.into())
+    }
+
+    #[test]
+    fn the_socket_is_used_only_without_a_key_or_a_named_tcp_address() {
+        let socket = Path::new("/run/appliance/appliance.sock");
+        assert_eq!(
+            choose_transport(false, false, Some(socket), |_| Ok(())),
+            Transport::Unix(socket.to_path_buf())
+        );
+        // An explicit key means TCP, and so does an address on the command line.
+        assert_eq!(
+            choose_transport(true, false, Some(socket), |_| Ok(())),
+            Transport::Tcp {
+                why_not_socket: None
+            }
+        );
+        assert!(matches!(
+            choose_transport(false, true, Some(socket), |_| Ok(())),
+            Transport::Tcp { why_not_socket: Some(why) } if why.contains("--port")
+        ));
+        // A socket that is missing, closed to this user or stale: TCP, saying why.
+        for (kind, says) in [
+            (std::io::ErrorKind::NotFound, "does not exist"),
+            (std::io::ErrorKind::PermissionDenied, "permission denied"),
+            (std::io::ErrorKind::ConnectionRefused, "nothing listens"),
+        ] {
+            match choose_transport(false, false, Some(socket), refused(kind)) {
+                Transport::Tcp {
+                    why_not_socket: Some(why),
+                } => assert!(
+                    why.contains(says) && why.contains("appliance.sock"),
+                    "{why}"
+                ),
+                other => panic!("{kind:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            choose_transport(false, false, None, |_| Ok(())),
+            Transport::Tcp { why_not_socket: Some(why) } if why.contains("server.unix_socket")
+        ));
+    }
 }

@@ -96,6 +96,16 @@ struct UserState {
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
+/// Whom a per-client limit counts against: a network address, or a Unix user on the
+/// daemon's Unix socket (every local user would otherwise share one loopback address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// A TCP client's address.
+    Address(IpAddr),
+    /// A process of this Unix user on the Unix socket.
+    LocalUser(u32),
+}
+
 /// The shared limiter. Cheap to clone.
 #[derive(Clone)]
 pub struct Limiter {
@@ -104,7 +114,7 @@ pub struct Limiter {
     users: Arc<Mutex<HashMap<i64, UserState>>>,
     pending: Arc<Mutex<HashMap<(i64, String), UsageDelta>>>,
     keys: Option<Arc<governor::DefaultKeyedRateLimiter<String>>>,
-    public: Option<Arc<governor::DefaultKeyedRateLimiter<IpAddr>>>,
+    public: Option<Arc<governor::DefaultKeyedRateLimiter<Client>>>,
     tokens: Arc<Mutex<HashMap<(i64, String), TokenDay>>>,
     audio: Arc<Mutex<HashMap<(i64, String), AudioDay>>>,
     /// Held while a flush moves pending usage into the store, and while a user's day
@@ -297,12 +307,12 @@ impl Limiter {
             })
     }
 
-    /// Checks the request rate of one client address on routes without credentials.
-    pub fn public_request(&self, address: IpAddr) -> Result<(), Exceeded> {
+    /// Checks the request rate of one client on routes without credentials.
+    pub fn public_request(&self, client: Client) -> Result<(), Exceeded> {
         let Some(public) = &self.public else {
             return Ok(());
         };
-        public.check_key(&address).map_err(|not_until| Exceeded {
+        public.check_key(&client).map_err(|not_until| Exceeded {
             what: format!(
                 "the limit of {} requests per minute from one address to routes that need no credentials",
                 self.global.public_requests_per_minute

@@ -1,5 +1,6 @@
 //! Accounts and credentials, independent of HTTP: roles, scopes, password hashing,
-//! API key and session token formats, and the [`Principal`] a request acts as.
+//! API key and session token formats, peer authentication on the Unix socket
+//! ([`peer`]), and the [`Principal`] a request acts as.
 //!
 //! Secrets are never stored: passwords as Argon2id hashes, API key secrets and session
 //! tokens as sha256 digests (they are 256-bit random values, so a fast hash is safe).
@@ -7,6 +8,7 @@
 //! [`hash_password`] and [`verify_password`] on a blocking thread.
 
 pub mod hasher;
+pub mod peer;
 pub mod throttle;
 
 use std::fmt;
@@ -158,6 +160,24 @@ pub enum Credential {
         /// The session's CSRF token.
         csrf: String,
     },
+    /// No credential: a process on this host, on the daemon's Unix socket, that the
+    /// kernel says runs as this Unix user (all of the account's permissions, like a
+    /// session; see [`peer`]).
+    Peer {
+        /// The connecting process's user id.
+        uid: u32,
+    },
+}
+
+impl Credential {
+    /// How the caller authenticated, as `GET /api/v1/auth/me` and the audit log name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credential::ApiKey { .. } => "api_key",
+            Credential::Session { .. } => "session",
+            Credential::Peer { .. } => "peer",
+        }
+    }
 }
 
 /// The authenticated caller of a request.
@@ -178,7 +198,7 @@ impl Principal {
     pub fn has_scope(&self, scope: Scope) -> bool {
         match &self.credential {
             Credential::ApiKey { scopes, .. } => scopes.contains(&scope),
-            Credential::Session { .. } => true,
+            Credential::Session { .. } | Credential::Peer { .. } => true,
         }
     }
 
@@ -255,8 +275,15 @@ pub fn check_password(password: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a user name: 1–64 letters, digits, `.`, `_`, `-`, `@`.
+/// Checks a user name: 1–64 letters, digits, `.`, `_`, `-`, `@`, and not the built-in
+/// [`peer::LOCAL_ADMIN`].
 pub fn check_user_name(name: &str) -> Result<(), String> {
+    if name.eq_ignore_ascii_case(peer::LOCAL_ADMIN) {
+        return Err(format!(
+            "`{}` is the built-in account of the host's administrators on the Unix socket; choose another name",
+            peer::LOCAL_ADMIN
+        ));
+    }
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -373,6 +400,7 @@ mod tests {
         assert!(check_user_name("alice@example").is_ok());
         assert!(check_user_name("a b").is_err());
         assert!(check_user_name("../x").is_err());
+        assert!(check_user_name("Local-Admin").is_err(), "reserved");
         assert!(check_password("short").is_err());
         assert!(check_password("long enough").is_ok());
         assert!(constant_time_eq("abc", "abc") && !constant_time_eq("abc", "abd"));

@@ -189,6 +189,11 @@ pub fn users(loaded: &Loaded, command: &UsersCommand) -> anyhow::Result<u8> {
                 password_stdin,
             } => {
                 let user = user_id(&store, name).await?;
+                if user.is_local_admin() {
+                    bail!(
+                        "the built-in local-admin account has no password: root and the daemon's user reach it on the Unix socket"
+                    );
+                }
                 let (password, generated) = password(*password_stdin)?;
                 let shown = password.clone();
                 let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
@@ -227,6 +232,11 @@ pub fn keys(loaded: &Loaded, command: &KeysCommand) -> anyhow::Result<u8> {
                 expires_in_days,
             } => {
                 let owner = user_id(&store, user).await?;
+                if owner.is_local_admin() {
+                    bail!(
+                        "the built-in local-admin account cannot own API keys (root and the daemon's user reach it on the Unix socket without one); create the key for a named user"
+                    );
+                }
                 let scopes = Scope::parse_list(scopes).map_err(anyhow::Error::msg)?;
                 if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control)
                 {

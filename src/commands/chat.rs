@@ -32,18 +32,14 @@ pub struct ChatArgs {
     /// Sampling temperature.
     #[arg(long)]
     pub temperature: Option<f32>,
+    /// Most tokens per reply.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u32>,
 }
 
 /// Runs the chat.
 pub fn run(loaded: &Loaded, args: &ChatArgs) -> anyhow::Result<u8> {
-    let client = DaemonClient::with_tls(
-        loaded.config.local_url(),
-        &loaded.config.client.api_key,
-        loaded
-            .config
-            .tls_enabled()
-            .then_some(loaded.config.tls.cert.as_path()),
-    );
+    let client = DaemonClient::for_cli(loaded);
     super::block_on(async move {
         match &args.prompt {
             Some(prompt) => one_shot(&client, args, prompt).await,
@@ -65,6 +61,9 @@ async fn one_shot(client: &DaemonClient, args: &ChatArgs, prompt: &str) -> anyho
     });
     if let Some(t) = args.temperature {
         body["temperature"] = json!(t);
+    }
+    if let Some(n) = args.max_tokens {
+        body["max_tokens"] = json!(n);
     }
     let mut failure = None;
     client
@@ -105,8 +104,15 @@ async fn interactive(client: &DaemonClient, args: &ChatArgs) -> anyhow::Result<u
             if let Some(system) = &args.system_prompt {
                 body["system_prompt"] = json!(system);
             }
+            let mut settings = serde_json::Map::new();
             if let Some(t) = args.temperature {
-                body["settings"] = json!({"temperature": t});
+                settings.insert("temperature".into(), json!(t));
+            }
+            if let Some(n) = args.max_tokens {
+                settings.insert("max_tokens".into(), json!(n));
+            }
+            if !settings.is_empty() {
+                body["settings"] = Value::Object(settings);
             }
             let created = client.post_json("/api/v1/conversations", &body).await?;
             created["id"].as_str().unwrap_or_default().to_string()

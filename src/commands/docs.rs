@@ -53,16 +53,10 @@ pub enum DocsCommand {
     },
 }
 
-/// A client of the daemon this configuration describes.
+/// A client of the daemon this configuration describes (see
+/// [`DaemonClient::for_cli`]: TCP with a key, else the Unix socket when usable).
 pub fn client(loaded: &Loaded) -> DaemonClient {
-    DaemonClient::with_tls(
-        loaded.config.local_url(),
-        &loaded.config.client.api_key,
-        loaded
-            .config
-            .tls_enabled()
-            .then_some(loaded.config.tls.cert.as_path()),
-    )
+    DaemonClient::for_cli(loaded)
 }
 
 /// Runs a `docs` command.

@@ -1,7 +1,8 @@
 //! `appliance serve`: assembles the daemon and runs it until SIGTERM/SIGINT.
 //!
 //! Order matters: private file modes, logging, directories, the instance lock (before
-//! touching the database), the store, the listener; then READY=1 to systemd. Shutdown
+//! touching the database), the store, the listeners (TCP, and the Unix socket for this
+//! host's CLI); then READY=1 to systemd. Shutdown
 //! runs the reverse: STOPPING=1, drain requests within the grace period, stop the
 //! workers, wait for the writes requests left behind (cut-off replies, audit entries),
 //! write pending usage, record a clean stop, close the store, release the lock, flush
@@ -76,6 +77,10 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             format!("cannot listen on {addr} (is another program using the port? choose one with --port)")
         })?;
         let local = listener.local_addr()?;
+        let mut unix_socket = match config.unix_socket_path() {
+            Some(path) => Some(bind_unix_socket(&config, &path)?),
+            None => None,
+        };
         let tls = match config.tls_enabled() {
             true => Some(load_tls(&config)?),
             false => None,
@@ -150,8 +155,10 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
 
         let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
         let url = format!("{}://{local}", if tls.is_some() { "https" } else { "http" });
-        tracing::info!(%url, version = VERSION, ready_ms, data_dir = %config.paths.data_dir.display(), "appliance ready");
-        println!("appliance {VERSION} listening on {url} (ready in {ready_ms:.0} ms)");
+        let socket = unix_socket.as_ref().map(|s| s.path().display().to_string());
+        tracing::info!(%url, unix_socket = socket.as_deref().unwrap_or("none"), version = VERSION, ready_ms, data_dir = %config.paths.data_dir.display(), "appliance ready");
+        let also = socket.map(|s| format!(" and {s}")).unwrap_or_default();
+        println!("appliance {VERSION} listening on {url}{also} (ready in {ready_ms:.0} ms)");
         if config.auth.enabled && store.count_users().await? == 0 {
             let token = crate::auth::random_hex(16);
             println!(
@@ -160,6 +167,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
                  or POST {url}/api/v1/setup {{\"token\": \"{token}\", \"name\": …, \"password\": …}}\n  \
                  or on this host: appliance users add --admin NAME"
             );
+            if unix_socket.is_some() {
+                println!(
+                    "on this host, `appliance chat` and `appliance status` work already, without an account or key (over the Unix socket, as local-admin)"
+                );
+            }
             tracing::warn!("no users exist: first-run setup is open with the printed one-time token");
             *setup_token.lock() = Some(token);
         }
@@ -176,7 +188,9 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             max_connections_per_address: config.server.max_connections_per_address,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
         };
-        let drained = crate::http::serve(listener, router, shutdown_signal(), options, tls).await?;
+        let drained = crate::http::serve(listener, unix_socket.as_mut(), router, shutdown_signal(), options, tls).await?;
+        // The socket file goes as soon as nothing listens on it.
+        drop(unix_socket);
         jobs.shutdown();
         engine.shutdown().await;
         // Requests that ended (or were cut off) may have left writes behind.
@@ -193,6 +207,31 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(lock);
     Ok(if clean { exit::OK } else { exit::FAILURE })
+}
+
+/// Binds the Unix socket for local clients (mode 0660, `server.unix_socket_group`).
+fn bind_unix_socket(
+    config: &Config,
+    path: &std::path::Path,
+) -> anyhow::Result<crate::http::UnixSocket> {
+    let group = match config.server.unix_socket_group.as_str() {
+        "" => None,
+        name => Some(
+            crate::auth::peer::group_id(name)
+                .with_context(|| format!("looking up server.unix_socket_group `{name}`"))?
+                .with_context(|| format!("server.unix_socket_group: there is no group `{name}`"))?,
+        ),
+    };
+    if let Some(dir) = path.parent() {
+        fs_err::create_dir_all(dir).context("creating the Unix socket's directory")?;
+        use std::os::unix::fs::PermissionsExt;
+        if group.is_some()
+            && fs_err::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o010 == 0)
+        {
+            tracing::warn!(dir = %dir.display(), "server.unix_socket_group is set, but the group cannot enter the socket's directory");
+        }
+    }
+    crate::http::UnixSocket::bind(path, group).map_err(anyhow::Error::msg)
 }
 
 /// The documents subsystem's settings.

@@ -8,15 +8,8 @@ use crate::config::Loaded;
 
 /// Prints the daemon's status (or its JSON).
 pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
-    let url = loaded.config.local_url();
-    let client = DaemonClient::with_tls(
-        url.clone(),
-        &loaded.config.client.api_key,
-        loaded
-            .config
-            .tls_enabled()
-            .then_some(loaded.config.tls.cert.as_path()),
-    );
+    let client = DaemonClient::for_cli(loaded);
+    let url = client.endpoint().to_string();
     let (status, ready) = super::block_on(async {
         let status = client.get_json("/api/v1/status").await?;
         // /readyz answers 503 with a body when not ready: that is information, not failure.
@@ -49,6 +42,7 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
         ("models dir", "models_dir"),
         ("log dir", "log_dir"),
         ("runtime dir", "runtime_dir"),
+        ("unix socket", "unix_socket"),
     ] {
         println!("  {label:<12} {}", text(&status["paths"][key]));
     }

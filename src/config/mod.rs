@@ -247,6 +247,35 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Open connections at once from one client address.
     pub max_connections_per_address: usize,
+    /// The Unix socket for local clients; relative to `paths.runtime_dir`; empty: none.
+    pub unix_socket: PathBuf,
+    /// The socket's group; empty: the daemon's own.
+    pub unix_socket_group: String,
+    /// Unix users who may act on the socket as an appliance user: `unix` or `unix=appliance`.
+    pub peer_users: Vec<String>,
+}
+
+impl ServerConfig {
+    /// The appliance user a Unix user acts as on the socket, if `peer_users` lists them.
+    pub fn peer_user(&self, unix_name: &str) -> Option<&str> {
+        self.peer_users
+            .iter()
+            .filter_map(|entry| split_peer_user(entry))
+            .find(|(unix, _)| *unix == unix_name)
+            .map(|(_, appliance)| appliance)
+    }
+}
+
+/// `unix` or `unix=appliance` → `(unix, appliance)`; `None` when malformed.
+fn split_peer_user(entry: &str) -> Option<(&str, &str)> {
+    let (unix, appliance) = entry.split_once('=').unwrap_or((entry, entry));
+    let name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '$'))
+    };
+    (name(unix) && name(appliance)).then_some((unix, appliance))
 }
 
 /// `[paths]` — always absolute and non-empty once loaded.
@@ -409,6 +438,13 @@ impl Config {
     /// The instance lock file inside the data dir.
     pub fn lock_path(&self) -> PathBuf {
         self.paths.data_dir.join("appliance.lock")
+    }
+
+    /// The daemon's Unix socket, if it has one: `server.unix_socket`, inside the runtime
+    /// dir when relative.
+    pub fn unix_socket_path(&self) -> Option<PathBuf> {
+        let path = &self.server.unix_socket;
+        (!path.as_os_str().is_empty()).then(|| self.paths.runtime_dir.join(path))
     }
 
     /// Whether the daemon serves HTTPS.
@@ -579,6 +615,25 @@ impl Config {
                 "server.body_timeout_secs",
                 "a number of seconds from 1 to 3600",
             ));
+        }
+        if self
+            .server
+            .peer_users
+            .iter()
+            .any(|entry| split_peer_user(entry).is_none())
+        {
+            return Err((
+                "server.peer_users",
+                "entries such as \"alice\" or \"alice=bob\" (Unix user = appliance user)",
+            ));
+        }
+        if self
+            .server
+            .unix_socket_group
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+        {
+            return Err(("server.unix_socket_group", "a group name, or empty"));
         }
         if self.server.max_connections == 0 || self.server.max_connections_per_address == 0 {
             return Err((

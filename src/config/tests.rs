@@ -283,3 +283,41 @@ fn pull_settings_are_bounded_and_the_token_is_never_printed() {
     assert!(!format!("{:?}", loaded.config).contains("hf_secret123"));
     assert_eq!(loaded.config.pull.hub_url, "https://huggingface.co");
 }
+
+#[test]
+fn the_unix_socket_lives_in_the_runtime_dir_unless_absolute_or_off() {
+    let (_dir, path) = write_file("[paths]\nruntime_dir = \"/run/appliance\"\n");
+    let socket = |settings: &[(&str, &str, &str)]| {
+        load(&cli_with(&path, settings), &Environment::default())
+            .unwrap()
+            .config
+            .unix_socket_path()
+    };
+    assert_eq!(
+        socket(&[]),
+        Some(PathBuf::from("/run/appliance/appliance.sock"))
+    );
+    assert_eq!(
+        socket(&[("server.unix_socket", "/tmp/a.sock", "--set")]),
+        Some(PathBuf::from("/tmp/a.sock"))
+    );
+    assert_eq!(socket(&[("server.unix_socket", "", "--set")]), None);
+}
+
+#[test]
+fn peer_users_map_unix_names_and_malformed_entries_are_refused() {
+    let (_dir, path) = write_file("[server]\npeer_users = [\"alice\", \"bob=robert\"]\n");
+    let loaded = load(&cli_with(&path, &[]), &Environment::default()).unwrap();
+    let server = &loaded.config.server;
+    assert_eq!(server.peer_user("alice"), Some("alice"));
+    assert_eq!(server.peer_user("bob"), Some("robert"));
+    assert_eq!(server.peer_user("robert"), None);
+    assert_eq!(server.peer_user("mallory"), None);
+    for bad in ["\"\"", "\"=bob\"", "\"alice=\"", "\"a b\"", "\"a=b=c\""] {
+        let (_dir, path) = write_file(&format!("[server]\npeer_users = [{bad}]\n"));
+        let msg = load(&cli_with(&path, &[]), &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("`server.peer_users`"), "{bad}: {msg}");
+    }
+}

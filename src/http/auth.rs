@@ -2,9 +2,12 @@
 //!
 //! [`authenticate`] runs on every request and turns credentials (an API key as
 //! `Authorization: Bearer apl_…`, or the session cookie) into a [`Principal`] request
-//! extension. Every route declares an [`Access`] in the route table (`http::routes`);
-//! [`enforce`] checks it, including CSRF for state-changing cookie requests. Handlers
-//! receive the principal through the [`Caller`] extractor and scope their queries to it.
+//! extension. A request on the Unix socket with neither is authenticated by its peer's
+//! Unix user instead (`auth::peer`); explicit credentials always take precedence, and
+//! TCP requests never have peer credentials. Every route declares an [`Access`] in the
+//! route table (`http::routes`); [`enforce`] checks it, including CSRF for
+//! state-changing cookie requests. Handlers receive the principal through the
+//! [`Caller`] extractor and scope their queries to it.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -13,9 +16,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
+use crate::auth::peer::{self, PeerAccount};
 use crate::auth::{self, Credential, Principal, Role, Scope};
+use crate::limits::Client;
 
 use super::error::ApiError;
+use super::unix::PeerCredentials;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "appliance_session";
@@ -45,7 +51,7 @@ pub enum Access {
 
 /// Why credentials were refused, kept for [`enforce`] to report.
 #[derive(Debug, Clone)]
-struct Refused(&'static str);
+struct Refused(String);
 
 /// Resolves the request's credentials into a [`Principal`] extension.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -53,7 +59,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         req.extensions_mut().insert(Principal::anonymous_admin());
         return next.run(req).await;
     }
-    match resolve(&state, req.headers()).await {
+    let peer = req.extensions().get::<PeerCredentials>().copied();
+    match resolve(&state, req.headers(), peer).await {
         Ok(Some(principal)) => {
             tracing::Span::current().record("user", principal.name.as_str());
             req.extensions_mut().insert(principal);
@@ -68,8 +75,12 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 }
 
 enum Refusal {
-    Credentials(&'static str),
+    Credentials(String),
     Store(crate::store::StoreError),
+}
+
+fn refused(why: impl Into<String>) -> Refusal {
+    Refusal::Credentials(why.into())
 }
 
 impl From<crate::store::StoreError> for Refusal {
@@ -78,7 +89,11 @@ impl From<crate::store::StoreError> for Refusal {
     }
 }
 
-async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, Refusal> {
+async fn resolve(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<PeerCredentials>,
+) -> Result<Option<Principal>, Refusal> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().unwrap_or_default();
         let key = text
@@ -87,26 +102,26 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Princip
             .map(str::trim)
             .unwrap_or_default();
         let Some((id, secret)) = auth::parse_api_key(key) else {
-            return Err(Refusal::Credentials("the API key is malformed"));
+            return Err(refused("the API key is malformed"));
         };
         let Some((key, hash, user)) = state.store.api_key_for_auth(id.to_string()).await? else {
-            return Err(Refusal::Credentials("the API key is not valid"));
+            return Err(refused("the API key is not valid"));
         };
         if !auth::constant_time_eq(&auth::sha256_hex(secret), &hash) {
-            return Err(Refusal::Credentials("the API key is not valid"));
+            return Err(refused("the API key is not valid"));
         }
         if key.revoked_at.is_some() {
-            return Err(Refusal::Credentials("the API key has been revoked"));
+            return Err(refused("the API key has been revoked"));
         }
         if key
             .expires_at
             .as_deref()
             .is_some_and(|at| at <= crate::store::conversations::now().as_str())
         {
-            return Err(Refusal::Credentials("the API key has expired"));
+            return Err(refused("the API key has expired"));
         }
         if user.disabled {
-            return Err(Refusal::Credentials("the API key's user is disabled"));
+            return Err(refused("the API key's user is disabled"));
         }
         // Only a verified, valid key records its use.
         let (store, used) = (state.store.clone(), key.clone());
@@ -127,15 +142,18 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Princip
         }));
     }
     let Some(token) = session_cookie(headers) else {
-        return Ok(None);
+        return match peer {
+            Some(peer) => peer_principal(state, headers, peer).await.map(Some),
+            None => Ok(None),
+        };
     };
     let Some((session, user)) = state.store.session(auth::sha256_hex(&token)).await? else {
-        return Err(Refusal::Credentials(
+        return Err(refused(
             "the session has expired or was revoked; log in again",
         ));
     };
     if user.disabled {
-        return Err(Refusal::Credentials("this account is disabled"));
+        return Err(refused("this account is disabled"));
     }
     Ok(Some(Principal {
         user_id: user.id,
@@ -145,6 +163,73 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Princip
             csrf: session.csrf_token,
         },
     }))
+}
+
+/// Headers that mark a request as relayed from a browser or by a proxy. Peer
+/// authentication is ambient, like a cookie: a proxy forwarding to the socket must not
+/// lend its own Unix user to whoever reached it, so such requests need a credential.
+const RELAYED: [&str; 5] = [
+    "origin",
+    "sec-fetch-site",
+    "forwarded",
+    "x-forwarded-for",
+    "x-real-ip",
+];
+
+/// The principal of a Unix socket request without credentials, from its peer's user.
+async fn peer_principal(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: PeerCredentials,
+) -> Result<Principal, Refusal> {
+    if let Some(name) = RELAYED.iter().find(|name| headers.contains_key(**name)) {
+        return Err(refused(format!(
+            "a request relayed by a browser or proxy (it has `{name}`) is not authenticated by the socket's peer; send an API key"
+        )));
+    }
+    let daemon_uid = rustix::process::geteuid().as_raw();
+    // Looking up a name may ask a network directory (a blocking call): not for root
+    // and the daemon's user, who need none.
+    let unix_name = if peer::is_local_admin(peer.uid, daemon_uid) {
+        None
+    } else {
+        let uid = peer.uid;
+        match tokio::task::spawn_blocking(move || peer::user_name(uid)).await {
+            Ok(Ok(name)) => name,
+            Ok(Err(e)) => {
+                tracing::warn!(uid, error = %e, "cannot look up a Unix user's name");
+                None
+            }
+            Err(_) => None,
+        }
+    };
+    let user = match peer::account_for(peer.uid, daemon_uid, unix_name.as_deref(), |name| {
+        state.config.server.peer_user(name)
+    }) {
+        PeerAccount::LocalAdmin => state.store.local_admin().await?,
+        PeerAccount::User(name) => match state.store.user_by_name(name.to_string()).await? {
+            Some((user, _)) => user,
+            None => {
+                return Err(refused(format!(
+                    "Unix user `{}` is mapped to appliance user `{name}` (server.peer_users), which does not exist",
+                    unix_name.unwrap_or_default()
+                )));
+            }
+        },
+        PeerAccount::Refused(why) => return Err(refused(why)),
+    };
+    if user.disabled {
+        return Err(refused(format!(
+            "appliance user `{}` is disabled",
+            user.name
+        )));
+    }
+    Ok(Principal {
+        user_id: user.id,
+        name: user.name,
+        role: user.role,
+        credential: Credential::Peer { uid: peer.uid },
+    })
 }
 
 /// The session token from the `Cookie` header, if any.
@@ -167,22 +252,23 @@ pub async fn enforce(
     next: Next,
 ) -> Response {
     if access == Access::Public {
-        // Anyone can reach these, so they are limited per client address instead.
-        if let Some(address) = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip())
-            && let Err(exceeded) = state.limits.public_request(address)
+        // Anyone can reach these, so they are limited per client instead.
+        if let Some(client) = client(req.extensions())
+            && let Err(exceeded) = state.limits.public_request(client)
         {
             return too_many(exceeded).into_response();
         }
         return next.run(req).await;
     }
-    let refused = req.extensions().get::<Refused>().map(|r| r.0);
     let Some(principal) = req.extensions().get::<Principal>() else {
-        let message = refused
-            .unwrap_or("authentication required: send `Authorization: Bearer <API key>` or log in");
-        return ApiError::Unauthorized(message.to_string()).into_response();
+        let message = req.extensions().get::<Refused>().map_or_else(
+            || {
+                "authentication required: send `Authorization: Bearer <API key>` or log in"
+                    .to_string()
+            },
+            |r| r.0.clone(),
+        );
+        return ApiError::Unauthorized(message).into_response();
     };
     if let Err(e) = permitted(principal, access) {
         return e.into_response();
@@ -242,13 +328,16 @@ fn permitted(principal: &Principal, access: Access) -> Result<(), ApiError> {
         ApiError::Forbidden(format!("this API key does not have the `{scope}` scope"))
     };
     let session = matches!(principal.credential, Credential::Session { .. });
+    // A peer is the Unix user the kernel vouches for: like a session, it may manage
+    // the account's keys, but it is not one (no password change without a session).
+    let peer = matches!(principal.credential, Credential::Peer { .. });
     match access {
         Access::Public | Access::Authenticated => Ok(()),
         Access::Session if session => Ok(()),
         Access::Session => Err(ApiError::Forbidden(
             "this needs a signed-in session; API keys cannot do it".to_string(),
         )),
-        Access::Account if session || principal.is_admin() => Ok(()),
+        Access::Account if session || peer || principal.is_admin() => Ok(()),
         Access::Account => Err(ApiError::Forbidden(
             "managing API keys needs a signed-in session (or an administrator's key with the `admin` scope)".to_string(),
         )),
@@ -282,9 +371,37 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The client's address, for the audit log and throttling.
-pub fn client_ip(parts_ext: &axum::http::Extensions) -> Option<String> {
-    parts_ext
+/// Whom the request's connection counts against: its TCP client's address, or its
+/// Unix user on the socket.
+pub fn client(extensions: &axum::http::Extensions) -> Option<Client> {
+    if let Some(peer) = extensions.get::<PeerCredentials>() {
+        return Some(Client::LocalUser(peer.uid));
+    }
+    extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| Client::Address(c.0.ip()))
+}
+
+/// The client's address, for the audit log and throttling: an IP address, or
+/// `unix:uid=N` on the Unix socket.
+pub fn client_ip(extensions: &axum::http::Extensions) -> Option<String> {
+    client(extensions).map(|client| match client {
+        Client::Address(ip) => ip.to_string(),
+        Client::LocalUser(uid) => format!("unix:uid={uid}"),
+    })
+}
+
+/// [`client_ip`] as an extractor (`unknown` when the connection named none, which only
+/// happens in tests that call the router directly).
+#[derive(Debug, Clone)]
+pub struct ClientAddress(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(
+            client_ip(&parts.extensions).unwrap_or_else(|| "unknown".to_string()),
+        ))
+    }
 }

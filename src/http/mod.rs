@@ -24,6 +24,7 @@ mod reply;
 mod routes;
 pub mod server;
 mod transcripts;
+mod unix;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -38,6 +39,7 @@ pub use auth::Access;
 pub use error::ApiError;
 pub use middleware::REQUEST_ID;
 pub use server::{ServerOptions, Tls, serve};
+pub use unix::{PeerCredentials, SOCKET_MODE, UnixSocket};
 
 /// One route: method, path template, who may call it, and how large a body it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::conversations::now;
 use super::{Store, StoreError};
+use crate::auth::peer::{LOCAL_ADMIN, NO_PASSWORD};
 use crate::auth::{Role, Scope};
 
 /// A user account (never with its password hash).
@@ -22,6 +23,13 @@ pub struct User {
     pub created_at: String,
     /// RFC 3339.
     pub password_changed_at: String,
+}
+
+impl User {
+    /// Whether this is the built-in local administrator of the Unix socket.
+    pub fn is_local_admin(&self) -> bool {
+        self.name.eq_ignore_ascii_case(LOCAL_ADMIN)
+    }
 }
 
 /// An API key's metadata (never its secret).
@@ -126,15 +134,45 @@ fn get_user(conn: &Connection, id: i64) -> Result<User, StoreError> {
     .ok_or(StoreError::NotFound("user"))
 }
 
+/// Users other than the built-in local administrator.
+fn people(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM users WHERE name <> ?1",
+        [LOCAL_ADMIN],
+        |r| r.get(0),
+    )?)
+}
+
 fn unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
 impl Store {
-    /// How many users exist (0 means first-run setup is open).
+    /// How many users exist besides the built-in local administrator (0 means
+    /// first-run setup is open: using the CLI on the host must not close it).
     pub async fn count_users(&self) -> Result<i64, StoreError> {
-        self.read("count_users", |conn| {
-            Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+        self.read("count_users", |conn| people(conn)).await
+    }
+
+    /// The built-in local administrator ([`LOCAL_ADMIN`]), created on first use with a
+    /// password hash no password matches. An existing row is returned as it is, so an
+    /// administrator who disabled it (or changed its role) keeps that choice.
+    pub async fn local_admin(&self) -> Result<User, StoreError> {
+        if let Some((user, _)) = self.user_by_name(LOCAL_ADMIN.to_string()).await? {
+            return Ok(user);
+        }
+        self.write("local_admin", |conn| {
+            let at = now();
+            conn.execute(
+                "INSERT OR IGNORE INTO users (name, password_hash, role, created_at, password_changed_at) \
+                 VALUES (?1, ?2, 'admin', ?3, ?3)",
+                params![LOCAL_ADMIN, NO_PASSWORD, at],
+            )?;
+            Ok(conn.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
+                [LOCAL_ADMIN],
+                user_row,
+            )?)
         })
         .await
     }
@@ -151,7 +189,7 @@ impl Store {
         self.write("create_user", move |conn| {
             let tx = super::immediate(conn)?;
             if only_if_first {
-                let n: i64 = tx.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+                let n = people(&tx)?;
                 if n > 0 {
                     return Err(StoreError::Conflict("setup already done"));
                 }

@@ -375,3 +375,33 @@ async fn common_terms_are_left_out_of_keyword_search_rarest_first() {
         "non-word terms are dropped, the rare one matches"
     );
 }
+
+#[tokio::test]
+async fn the_local_administrator_is_created_once_has_no_password_and_leaves_setup_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a.db"), options()).unwrap();
+    let first = store.local_admin().await.unwrap();
+    assert_eq!(first.name, crate::auth::peer::LOCAL_ADMIN);
+    assert_eq!(first.role, crate::auth::Role::Admin);
+    assert_eq!(store.local_admin().await.unwrap().id, first.id, "reused");
+    let (_, hash) = store
+        .user_by_name("LOCAL-ADMIN".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!crate::auth::verify_password(&hash, ""));
+    assert!(!crate::auth::verify_password(&hash, "!"));
+    // The host's CLI using the socket must not close first-run setup.
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    store
+        .create_user("root".into(), "x".into(), crate::auth::Role::Admin, true)
+        .await
+        .unwrap();
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    // A disabled local administrator stays disabled.
+    store
+        .update_user(first.id, None, None, Some(true))
+        .await
+        .unwrap();
+    assert!(store.local_admin().await.unwrap().disabled);
+}

@@ -16,3 +16,4 @@ mod errors;
 mod security;
 mod support;
 mod tokenizer;
+mod unix;

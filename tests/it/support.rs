@@ -6,9 +6,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Path of the binary under test.
+/// Path of the binary under test: `TEST_APPLIANCE_BIN` when set (as for the Python
+/// tests: a copy of this build, when other checkouts share the target dir and relink
+/// `target/debug/appliance` between the build and the run), else cargo's.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_appliance")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("TEST_APPLIANCE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_appliance").to_string())
+    })
 }
 
 /// A temp directory laid out like an installation, and a command builder for it.

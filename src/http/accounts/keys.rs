@@ -17,7 +17,7 @@ use crate::auth::{self, Credential, Role, Scope};
 use super::super::auth::Caller;
 use super::super::error::ApiError;
 use super::super::extract::{Json, Path, Query};
-use super::audit;
+use super::audit_by;
 
 /// Query of `GET /api/v1/keys`.
 #[derive(Debug, Deserialize)]
@@ -100,6 +100,12 @@ pub async fn create(
         }
         _ => state.store.user(caller.user_id).await?,
     };
+    if owner.is_local_admin() {
+        return Err(ApiError::bad_field(
+            "user",
+            "the built-in local-admin account cannot own API keys (it is reached only on the Unix socket); create the key for a named user with `user`",
+        ));
+    }
     if scopes.contains(&Scope::Admin) && owner.role != Role::Admin {
         return Err(ApiError::bad_field(
             "scopes",
@@ -153,13 +159,11 @@ pub async fn create(
             expires_at,
         )
         .await?;
-    audit(
+    audit_by(
         &state,
-        Some(&caller.name),
+        &caller,
         "key.create",
         Some(&id),
-        None,
-        true,
         json!({"owner": owner.name, "scopes": Scope::join(&scopes)}),
     );
     Ok((
@@ -179,13 +183,11 @@ pub async fn revoke(
         .store
         .revoke_api_key(id.clone(), caller.owner_filter())
         .await?;
-    audit(
+    audit_by(
         &state,
-        Some(&caller.name),
+        &caller,
         "key.revoke",
         Some(&id),
-        None,
-        true,
         json!({"owner": key.user_name}),
     );
     Ok(axum::Json(json!(key)))

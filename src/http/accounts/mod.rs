@@ -7,20 +7,45 @@ pub mod keys;
 pub mod session;
 pub mod users;
 
-use axum::extract::ConnectInfo;
 use serde_json::Value;
 
 use crate::app::AppState;
-use crate::auth;
+use crate::auth::{self, Credential, Principal};
 use crate::store::accounts::AuditEntry;
 use crate::store::conversations::now;
 
+use super::auth::ClientAddress;
 use super::error::ApiError;
 
-type Peer = ConnectInfo<std::net::SocketAddr>;
+type Peer = ClientAddress;
 
 fn ip(peer: &Peer) -> String {
-    peer.0.ip().to_string()
+    peer.0.clone()
+}
+
+/// [`audit`] of an action by an authenticated caller: they are the actor, and an
+/// action through peer authentication on the Unix socket says so (`via: peer` and the
+/// Unix uid in the detail), since no credential of theirs was shown.
+pub fn audit_by(
+    state: &AppState,
+    caller: &Principal,
+    action: &str,
+    target: Option<&str>,
+    mut detail: Value,
+) {
+    if let (Credential::Peer { uid }, Some(fields)) = (&caller.credential, detail.as_object_mut()) {
+        fields.insert("via".into(), Value::from("peer"));
+        fields.insert("uid".into(), Value::from(*uid));
+    }
+    audit(
+        state,
+        Some(&caller.name),
+        action,
+        target,
+        None,
+        true,
+        detail,
+    );
 }
 
 /// Appends to the audit log without making the caller wait for it (the write is tracked,

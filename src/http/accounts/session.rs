@@ -17,7 +17,7 @@ use crate::auth::{self, Credential, Role, Scope};
 use super::super::auth::{Caller, SESSION_COOKIE, session_cookie};
 use super::super::error::ApiError;
 use super::super::extract::Json;
-use super::{Peer, audit, busy, hash, ip};
+use super::{Peer, audit, audit_by, busy, hash, ip};
 
 /// Body of `POST /api/v1/setup`.
 #[derive(Debug, Deserialize)]
@@ -199,15 +199,7 @@ pub async fn logout(
     if let Some(token) = session_cookie(&headers) {
         state.store.revoke_session(auth::sha256_hex(&token)).await?;
     }
-    audit(
-        &state,
-        Some(&caller.name),
-        "logout",
-        Some(&caller.name),
-        None,
-        true,
-        json!({}),
-    );
+    audit_by(&state, &caller, "logout", Some(&caller.name), json!({}));
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -224,9 +216,11 @@ pub async fn me(
     Caller(caller): Caller,
 ) -> Result<axum::Json<Value>, ApiError> {
     let user = state.store.user(caller.user_id).await?;
-    let (via, scopes, csrf) = match &caller.credential {
-        Credential::ApiKey { scopes, .. } => ("api_key", scopes.clone(), None),
-        Credential::Session { csrf } => ("session", Scope::ALL.to_vec(), Some(csrf.clone())),
+    let via = caller.credential.kind();
+    let (scopes, csrf) = match &caller.credential {
+        Credential::ApiKey { scopes, .. } => (scopes.clone(), None),
+        Credential::Session { csrf } => (Scope::ALL.to_vec(), Some(csrf.clone())),
+        Credential::Peer { .. } => (Scope::ALL.to_vec(), None),
     };
     Ok(axum::Json(
         json!({"user": user, "via": via, "scopes": scopes, "csrf_token": csrf}),

@@ -15,7 +15,7 @@ use crate::store::usage::LimitOverrides;
 use super::super::auth::Caller;
 use super::super::error::ApiError;
 use super::super::extract::{Json, Path};
-use super::{audit, hash};
+use super::{audit_by, hash};
 
 /// `GET /api/v1/users` (admins).
 pub async fn list(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
@@ -51,13 +51,11 @@ pub async fn create(
         .store
         .create_user(body.name, hash, role, false)
         .await?;
-    audit(
+    audit_by(
         &state,
-        Some(&caller.name),
+        &caller,
         "user.create",
         Some(&user.name),
-        None,
-        true,
         json!({"role": role.as_str()}),
     );
     Ok((StatusCode::CREATED, axum::Json(user)).into_response())
@@ -96,6 +94,12 @@ pub async fn update(
         ));
     }
     let hash = match body.password {
+        Some(_) if state.store.user(id).await?.is_local_admin() => {
+            return Err(ApiError::bad_field(
+                "password",
+                "the built-in local-admin account has no password: only root and the daemon's user reach it, on the Unix socket",
+            ));
+        }
         Some(p) => Some(hash(&state, p).await?),
         None => None,
     };
@@ -108,13 +112,11 @@ pub async fn update(
         state.store.set_user_limits(id, limits).await?;
         state.limits.invalidate(id);
     }
-    audit(
+    audit_by(
         &state,
-        Some(&caller.name),
+        &caller,
         "user.update",
         Some(&user.name),
-        None,
-        true,
         json!({"role": role.map(|r| r.as_str()), "disabled": body.disabled, "password_reset": reset, "limits": body.limits}),
     );
     Ok(axum::Json(user))
@@ -134,14 +136,6 @@ pub async fn delete(
     }
     let user = state.store.user(id).await?;
     state.store.delete_user(id).await?;
-    audit(
-        &state,
-        Some(&caller.name),
-        "user.delete",
-        Some(&user.name),
-        None,
-        true,
-        json!({}),
-    );
+    audit_by(&state, &caller, "user.delete", Some(&user.name), json!({}));
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 
-use super::super::accounts::audit;
+use super::super::accounts::audit_by;
 use super::super::auth::Caller;
 use super::super::error::ApiError;
 use super::super::extract::{Json, Path};
@@ -35,13 +35,11 @@ pub async fn load(
         crate::engine::KeepAliveRequest::set(state.engine.config().keep_alive),
     );
     let took = state.engine.load(&spec, keep_alive).await?;
-    audit(
+    audit_by(
         &state,
-        Some(&caller.name),
+        &caller,
         "model.load",
         Some(&spec.name),
-        None,
-        true,
         json!({"keep_alive": body.keep_alive}),
     );
     Ok(axum::Json(
@@ -68,13 +66,11 @@ pub async fn unload(
 ) -> Result<axum::Json<Value>, ApiError> {
     let (spec, _) = inference::resolve_model(&state, &name).await?;
     let was_loaded = state.engine.unload(&spec.name, body.force).await?;
-    audit(
+    audit_by(
         &state,
-        Some(&caller.name),
+        &caller,
         "model.unload",
         Some(&spec.name),
-        None,
-        true,
         json!({"force": body.force, "was_loaded": was_loaded}),
     );
     Ok(axum::Json(

@@ -31,6 +31,7 @@ pub async fn status(State(state): State<AppState>) -> Result<axum::Json<Value>, 
             "models_dir": paths.models_dir,
             "log_dir": paths.log_dir,
             "runtime_dir": paths.runtime_dir,
+            "unix_socket": state.config.unix_socket_path(),
         },
         "models": { "loaded": loaded.iter().map(|m| &m.name).collect::<Vec<_>>(), "workers": loaded },
         "queue": {
