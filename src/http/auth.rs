@@ -246,70 +246,111 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Checks a route's [`Access`] against the request's principal.
+///
+/// A refused HTTP/1 request whose body was never read ends its connection
+/// (`Connection: close`): the unread body is still on the wire, and a client that
+/// reused the connection would see it dropped under its next request.
 pub async fn enforce(
     State((state, access)): State<(AppState, Access)>,
     req: Request,
     next: Next,
 ) -> Response {
+    // Only the parts (a borrowed body would make this future not `Send`).
+    let refused = refusal(
+        &state,
+        access,
+        req.extensions(),
+        req.headers(),
+        req.method(),
+    )
+    .await;
+    let Some(mut refused) = refused else {
+        return next.run(req).await;
+    };
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body && req.version() <= axum::http::Version::HTTP_11 {
+        refused.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    refused
+}
+
+/// Why `req` may not reach a route with `access`, as the response; `None` if it may.
+async fn refusal(
+    state: &AppState,
+    access: Access,
+    extensions: &axum::http::Extensions,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Option<Response> {
     if access == Access::Public {
         // Anyone can reach these, so they are limited per client instead.
-        if let Some(client) = client(req.extensions())
+        if let Some(client) = client(extensions)
             && let Err(exceeded) = state.limits.public_request(client)
         {
-            return too_many(exceeded).into_response();
+            return Some(too_many(exceeded).into_response());
         }
-        return next.run(req).await;
+        return None;
     }
-    let Some(principal) = req.extensions().get::<Principal>() else {
-        let message = req.extensions().get::<Refused>().map_or_else(
+    let Some(principal) = extensions.get::<Principal>() else {
+        let message = extensions.get::<Refused>().map_or_else(
             || {
                 "authentication required: send `Authorization: Bearer <API key>` or log in"
                     .to_string()
             },
             |r| r.0.clone(),
         );
-        return ApiError::Unauthorized(message).into_response();
+        return Some(ApiError::Unauthorized(message).into_response());
     };
     if let Err(e) = permitted(principal, access) {
-        return e.into_response();
+        return Some(e.into_response());
     }
     if let Credential::ApiKey { id, .. } = &principal.credential
         && principal.user_id > 0
         && let Err(exceeded) = state.limits.key_request(id)
     {
-        return too_many(exceeded).into_response();
+        return Some(too_many(exceeded).into_response());
     }
     if principal.user_id > 0 {
         match state.limits.request(principal.user_id).await {
             Ok(Ok(())) => {}
             Ok(Err(exceeded)) => {
-                return ApiError::TooManyRequests {
-                    message: format!(
-                        "user `{}` has reached {}; retry in {} s",
-                        principal.name, exceeded.what, exceeded.retry_after_secs
-                    ),
-                    retry_after_secs: exceeded.retry_after_secs,
-                }
-                .into_response();
+                return Some(
+                    ApiError::TooManyRequests {
+                        message: format!(
+                            "user `{}` has reached {}; retry in {} s",
+                            principal.name, exceeded.what, exceeded.retry_after_secs
+                        ),
+                        retry_after_secs: exceeded.retry_after_secs,
+                    }
+                    .into_response(),
+                );
             }
-            Err(e) => return ApiError::from(e).into_response(),
+            Err(e) => return Some(ApiError::from(e).into_response()),
         }
     }
     if let Credential::Session { csrf } = &principal.credential {
-        let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        let sent = req
-            .headers()
+        let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let sent = headers
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         if !safe && !auth::constant_time_eq(sent, csrf) {
-            return ApiError::Forbidden(format!(
-                "missing or wrong `{CSRF_HEADER}` header for a cookie-authenticated request"
-            ))
-            .into_response();
+            return Some(
+                ApiError::Forbidden(format!(
+                    "missing or wrong `{CSRF_HEADER}` header for a cookie-authenticated request"
+                ))
+                .into_response(),
+            );
         }
     }
-    next.run(req).await
+    None
 }
 
 /// A rate limit was hit: 429 with when to retry.

@@ -53,3 +53,25 @@ def test_daily_token_quota_gives_429_and_usage_is_recorded(make_daemon):
     # The CLI reads the database, which gets the counts in batches (every 2 s).
     cli = lambda: subprocess.run(d.base + ["usage"], capture_output=True, text=True, env=env).stdout
     assert wait_until(lambda: "admin" in cli() and " 12" in cli(), timeout=10), cli()
+
+
+def test_a_refused_request_with_a_body_does_not_poison_a_kept_alive_connection(daemon):
+    """A 401 before the body is read ends the connection cleanly (`Connection: close`), so
+    a client reusing its connection pool never sees "server disconnected"."""
+    import http.client
+    import json as _json
+    import urllib.parse
+
+    url = urllib.parse.urlparse(daemon.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    body = _json.dumps({"model": MODEL, "messages": QUESTION, "padding": "x" * 200_000})
+    conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 401 and r.getheader("Connection") == "close"
+    # A pooled client (the ollama client keeps connections alive) keeps working after it.
+    c = ollama.Client(host=daemon.url)
+    for _ in range(3):
+        with pytest.raises(ollama.ResponseError) as err:
+            c.chat(model=MODEL, messages=[{"role": "user", "content": "x" * 100_000}])
+        assert err.value.status_code == 401
