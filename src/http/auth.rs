@@ -1,12 +1,13 @@
 //! Authentication and authorization at the HTTP boundary.
 //!
 //! [`authenticate`] runs on every request and turns credentials (an API key as
-//! `Authorization: Bearer apl_…`, or the session cookie) into a [`Principal`] request
-//! extension. A request on the Unix socket with neither is authenticated by its peer's
-//! Unix user instead (`auth::peer`); explicit credentials always take precedence, and
-//! TCP requests never have peer credentials. Every route declares an [`Access`] in the
-//! route table (`http::routes`); [`enforce`] checks it, including CSRF for
-//! state-changing cookie requests. Handlers receive the principal through the
+//! `Authorization: Bearer apl_…` or, for Anthropic's clients, `x-api-key: apl_…`; or the
+//! session cookie) into a [`Principal`] request extension. A request on the Unix socket
+//! with neither is authenticated by its peer's Unix user instead (`auth::peer`); explicit
+//! credentials always take precedence, and TCP requests never have peer credentials.
+//! Every route declares an [`Access`] in the route table (`http::routes`); [`enforce`]
+//! checks it, including CSRF for state-changing cookie requests. Handlers receive the
+//! principal through the
 //! [`Caller`] extractor and scope their queries to it.
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -25,6 +26,8 @@ use super::unix::PeerCredentials;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "appliance_session";
+/// The header Anthropic's clients send their API key in.
+pub const API_KEY_HEADER: &str = "x-api-key";
 /// The header carrying the CSRF token of a cookie session.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -94,13 +97,24 @@ async fn resolve(
     headers: &HeaderMap,
     peer: Option<PeerCredentials>,
 ) -> Result<Option<Principal>, Refusal> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let text = value.to_str().unwrap_or_default();
-        let key = text
-            .strip_prefix("Bearer ")
-            .or_else(|| text.strip_prefix("bearer "))
-            .map(str::trim)
-            .unwrap_or_default();
+    // `Authorization: Bearer` (OpenAI, Ollama clients) or `x-api-key` (Anthropic's).
+    let sent_key = match (
+        headers.get(header::AUTHORIZATION),
+        headers.get(API_KEY_HEADER),
+    ) {
+        (Some(value), _) => {
+            let text = value.to_str().unwrap_or_default();
+            Some(
+                text.strip_prefix("Bearer ")
+                    .or_else(|| text.strip_prefix("bearer "))
+                    .map(str::trim)
+                    .unwrap_or_default(),
+            )
+        }
+        (None, Some(value)) => Some(value.to_str().unwrap_or_default().trim()),
+        (None, None) => None,
+    };
+    if let Some(key) = sent_key {
         let Some((id, secret)) = auth::parse_api_key(key) else {
             return Err(refused("the API key is malformed"));
         };
@@ -301,7 +315,7 @@ async fn refusal(
     let Some(principal) = extensions.get::<Principal>() else {
         let message = extensions.get::<Refused>().map_or_else(
             || {
-                "authentication required: send `Authorization: Bearer <API key>` or log in"
+                "authentication required: send `Authorization: Bearer <API key>` (or `x-api-key`) or log in"
                     .to_string()
             },
             |r| r.0.clone(),

@@ -64,6 +64,12 @@ pub fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 header::CONTENT_TYPE,
                 HeaderName::from_static("x-csrf-token"),
                 HeaderName::from_static("x-request-id"),
+                // Anthropic's clients: the key, the API version, and the header its
+                // browser builds send.
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("anthropic-version"),
+                HeaderName::from_static("anthropic-beta"),
+                HeaderName::from_static("anthropic-dangerous-direct-browser-access"),
             ])
             .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
             .max_age(std::time::Duration::from_secs(600)),

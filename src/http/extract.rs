@@ -127,6 +127,18 @@ where
     }
 }
 
+/// Deserialises a body already parsed as JSON (after a handler has looked at its
+/// fields) into `T`; errors name the field as [`LenientJson`]'s do.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::BadRequest {
+            message: format!("invalid request body: {path}: {}", e.into_inner()),
+            param: (path != ".").then_some(path),
+        }
+    })
+}
+
 /// `axum::extract::Path`, but a path segment of the wrong type is a JSON 400 naming the
 /// segment (axum's default is a `text/plain` answer).
 #[derive(Debug, Clone)]

@@ -11,8 +11,9 @@ use crate::engine::constraint;
 use crate::models::modelfile::{self, Overrides};
 use crate::models::pull::reference::{self, HubFile};
 
+use super::anthropic;
 use super::ollama;
-use super::openai::{self, types::ChatCompletionRequest};
+use super::openai::{self, responses, types::ChatCompletionRequest};
 
 /// Strings that have broken parsers before, mixed with arbitrary text.
 fn tricky_string() -> impl Strategy<Value = String> {
@@ -100,6 +101,73 @@ const OLLAMA_OPTIONS: &[&str] = &[
     "stop",
 ];
 
+/// Fields of Anthropic's Messages API.
+const ANTHROPIC_FIELDS: &[&str] = &[
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "stream",
+    "system",
+    "tools",
+    "tool_choice",
+    "metadata",
+    "thinking",
+    "output_config",
+];
+/// Fields of OpenAI's Responses API.
+const RESPONSES_FIELDS: &[&str] = &[
+    "input",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "stream",
+    "store",
+    "previous_response_id",
+    "user",
+    "metadata",
+    "text",
+    "truncation",
+    "reasoning",
+    "include",
+];
+
+/// A content block or item of one of the shapes the APIs read, with arbitrary values.
+fn block() -> impl Strategy<Value = Value> {
+    let kinds = prop_oneof![
+        Just("text"),
+        Just("tool_use"),
+        Just("tool_result"),
+        Just("image"),
+        Just("message"),
+        Just("input_text"),
+        Just("function_call"),
+        Just("function_call_output"),
+    ];
+    let fields = object_with(&[
+        "text",
+        "id",
+        "name",
+        "input",
+        "tool_use_id",
+        "content",
+        "is_error",
+        "role",
+        "call_id",
+        "arguments",
+        "output",
+    ]);
+    (kinds, fields).prop_map(|(kind, mut fields)| {
+        fields.insert("type".into(), json!(kind));
+        Value::Object(fields)
+    })
+}
+
 fn object_with(
     fields: &'static [&'static str],
 ) -> impl Strategy<Value = serde_json::Map<String, Value>> {
@@ -182,6 +250,29 @@ proptest! {
             if let Ok(options) = serde_json::from_value::<ollama::Options>(as_options) {
                 let _ = ollama::params(Some(&options), None, 4096);
             }
+        }
+    }
+
+    #[test]
+    fn anthropic_requests_validate_without_panicking(fields in object_with(ANTHROPIC_FIELDS), blocks in prop::collection::vec(block(), 0..4), role in prop_oneof![Just("user"), Just("assistant")]) {
+        let mut body = fields;
+        body.insert("model".into(), json!("m"));
+        body.insert("messages".into(), json!([{"role": role, "content": blocks}]));
+        if let Ok(prepared) = anthropic::prepare(Value::Object(body), 4096) {
+            prop_assert!((0.0..=1.0).contains(&prepared.params.temperature));
+            prop_assert!(prepared.params.stop.len() <= 16);
+            prop_assert!(!prepared.messages.is_empty());
+        }
+    }
+
+    #[test]
+    fn responses_requests_validate_without_panicking(fields in object_with(RESPONSES_FIELDS), items in prop::collection::vec(block(), 0..4)) {
+        let mut body = fields;
+        body.insert("model".into(), json!("m"));
+        body.entry("input").or_insert(Value::Array(items));
+        if let Ok(prepared) = responses::prepare(Value::Object(body), 4096) {
+            prop_assert!((0.0..=2.0).contains(&prepared.params.temperature));
+            prop_assert!(prepared.params.max_tokens.is_none_or(|n| n >= 1));
         }
     }
 

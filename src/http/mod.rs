@@ -2,6 +2,7 @@
 //! knows about HTTP; handlers translate between the wire and the domain modules.
 
 pub(crate) mod accounts;
+mod anthropic;
 mod assets;
 mod audio;
 pub mod auth;
@@ -122,7 +123,10 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::POST, "/v1/embeddings", Write(EMBED), I, post(embeddings::openai)),
         r(Method::POST, "/v1/audio/transcriptions", Write(AUDIO), A, post(audio::transcriptions)),
         r(Method::POST, "/v1/audio/translations", Write(AUDIO), A, post(audio::translations)),
+        r(Method::POST, "/v1/responses", Write(CHAT), I, post(openai::responses::create)),
         r(Method::GET, "/v1/models", Authenticated, J, get(openai::list_models)),
+        // Anthropic.
+        r(Method::POST, anthropic::PATH, Write(CHAT), I, post(anthropic::messages)),
         r(Method::GET, "/v1/models/{*id}", Authenticated, J, get(openai::get_model)),
         // Ollama.
         r(Method::POST, "/api/chat", Write(CHAT), I, post(ollama::chat)),
@@ -214,6 +218,15 @@ pub fn router(state: AppState) -> Router {
             ))
             .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(limit))
             .layer::<_, std::convert::Infallible>(axum::Extension(extract::BodyLimit(limit)));
+        // Anthropic's clients parse errors in Anthropic's shape, including those of the
+        // credential and limit checks above.
+        let handler = if spec.path == anthropic::PATH {
+            handler.layer::<_, std::convert::Infallible>(axum::middleware::from_fn(
+                anthropic::error_shape,
+            ))
+        } else {
+            handler
+        };
         router = router.route(spec.path, handler);
     }
     let mut app = router

@@ -36,6 +36,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_transcripts",
         include_str!("migrations/0008_transcripts.sql"),
     ),
+    (
+        "0009_responses",
+        include_str!("migrations/0009_responses.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

@@ -24,6 +24,7 @@ pub mod conversations;
 pub mod documents;
 pub mod jobs;
 mod migrations;
+pub mod responses;
 mod runs;
 pub mod transcripts;
 pub mod usage;

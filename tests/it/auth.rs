@@ -656,3 +656,75 @@ async fn expired_sessions_are_refused() {
     .unwrap();
     assert_eq!(me(cookie).await.unwrap().status(), 401);
 }
+
+#[tokio::test]
+async fn anthropic_clients_send_their_key_as_x_api_key_and_get_anthropic_errors() {
+    let dirs = Dirs::new();
+    let app = TestApp::spawn(&dirs);
+    let chat = user_key(&dirs, "carol", "user", "chat");
+    let embed_only = user_key(&dirs, "erin", "user", "embeddings");
+    let me = app
+        .anonymous
+        .get(format!("{}/api/v1/auth/me", app.url))
+        .header("x-api-key", &chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let messages = |key: &str, body: Value| {
+        app.anonymous
+            .post(format!("{}/v1/messages", app.url))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let ask =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    // Errors from the credential checks before the handler, and from the handler.
+    for (key, body, status, kind) in [
+        (
+            "apl_000000000000_0000",
+            ask.clone(),
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+        ),
+        (
+            embed_only.as_str(),
+            ask.clone(),
+            StatusCode::FORBIDDEN,
+            "permission_error",
+        ),
+        (
+            chat.as_str(),
+            json!({"model": "m", "messages": []}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+        ),
+        (
+            chat.as_str(),
+            ask.clone(),
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+        ),
+    ] {
+        let response = messages(key, body).await.unwrap();
+        assert_eq!(response.status(), status);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["type"], "error", "{body}");
+        assert_eq!(body["error"]["type"], kind, "{body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+    let response = messages(&chat, json!({"model": "m", "messages": []}))
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    // The field at fault leads the message (Anthropic's body has no `param`).
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("max_tokens: "),
+        "{body}"
+    );
+}

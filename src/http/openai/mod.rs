@@ -1,4 +1,5 @@
-//! The OpenAI-compatible API: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
+//! The OpenAI-compatible API: `/v1/chat/completions`, `/v1/completions`, `/v1/models`;
+//! `/v1/responses` is in [`responses`].
 //!
 //! Shapes follow what the official SDKs parse (see `shared/api-compat.md`): unique ids,
 //! one `created` per stream, a role-only first delta, a final empty delta with
@@ -6,6 +7,7 @@
 //! begun sent as `data: {"error":…}`. Errors known before the first byte (unknown
 //! model, prompt too long, server busy) get their proper HTTP status instead.
 
+pub mod responses;
 pub mod types;
 
 use std::convert::Infallible;
