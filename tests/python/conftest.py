@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 MODEL = "SmolLM2-135M-Instruct-Q4_1"
+# A test-only instruct model whose template renders tools (models/test-models.toml).
+QWEN = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
 
 
 def binary() -> str:
@@ -124,6 +126,21 @@ def make_daemon():
     yield make
     for d in started:
         d.stop()
+
+
+@pytest.fixture(scope="module")
+def tool_daemon():
+    """A daemon (one per test module) whose models dir holds SmolLM2 and the test-only
+    Qwen model, which is kept out of the shared models dir's listing."""
+    qwen = os.path.join(models_dir(), "test-only", QWEN + ".gguf")
+    assert os.path.exists(qwen), "run scripts/fetch-models --manifest models/test-models.toml"
+    models = tempfile.mkdtemp(prefix="appliance-tool-models-")
+    os.symlink(qwen, os.path.join(models, QWEN + ".gguf"))
+    os.symlink(os.path.join(models_dir(), MODEL + ".gguf"), os.path.join(models, MODEL + ".gguf"))
+    d = Daemon("engine.ctx_per_slot=4096", models=models)
+    yield d
+    d.stop()
+    shutil.rmtree(models, ignore_errors=True)
 
 
 def wait_until(predicate, timeout=10.0, step=0.05):

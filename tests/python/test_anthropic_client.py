@@ -3,16 +3,13 @@ plain text, the test-only Qwen2.5-Coder-0.5B-Instruct for tools (its template re
 them; SmolLM2's does not, and a forced choice still works through the grammar)."""
 
 import json
-import os
-import tempfile
 
 import anthropic
 import httpx
 import pytest
 
-from conftest import MODEL, Daemon, models_dir
+from conftest import MODEL, QWEN
 
-QWEN = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
 WEATHER = {
@@ -35,19 +32,6 @@ TIME = {
     "description": "Get the current time in a time zone",
     "input_schema": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]},
 }
-
-
-@pytest.fixture(scope="module")
-def tool_daemon():
-    """A daemon whose models dir holds SmolLM2 and the test-only Qwen model."""
-    qwen = os.path.join(models_dir(), "test-only", QWEN + ".gguf")
-    assert os.path.exists(qwen), "run scripts/fetch-models --manifest models/test-models.toml"
-    models = tempfile.mkdtemp(prefix="appliance-anthropic-models-")
-    os.symlink(qwen, os.path.join(models, QWEN + ".gguf"))
-    os.symlink(os.path.join(models_dir(), MODEL + ".gguf"), os.path.join(models, MODEL + ".gguf"))
-    d = Daemon("engine.ctx_per_slot=4096", models=models)
-    yield d
-    d.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,12 @@ daemon: SmolLM2 for plain text, the test-only Qwen2.5-Coder-0.5B-Instruct for fu
 tools, and `previous_response_id` continuing stored exchanges, only for their owner."""
 
 import json
-import os
-import tempfile
 
 import openai
 import pytest
 
-from conftest import MODEL, Daemon, models_dir
+from conftest import MODEL, QWEN
 
-QWEN = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
 QUESTION = "What is the capital of France? Answer in one sentence."
 ASK = "What is the weather like in Paris today?"
 WEATHER = {
@@ -27,19 +24,6 @@ WEATHER = {
         "required": ["city"],
     },
 }
-
-
-@pytest.fixture(scope="module")
-def tool_daemon():
-    """A daemon whose models dir holds SmolLM2 and the test-only Qwen model."""
-    qwen = os.path.join(models_dir(), "test-only", QWEN + ".gguf")
-    assert os.path.exists(qwen), "run scripts/fetch-models --manifest models/test-models.toml"
-    models = tempfile.mkdtemp(prefix="appliance-responses-models-")
-    os.symlink(qwen, os.path.join(models, QWEN + ".gguf"))
-    os.symlink(os.path.join(models_dir(), MODEL + ".gguf"), os.path.join(models, MODEL + ".gguf"))
-    d = Daemon("engine.ctx_per_slot=4096", models=models)
-    yield d
-    d.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ import ollama
 import openai
 import pytest
 
-from conftest import MODEL, Daemon, models_dir
+from conftest import MODEL, QWEN
 
-QWEN = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
 
 WEATHER = {
     "type": "function",
@@ -38,21 +37,6 @@ TIME = {
     },
 }
 ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
-
-
-@pytest.fixture(scope="module")
-def tool_daemon():
-    """A daemon whose models dir holds SmolLM2 and the test-only Qwen model."""
-    qwen = os.path.join(models_dir(), "test-only", QWEN + ".gguf")
-    assert os.path.exists(qwen), "run scripts/fetch-models --manifest models/test-models.toml"
-    import tempfile
-
-    models = tempfile.mkdtemp(prefix="appliance-tool-models-")
-    os.symlink(qwen, os.path.join(models, QWEN + ".gguf"))
-    os.symlink(os.path.join(models_dir(), MODEL + ".gguf"), os.path.join(models, MODEL + ".gguf"))
-    d = Daemon("engine.ctx_per_slot=4096", models=models)
-    yield d
-    d.stop()
 
 
 @pytest.fixture(scope="module")
