@@ -147,6 +147,8 @@ pub struct CallStream {
     started: bool,
     /// Whether the last thing let out was a call (whitespace after it is dropped).
     after_call: bool,
+    /// Calls let out so far.
+    calls: usize,
 }
 
 impl CallStream {
@@ -158,6 +160,7 @@ impl CallStream {
             buffer: String::new(),
             started: false,
             after_call: false,
+            calls: 0,
         }
     }
 
@@ -176,7 +179,22 @@ impl CallStream {
                 break;
             }
         }
-        out
+        self.limit(out)
+    }
+
+    /// Without parallel calls, only the first call counts (`parallel_tool_calls: false`
+    /// promises at most one); later ones are dropped.
+    fn limit(&mut self, out: Vec<Piece>) -> Vec<Piece> {
+        let parallel = self.tools.parallel;
+        out.into_iter()
+            .filter(|piece| {
+                if !matches!(piece, Piece::Call(_)) {
+                    return true;
+                }
+                self.calls += 1;
+                parallel || self.calls == 1
+            })
+            .collect()
     }
 
     /// The end of the answer: whatever was held back, as calls or as text.
@@ -210,7 +228,7 @@ impl CallStream {
                 }
             }
         }
-        out
+        self.limit(out)
     }
 
     fn text(&mut self, text: &str, out: &mut Vec<Piece>) {

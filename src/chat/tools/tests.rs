@@ -358,3 +358,18 @@ fn fenced_and_consecutive_json_calls_are_calls_and_fenced_code_is_text() {
     assert_eq!(text(&s.push("thon\nprint(1)")), "```python\nprint(1)");
     assert_eq!(text(&s.push("\n```")), "\n```");
 }
+
+#[test]
+fn without_parallel_calls_only_the_first_call_counts() {
+    let serial = ToolSet::from_openai(Some(&[weather(), time()]), None, Some(false))
+        .unwrap()
+        .unwrap();
+    let two = "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>";
+    let p = parse_calls(two, &serial);
+    assert_eq!(
+        p.calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["get_time"]
+    );
+    assert_eq!(p.content, "");
+    assert_eq!(parse_calls(two, &set(None)).calls.len(), 2);
+}
