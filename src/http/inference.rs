@@ -67,6 +67,7 @@ pub async fn start(
     keep_alive: Option<KeepAliveRequest>,
 ) -> Result<Reply, ApiError> {
     let prompt = with_model_system(state, &model, prompt).await;
+    with_model_parameters(state, &model, &mut params).await?;
     let max = state.config.engine.max_prompt_bytes;
     if prompt.text_len() > max {
         return Err(ApiError::BadRequest {
@@ -120,15 +121,24 @@ pub async fn start(
 }
 
 /// A model's `SYSTEM` setting (`/api/create`) opens a chat that brings no system
-/// message of its own. (Its `PARAMETER` settings are only stored and shown: by the time
-/// a request gets here its sampling numbers are filled in, so an unset one cannot be told
-/// from one set to the default.)
+/// message of its own.
 pub async fn with_model_system(state: &AppState, model: &ModelSpec, prompt: Prompt) -> Prompt {
-    let (mut messages, tools) = match prompt {
-        Prompt::Chat(messages) => (messages, None),
-        Prompt::ChatWithTools { messages, tools } => (messages, Some(tools)),
-        text @ Prompt::Text(_) => return text,
-    };
+    match prompt {
+        Prompt::Chat(messages) => Prompt::Chat(model_system(state, model, messages).await),
+        Prompt::ChatWithTools { messages, tools } => Prompt::ChatWithTools {
+            messages: model_system(state, model, messages).await,
+            tools,
+        },
+        text @ Prompt::Text(_) => text,
+    }
+}
+
+/// `messages` opened by the model's `SYSTEM` when they bring no system message.
+async fn model_system(
+    state: &AppState,
+    model: &ModelSpec,
+    mut messages: Vec<ChatMessage>,
+) -> Vec<ChatMessage> {
     let has_system = messages
         .iter()
         .any(|m| m.role == "system" || m.role == "developer");
@@ -139,10 +149,59 @@ pub async fn with_model_system(state: &AppState, model: &ModelSpec, prompt: Prom
     {
         messages.insert(0, ChatMessage::new("system", system));
     }
-    match tools {
-        None => Prompt::Chat(messages),
-        Some(tools) => Prompt::ChatWithTools { messages, tools },
+    messages
+}
+
+/// A model's `PARAMETER` settings (`/api/create`) fill what the request left unset.
+pub async fn with_model_parameters(
+    state: &AppState,
+    model: &ModelSpec,
+    params: &mut SamplingParams,
+) -> Result<(), ApiError> {
+    if params.unset.is_empty() {
+        return Ok(());
     }
+    let stored = super::model_admin::settings(state, &model.name)
+        .await
+        .parameters;
+    if stored.is_empty() {
+        return Ok(());
+    }
+    // Read and bounded exactly as a request's `options` are (they were checked when
+    // stored). Settings that no longer pass (the file was edited, the context made
+    // smaller) are the administrator's problem, not this request's: logged, not applied.
+    let checked = serde_json::from_value::<super::ollama::Options>(Value::Object(
+        stored.clone().into_iter().collect(),
+    ))
+    .ok()
+    .and_then(|options| {
+        super::ollama::params(Some(&options), None, state.config.engine.ctx_per_slot).ok()
+    });
+    let Some(from_model) = checked else {
+        tracing::warn!(model = %model.name, "the model's stored parameters no longer pass their checks; not applied");
+        return Ok(());
+    };
+    for name in std::mem::take(&mut params.unset) {
+        if !stored.contains_key(name) {
+            continue;
+        }
+        match name {
+            "temperature" => params.temperature = from_model.temperature,
+            "top_p" => params.top_p = from_model.top_p,
+            "top_k" => params.top_k = from_model.top_k,
+            "min_p" => params.min_p = from_model.min_p,
+            "repeat_penalty" => params.repeat_penalty = from_model.repeat_penalty,
+            "repeat_last_n" => params.repeat_last_n = from_model.repeat_last_n,
+            "frequency_penalty" => params.frequency_penalty = from_model.frequency_penalty,
+            "presence_penalty" => params.presence_penalty = from_model.presence_penalty,
+            "seed" => params.seed = from_model.seed,
+            "num_predict" => params.max_tokens = from_model.max_tokens,
+            "num_ctx" => params.max_context = from_model.max_context,
+            "stop" => params.stop.clone_from(&from_model.stop),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks an output constraint before it reaches a worker, naming `param` when it is
@@ -286,6 +345,23 @@ pub fn sampling_params(wire: &WireSampling, ctx_per_slot: u32) -> Result<Samplin
             .collect(),
         constraint: None,
         logprobs: None,
+        unset: [
+            ("temperature", wire.temperature.is_none()),
+            ("top_p", wire.top_p.is_none()),
+            ("top_k", wire.top_k.is_none()),
+            ("min_p", wire.min_p.is_none()),
+            ("repeat_penalty", wire.repeat_penalty.is_none()),
+            ("repeat_last_n", wire.repeat_last_n.is_none()),
+            ("frequency_penalty", wire.frequency_penalty.is_none()),
+            ("presence_penalty", wire.presence_penalty.is_none()),
+            ("seed", wire.seed.is_none()),
+            ("num_predict", wire.max_tokens.is_none()),
+            ("num_ctx", wire.max_context.is_none()),
+            ("stop", wire.stop.iter().all(String::is_empty)),
+        ]
+        .into_iter()
+        .filter_map(|(name, unset)| unset.then_some(name))
+        .collect(),
     })
 }
 
@@ -385,13 +461,17 @@ pub fn history_call(
 }
 
 /// The prompt for `messages` with `tools` under `model`'s template; a required call's
-/// grammar goes into `params` (which must not already carry a constraint).
-pub fn tool_prompt(
+/// grammar goes into `params` (which must not already carry a constraint). The model's
+/// `SYSTEM` comes first, so that tools described in a system message keep it.
+pub async fn tool_prompt(
+    state: &AppState,
+    spec: &ModelSpec,
     model: &ModelInfo,
     messages: Vec<ChatMessage>,
     tools: Option<&crate::chat::tools::ToolSet>,
     params: &mut SamplingParams,
 ) -> Result<Prompt, ApiError> {
+    let messages = model_system(state, spec, messages).await;
     let dialect = crate::chat::tools::Dialect::of(model.template_text.as_deref());
     let (prompt, constraint) =
         crate::chat::tools::prepare(messages, tools, dialect).map_err(tool_error)?;
@@ -426,6 +506,13 @@ pub fn check_messages(messages: &[ChatMessage]) -> Result<(), ApiError> {
                     "unknown role `{}` (expected system, developer, user, assistant or tool)",
                     m.role
                 ),
+            ));
+        }
+        let short = |v: &Option<String>| v.as_ref().is_none_or(|v| v.len() <= 256);
+        if !short(&m.name) || !short(&m.tool_call_id) {
+            return Err(ApiError::bad_field(
+                &format!("messages[{i}]"),
+                "`name` and `tool_call_id` may be at most 256 bytes",
             ));
         }
         if m.content.contains('\0')

@@ -288,7 +288,8 @@ pub async fn chat(
         state.config.engine.ctx_per_slot,
     )?;
     let (spec, info) = inference::resolve_model(&state, &req.model).await?;
-    let prompt = inference::tool_prompt(&info, messages, tools.as_ref(), &mut params)?;
+    let prompt =
+        inference::tool_prompt(&state, &spec, &info, messages, tools.as_ref(), &mut params).await?;
     let name = spec.name.clone();
     let reply = inference::start(&state, &caller, spec, prompt, params, keep_alive)
         .await?

@@ -7,9 +7,10 @@
 //! command sees exactly what the daemon sees.
 //!
 //! Parameter names and value types are checked here; their ranges are checked where
-//! every request's sampling numbers are (the HTTP layer's one bounded place). Of these
-//! settings only `SYSTEM` changes what a model is asked (`http::inference`); the others
-//! are kept and shown by `/api/show`.
+//! every request's sampling numbers are (the HTTP layer's one bounded place). `SYSTEM`
+//! opens chats without a system message and `PARAMETER`s fill the sampling settings a
+//! request leaves unset (`http::inference`); `TEMPLATE` and `LICENSE` are kept and shown
+//! by `/api/show`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

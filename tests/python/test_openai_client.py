@@ -134,8 +134,6 @@ def test_malformed_bodies_are_400(daemon):
         for n in (0, 100):
             r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": QUESTION, "n": n})
             assert r.status_code == 400 and r.json()["error"]["param"] == "n"
-        r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": QUESTION, "n": 2, "stream": True})
-        assert r.status_code == 400 and r.json()["error"]["param"] == "n"
         r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": []})
         assert r.status_code == 400
         r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]})
@@ -179,3 +177,21 @@ def test_logprobs_of_each_token_and_the_top_alternatives(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2, logprobs=True, top_logprobs=21)
     assert e.value.body["param"] == "top_logprobs"
+
+
+def test_several_streamed_choices_interleave_under_their_index(client):
+    stream = client.chat.completions.create(model=MODEL, messages=QUESTION, n=2, temperature=0.9, seed=3,
+                                            max_tokens=10, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert len({c.id for c in chunks}) == 1
+    texts = {0: "", 1: ""}
+    finishes = {}
+    for c in chunks:
+        for choice in c.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert set(finishes) == {0, 1} and all(texts.values())
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.completion_tokens <= 20
+    assert sum(1 for c in chunks if c.usage) == 1

@@ -295,6 +295,17 @@ def test_copy_create_show_delete(pulld):
     assert (c.chat(model="smol-terse", messages=own, stream=False, options={"num_predict": 1}).prompt_eval_count
             == c.chat(model=MODEL, messages=own, stream=False, options={"num_predict": 1}).prompt_eval_count)
 
+    # PARAMETER fills what a request leaves unset, on every API; the request's own wins.
+    c.create(model="smol-short", from_=MODEL, parameters={"num_predict": 3, "temperature": 0})
+    count = [{"role": "user", "content": "Count from one to fifty, in words."}]
+    short = c.chat(model="smol-short", messages=count, stream=False)
+    assert short.eval_count == 3 and short.done_reason == "length"
+    longer = c.chat(model="smol-short", messages=count, stream=False, options={"num_predict": 12})
+    assert longer.eval_count == 12
+    oa = httpx.post(f"{pulld.url}/v1/chat/completions", headers=pulld.headers, timeout=60,
+                    json={"model": "smol-short", "messages": count})
+    assert oa.json()["usage"]["completion_tokens"] == 3, oa.text
+
     # A Modelfile (older clients) on top of a model with settings: merged.
     r = httpx.post(f"{pulld.url}/api/create", headers=pulld.headers, json={
         "model": "smol-mf", "stream": False,

@@ -173,6 +173,11 @@ pub struct SamplingParams {
     /// alternatives (0–20); `None` = no log probabilities.
     #[serde(default)]
     pub logprobs: Option<u32>,
+    /// Which settings the client left unset, by their Ollama names (`temperature`,
+    /// `num_predict`, …). Daemon-side only (never sent): a model's own parameters
+    /// (Ollama's `PARAMETER`) fill these before the request reaches a worker.
+    #[serde(skip)]
+    pub unset: Vec<&'static str>,
 }
 
 /// Most alternatives a token's log probability may list.
@@ -216,6 +221,7 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             constraint: None,
             logprobs: None,
+            unset: Vec::new(),
         }
     }
 }

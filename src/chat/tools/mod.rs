@@ -339,6 +339,10 @@ pub fn prepare(
         .map(|set| constraint(set, dialect))
         .transpose()?
         .flatten();
+    let mut messages = messages;
+    if dialect.native && dialect.format == Format::Mistral {
+        mistral_ids(&mut messages);
+    }
     let prompt = if dialect.native {
         Prompt::ChatWithTools {
             messages,
@@ -420,7 +424,9 @@ fn constraint(set: &ToolSet, dialect: Dialect) -> Result<Option<Constraint>, Too
         ToolChoice::Required => set.tools.iter().collect(),
         ToolChoice::Named(name) => set.tools.iter().filter(|t| &t.name == name).collect(),
     };
-    let parallel = set.parallel && set.choice == ToolChoice::Required;
+    // Llama 3.1's template takes one call per message.
+    let parallel =
+        set.parallel && set.choice == ToolChoice::Required && dialect.format != Format::Llama3;
     let key = match dialect.format {
         Format::Llama3 => "parameters",
         Format::Hermes | Format::Mistral => "arguments",
@@ -429,7 +435,15 @@ fn constraint(set: &ToolSet, dialect: Dialect) -> Result<Option<Constraint>, Too
     let mut branches = Vec::new();
     for (i, tool) in chosen.iter().enumerate() {
         let mut parameters = tool.parameters.clone();
-        hoist_definitions(&mut parameters, i, &mut defs);
+        hoist_definitions(&mut parameters, i, &mut defs).map_err(|r| {
+            error(
+                "tools",
+                format!(
+                    "a call cannot be required of `{}`: its schema refers to `{r}`; only `#/$defs/…` and `#/definitions/…` references are supported",
+                    tool.name
+                ),
+            )
+        })?;
         // Name first: the model must choose the function before its arguments. The
         // schema is written as text so the converter keeps this order.
         branches.push(format!(
@@ -496,41 +510,79 @@ fn constraint(set: &ToolSet, dialect: Dialect) -> Result<Option<Constraint>, Too
 
 /// Moves a tool's `$defs`/`definitions` to the top of the combined schema under
 /// `t<index>_<name>`, rewriting its references, so that `#/…` pointers still resolve.
-fn hoist_definitions(schema: &mut Value, index: usize, defs: &mut Map<String, Value>) {
-    let Value::Object(map) = schema else { return };
+fn hoist_definitions(
+    schema: &mut Value,
+    index: usize,
+    defs: &mut Map<String, Value>,
+) -> Result<(), String> {
+    let Value::Object(map) = schema else {
+        return Ok(());
+    };
     let mut own = Vec::new();
     for key in ["$defs", "definitions"] {
         if let Some(Value::Object(found)) = map.remove(key) {
             own.extend(found);
         }
     }
-    rewrite_refs(schema, index);
+    rewrite_refs(schema, index)?;
     for (name, mut def) in own {
-        rewrite_refs(&mut def, index);
+        rewrite_refs(&mut def, index)?;
         defs.insert(format!("t{index}_{name}"), def);
     }
+    Ok(())
 }
 
-fn rewrite_refs(value: &mut Value, index: usize) {
+/// Points a tool's `#/$defs/X` (and `#/definitions/X`) references at its hoisted
+/// definitions; any other in-document reference (`#`, `#/properties/…`) would point
+/// into the combined schema, so it is refused (returned).
+fn rewrite_refs(value: &mut Value, index: usize) -> Result<(), String> {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
                 if key == "$ref"
                     && let Value::String(r) = child
                 {
-                    for prefix in ["#/$defs/", "#/definitions/"] {
-                        if let Some(name) = r.strip_prefix(prefix) {
-                            *r = format!("#/$defs/t{index}_{name}");
-                            break;
-                        }
+                    let name = ["#/$defs/", "#/definitions/"]
+                        .iter()
+                        .find_map(|prefix| r.strip_prefix(prefix));
+                    match name {
+                        Some(name) => *r = format!("#/$defs/t{index}_{name}"),
+                        None => return Err(r.clone()),
                     }
                 } else {
-                    rewrite_refs(child, index);
+                    rewrite_refs(child, index)?;
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|i| rewrite_refs(i, index)),
+        Value::Array(items) => {
+            for item in items {
+                rewrite_refs(item, index)?;
+            }
+        }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Mistral's template accepts only call ids of exactly 9 letters and digits: each id
+/// (ours are `call_…`) is shown to it as a stable 9-character alias.
+fn mistral_ids(messages: &mut [ChatMessage]) {
+    use sha2::Digest;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let alias = |id: &str| -> String {
+        let digest = sha2::Sha256::digest(id.as_bytes());
+        digest[..9]
+            .iter()
+            .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+            .collect()
+    };
+    for m in messages {
+        for call in &mut m.tool_calls {
+            call.id = alias(&call.id);
+        }
+        if let Some(id) = m.tool_call_id.as_mut() {
+            *id = alias(id);
+        }
     }
 }
 

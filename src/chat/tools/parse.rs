@@ -310,7 +310,10 @@ impl CallStream {
         self.mode = if first == '{' || first == '[' {
             Mode::Json
         } else {
-            // Let it out as text (the started flag makes the next scan emit it).
+            // Let it out as text (the started flag makes the next scan emit it), without
+            // the blanks before it, like any answer's start.
+            let blanks = self.buffer.len() - self.buffer.trim_start().len();
+            self.buffer.drain(..blanks);
             self.started = true;
             Mode::Text
         };

@@ -373,3 +373,58 @@ fn without_parallel_calls_only_the_first_call_counts() {
     assert_eq!(p.content, "");
     assert_eq!(parse_calls(two, &set(None)).calls.len(), 2);
 }
+
+#[test]
+fn references_outside_definitions_are_refused_for_required_calls() {
+    let tool = json!({"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": "string"}, "b": {"$ref": "#/properties/a"}}}}});
+    let set = ToolSet::from_openai(Some(&[tool]), Some(&json!("required")), None)
+        .unwrap()
+        .unwrap();
+    let e = prepare(
+        vec![ChatMessage::new("user", "x")],
+        Some(&set),
+        Dialect::of(None),
+    )
+    .unwrap_err();
+    assert!(e.message.contains("#/properties/a"), "{}", e.message);
+}
+
+#[test]
+fn mistral_sees_nine_character_call_ids_and_llama_one_call() {
+    let mistral = Dialect::of(Some(
+        "{% if tools %}[AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]",
+    ));
+    let mut call = ChatMessage::new("assistant", "");
+    call.tool_calls.push(ToolCall {
+        id: "call_abc".into(),
+        name: "get_time".into(),
+        arguments: "{}".into(),
+    });
+    let mut result = ChatMessage::new("tool", "12:00");
+    result.tool_call_id = Some("call_abc".into());
+    let (prompt, _) = prepare(
+        vec![ChatMessage::new("user", "t?"), call, result],
+        Some(&set(None)),
+        mistral,
+    )
+    .unwrap();
+    let Prompt::ChatWithTools { messages, .. } = prompt else {
+        panic!()
+    };
+    let id = &messages[1].tool_calls[0].id;
+    assert_eq!(id.len(), 9);
+    assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert_eq!(messages[2].tool_call_id.as_ref(), Some(id));
+    let llama = Dialect::of(Some("{% if tools %}ipython{% endif %}<|python_tag|>"));
+    let (_, c) = prepare(
+        vec![ChatMessage::new("user", "x")],
+        Some(&set(Some(json!("required")))),
+        llama,
+    )
+    .unwrap();
+    let Some(Constraint::ToolCalls { parallel, .. }) = c else {
+        panic!()
+    };
+    assert!(!parallel);
+}

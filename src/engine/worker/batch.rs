@@ -72,6 +72,9 @@ struct Slot {
 pub(super) struct Worker<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
+    /// Control tokens that open or close a tool call (`[TOOL_CALLS]`,
+    /// `<|python_tag|>`): written out as text, since the daemon reads calls by them.
+    call_markers: Vec<LlamaToken>,
     slots: Vec<Slot>,
     queue: VecDeque<Pending>,
     /// Cancels that arrived while their request was still being prepared (bounded:
@@ -93,9 +96,26 @@ impl<'m> Worker<'m> {
         n_ctx_slot: u32,
         batch_size: usize,
     ) -> Worker<'m> {
+        let vocab = model.vocab();
+        let call_markers = vocab
+            .tokens()
+            .filter(|t| vocab.is_control(*t))
+            .filter(|t| {
+                vocab
+                    .text(*t)
+                    .and_then(|c| c.to_str().ok())
+                    .is_some_and(|text| {
+                        matches!(
+                            text,
+                            "[TOOL_CALLS]" | "<|python_tag|>" | "<tool_call>" | "</tool_call>"
+                        )
+                    })
+            })
+            .collect();
         Worker {
             model,
             ctx,
+            call_markers,
             slots: (0..slots as i32)
                 .map(|seq| Slot {
                     seq,
@@ -342,7 +362,8 @@ impl<'m> Worker<'m> {
             let entry = logprob(self.model, self.ctx.get_logits_ith(at), token, top);
             job.pending_logprobs.push(entry);
         }
-        let bytes = vocab.token_to_piece(token, false, None);
+        let marker = self.call_markers.contains(&token);
+        let bytes = vocab.token_to_piece(token, marker, None);
         let piece = job.text.push(&bytes);
         let id = job.id;
         let text = match piece {
@@ -382,7 +403,8 @@ fn logprob(model: &LlamaModel, logits: &[f32], token: LlamaToken, top: u32) -> T
         TokenProb {
             token: String::from_utf8_lossy(&bytes).into_owned(),
             bytes,
-            logprob: (f64::from(logit) - log_total) as f32,
+            // Finite always (JSON has no infinities); OpenAI's floor for "impossible".
+            logprob: ((f64::from(logit) - log_total) as f32).max(-9999.0),
         }
     };
     // The `top` largest logits, by a bounded insertion (top ≤ 20).

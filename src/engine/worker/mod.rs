@@ -80,7 +80,7 @@ enum PrepJob {
     Generate {
         id: u64,
         prompt: Prompt,
-        params: SamplingParams,
+        params: Box<SamplingParams>,
         received: Instant,
     },
     Count {
@@ -161,7 +161,7 @@ fn spawn_stdin_reader(prep: mpsc::Sender<PrepJob>, decode: mpsc::Sender<Input>) 
                         .send(PrepJob::Generate {
                             id,
                             prompt,
-                            params,
+                            params: Box::new(params),
                             received: Instant::now(),
                         })
                         .is_ok(),

@@ -42,7 +42,26 @@ pub struct TokenizedChat {
 
 /// Marks where message `i`'s content goes when locating contents in a rendering.
 fn sentinel(i: usize) -> String {
-    format!("\u{1}appliance-message-{i}\u{1}")
+    format!("{SENTINEL_OPEN}{i}\u{1}")
+}
+
+const SENTINEL_OPEN: &str = "\u{1}appliance-message-";
+
+/// The first sentinel of a message below `count` in `text`: (offset, message, length).
+fn next_sentinel(text: &str, count: usize) -> Option<(usize, usize, usize)> {
+    let mut from = 0;
+    while let Some(found) = text[from..].find(SENTINEL_OPEN) {
+        let at = from + found;
+        let digits = &text[at + SENTINEL_OPEN.len()..];
+        let end = digits.find('\u{1}').unwrap_or(0);
+        if let Ok(i) = digits[..end].parse::<usize>()
+            && i < count
+        {
+            return Some((at, i, SENTINEL_OPEN.len() + end + 1));
+        }
+        from = at + SENTINEL_OPEN.len();
+    }
+    None
 }
 
 impl<'m> ChatTokenizer<'m> {
@@ -180,7 +199,14 @@ impl<'m> ChatTokenizer<'m> {
                 .chain(messages.iter().flat_map(|m| {
                     m.tool_calls
                         .iter()
-                        .map(|c| format!("{}{}{}", c.id, c.name, c.arguments))
+                        // Arguments as sent and as JSON-decoded: a template prints
+                        // them decoded (`tojson`), so `\u003c|im_start|>` is checked too.
+                        .map(|c| {
+                            let decoded = serde_json::from_str::<serde_json::Value>(&c.arguments)
+                                .map(|v| v.to_string())
+                                .unwrap_or_default();
+                            format!("{}{}{}{decoded}", c.id, c.name, c.arguments)
+                        })
                         .chain(m.tool_call_id.clone())
                         .chain(m.name.clone())
                 }));
@@ -244,24 +270,15 @@ impl<'m> ChatTokenizer<'m> {
             message: "a message contains special-token text that this model's chat template cannot keep apart from its own markers; remove it".into(),
         }
         };
-        // Template text and message indexes in output order.
+        // Template text and message indexes in output order, in one pass over the
+        // skeleton (a search per message per step was quadratic in the messages).
         let mut order: Vec<(String, Option<usize>)> = Vec::new();
         let mut rest = skeleton.as_str();
-        loop {
-            let next = (0..messages.len())
-                .filter_map(|i| rest.find(&sentinel(i)).map(|at| (at, i)))
-                .min();
-            match next {
-                Some((at, i)) => {
-                    order.push((rest[..at].to_string(), Some(i)));
-                    rest = &rest[at + sentinel(i).len()..];
-                }
-                None => {
-                    order.push((rest.to_string(), None));
-                    break;
-                }
-            }
+        while let Some((at, i, len)) = next_sentinel(rest, messages.len()) {
+            order.push((rest[..at].to_string(), Some(i)));
+            rest = &rest[at + len..];
         }
+        order.push((rest.to_string(), None));
         let mut pieces = Vec::new();
         let mut pos = 0;
         for (n, (text, message)) in order.iter().enumerate() {
@@ -335,7 +352,7 @@ impl<'m> Preparer<'m> {
                     Ok(tokens) => Input::Prepared(Box::new(Pending {
                         id,
                         tokens,
-                        params,
+                        params: *params,
                         received,
                     })),
                     Err(error) => {

@@ -219,11 +219,13 @@ fn flatten_messages(req: &ChatCompletionRequest) -> Result<Vec<ChatMessage>, Api
     Ok(out)
 }
 
+/// OpenAI's reason; a cut-off answer is `length` even when it made calls (the last
+/// one may be the part that was cut).
 fn finish_reason(reason: FinishReason, called: bool) -> &'static str {
     match reason {
+        FinishReason::Length => "length",
         _ if called => "tool_calls",
         FinishReason::Stop | FinishReason::Cancelled => "stop",
-        FinishReason::Length => "length",
     }
 }
 
@@ -289,12 +291,26 @@ pub async fn chat_completions(
             ));
         }
     };
-    let prompt = inference::tool_prompt(&info, messages, tools.as_ref(), &mut params)?;
+    let prompt =
+        inference::tool_prompt(&state, &spec, &info, messages, tools.as_ref(), &mut params).await?;
     let name = spec.name.clone();
     let n = choices(&req, &state)?;
     let asked_logprobs = params.logprobs.is_some();
     if n > 1 {
-        return several(&state, &caller, spec, prompt, params, keep_alive, tools, n).await;
+        let stream = req
+            .sampling
+            .stream
+            .then(|| req.sampling.stream_options.is_some_and(|o| o.include_usage));
+        let several = Several {
+            spec,
+            prompt,
+            params,
+            keep_alive,
+            tools,
+            n,
+            stream,
+        };
+        return several.run(&state, &caller).await;
     }
     let reply = inference::start(&state, &caller, spec, prompt, params, keep_alive).await?;
     let recorder = last_user.map(|(id, content)| {
@@ -335,12 +351,6 @@ fn choices(req: &ChatCompletionRequest, state: &AppState) -> Result<u32, ApiErro
             format!("`n` must be from 1 to {most} on this server (one parallel slot per choice)"),
         ));
     }
-    if n > 1 && req.sampling.stream {
-        return Err(ApiError::bad_field(
-            "n",
-            "`n` > 1 is supported without streaming only",
-        ));
-    }
     if n > 1 && (req.conversation_id.is_some() || req.collections.is_some()) {
         return Err(ApiError::bad_field(
             "n",
@@ -352,36 +362,50 @@ fn choices(req: &ChatCompletionRequest, state: &AppState) -> Result<u32, ApiErro
 
 /// `n` > 1: as many generations of the same prompt, in parallel slots; with a seed,
 /// choice `i` uses `seed + i` so the choices differ but repeat.
-#[allow(clippy::too_many_arguments)]
-async fn several(
-    state: &AppState,
-    caller: &crate::auth::Principal,
+struct Several {
     spec: crate::engine::ModelSpec,
     prompt: Prompt,
     params: crate::engine::SamplingParams,
     keep_alive: Option<crate::engine::KeepAliveRequest>,
     tools: Option<ToolSet>,
     n: u32,
-) -> Result<Response, ApiError> {
-    let head = Head::new("chatcmpl", spec.name.clone());
-    let mut replies = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let mut params = params.clone();
-        params.seed = params.seed.map(|s| s.wrapping_add(i));
-        let reply = inference::start(
-            state,
-            caller,
-            spec.clone(),
-            prompt.clone(),
-            params,
-            keep_alive,
-        )
-        .await?;
-        replies.push(reply.parse_tools(tools.clone()));
+    /// `Some(include_usage)` when streaming.
+    stream: Option<bool>,
+}
+
+impl Several {
+    async fn run(
+        self,
+        state: &AppState,
+        caller: &crate::auth::Principal,
+    ) -> Result<Response, ApiError> {
+        let head = Head::new("chatcmpl", self.spec.name.clone());
+        let asked_logprobs = self.params.logprobs.is_some();
+        // The model's own parameters (a stored seed) first, so choices still differ.
+        let mut base = self.params;
+        inference::with_model_parameters(state, &self.spec, &mut base).await?;
+        let mut replies = Vec::with_capacity(self.n as usize);
+        for i in 0..self.n {
+            let mut params = base.clone();
+            params.seed = params.seed.map(|s| s.wrapping_add(i));
+            let reply = inference::start(
+                state,
+                caller,
+                self.spec.clone(),
+                self.prompt.clone(),
+                params,
+                self.keep_alive,
+            )
+            .await?;
+            replies.push(reply.parse_tools(self.tools.clone()));
+        }
+        if let Some(include_usage) = self.stream {
+            return Ok(sse(choices_stream(head, replies, include_usage)));
+        }
+        let done =
+            futures_util::future::try_join_all(replies.into_iter().map(Reply::collect)).await?;
+        Ok(axum::Json(completion_body(&head, &done, asked_logprobs)).into_response())
     }
-    let done = futures_util::future::try_join_all(replies.into_iter().map(Reply::collect)).await?;
-    let asked_logprobs = params.logprobs.is_some();
-    Ok(axum::Json(completion_body(&head, &done, asked_logprobs)).into_response())
 }
 
 /// OpenAI's `logprobs.content` entries.
@@ -601,8 +625,73 @@ fn drive(reply: Reply, shape: Shape) -> impl Stream<Item = Value> + Send + 'stat
     stream::iter(opening).chain(body)
 }
 
+/// One streamed choice: chunks, its finish chunk, a usage chunk when asked, `[DONE]`.
 fn chat_stream(
     head: Head,
+    reply: Reply,
+    include_usage: bool,
+    sources: Option<Value>,
+) -> impl Stream<Item = Value> + Send + 'static {
+    choice_stream(head, 0, reply, include_usage, sources)
+}
+
+/// Several streamed choices (`n` > 1) interleaved as their chunks come, each under its
+/// own `index`; one usage chunk (the prompt counted once) and one `[DONE]` at the end.
+fn choices_stream(
+    head: Head,
+    replies: Vec<Reply>,
+    include_usage: bool,
+) -> impl Stream<Item = Value> + Send + 'static {
+    let total = std::sync::Arc::new(parking_lot::Mutex::new(None::<Usage>));
+    let streams = replies.into_iter().enumerate().map(|(index, reply)| {
+        let head = Head {
+            id: head.id.clone(),
+            created: head.created,
+            model: head.model.clone(),
+        };
+        // Each choice reports its usage; it is summed here and sent once.
+        choice_stream(head, index, reply, true, None).boxed()
+    });
+    let sum = total.clone();
+    let merged = stream::select_all(streams).filter_map(move |value| {
+        let out = match &value {
+            Value::String(done) if done == "[DONE]" => None,
+            v if v["choices"].as_array().is_some_and(Vec::is_empty) => {
+                let usage = |key: &str| v["usage"][key].as_u64().unwrap_or(0) as u32;
+                let mut total = sum.lock();
+                let t = total.get_or_insert_with(|| Usage {
+                    prompt_tokens: usage("prompt_tokens"),
+                    cached_tokens: v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                        .as_u64()
+                        .unwrap_or(0) as u32,
+                    ..Usage::default()
+                });
+                t.completion_tokens += usage("completion_tokens");
+                None
+            }
+            _ => Some(value),
+        };
+        std::future::ready(out)
+    });
+    let closing = stream::once(async move {
+        let mut out = Vec::new();
+        if include_usage && let Some(usage) = *total.lock() {
+            out.push(json!({
+                "id": head.id, "object": "chat.completion.chunk", "created": head.created,
+                "model": head.model, "system_fingerprint": fingerprint(),
+                "choices": [], "usage": UsageOut::from(usage),
+            }));
+        }
+        out.push(Value::String("[DONE]".into()));
+        stream::iter(out)
+    })
+    .flatten();
+    merged.chain(closing)
+}
+
+fn choice_stream(
+    head: Head,
+    index: usize,
     reply: Reply,
     include_usage: bool,
     sources: Option<Value>,
@@ -613,7 +702,7 @@ fn chat_stream(
             json!({
                 "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                 "system_fingerprint": fingerprint(),
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
             })
         }
     };

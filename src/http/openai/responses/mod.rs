@@ -183,7 +183,8 @@ pub async fn create(
         other => other,
     })?;
     let (spec, info) = inference::resolve_model(&state, &model).await?;
-    let prompt = inference::tool_prompt(&info, messages, tools.as_ref(), &mut params)?;
+    let prompt =
+        inference::tool_prompt(&state, &spec, &info, messages, tools.as_ref(), &mut params).await?;
     let echo = Echo {
         id: items::new_id("resp"),
         created_at: inference::unix_now(),
