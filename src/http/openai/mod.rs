@@ -344,7 +344,14 @@ pub async fn chat_completions(
 /// The number of choices asked for (`n`), checked against what this request may do.
 fn choices(req: &ChatCompletionRequest, state: &AppState) -> Result<u32, ApiError> {
     let n = req.sampling.n.unwrap_or(1);
-    let most = state.config.engine.slots.min(8);
+    // One slot per choice, within one user's share of a model (as the engine computes
+    // it), so no choice is refused after the others started.
+    let engine = &state.config.engine;
+    let share = match engine.max_requests_per_user {
+        0 => (engine.slots.max(1) + engine.queue).div_ceil(2).max(1),
+        n => n,
+    };
+    let most = engine.slots.min(share).min(8);
     if n == 0 || n > most {
         return Err(ApiError::bad_field(
             "n",
