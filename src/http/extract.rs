@@ -127,6 +127,16 @@ where
     }
 }
 
+/// The body as a JSON object (APIs that check its top-level fields by name first).
+pub fn object(
+    body: &serde_json::Value,
+) -> Result<&serde_json::Map<String, serde_json::Value>, ApiError> {
+    body.as_object().ok_or_else(|| ApiError::BadRequest {
+        message: "the request body must be a JSON object".into(),
+        param: None,
+    })
+}
+
 /// Deserialises a body already parsed as JSON (after a handler has looked at its
 /// fields) into `T`; errors name the field as [`LenientJson`]'s do.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {

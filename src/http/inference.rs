@@ -66,8 +66,7 @@ pub async fn start(
     mut params: SamplingParams,
     keep_alive: Option<KeepAliveRequest>,
 ) -> Result<Reply, ApiError> {
-    let prompt = with_model_system(state, &model, prompt).await;
-    with_model_parameters(state, &model, &mut params).await?;
+    let prompt = with_model_settings(state, &model, prompt, &mut params).await;
     let max = state.config.engine.max_prompt_bytes;
     if prompt.text_len() > max {
         return Err(ApiError::BadRequest {
@@ -120,52 +119,65 @@ pub async fn start(
     Reply::start(generation).await
 }
 
-/// A model's `SYSTEM` setting (`/api/create`) opens a chat that brings no system
-/// message of its own.
-pub async fn with_model_system(state: &AppState, model: &ModelSpec, prompt: Prompt) -> Prompt {
+/// A model's own settings (`/api/create`), read once per request: `SYSTEM` opens a chat
+/// that brings no system message, `PARAMETER`s fill the sampling settings it left unset.
+async fn with_model_settings(
+    state: &AppState,
+    model: &ModelSpec,
+    prompt: Prompt,
+    params: &mut SamplingParams,
+) -> Prompt {
+    let settings = super::model_admin::settings(state, &model.name).await;
+    apply_model_parameters(state, &model.name, &settings.parameters, params);
+    with_model_system(settings.system.as_deref(), prompt)
+}
+
+/// `prompt` opened by the model's `system` text when it brings no system message.
+pub fn with_model_system(system: Option<&str>, prompt: Prompt) -> Prompt {
     match prompt {
-        Prompt::Chat(messages) => Prompt::Chat(model_system(state, model, messages).await),
+        Prompt::Chat(messages) => Prompt::Chat(model_system(system, messages)),
         Prompt::ChatWithTools { messages, tools } => Prompt::ChatWithTools {
-            messages: model_system(state, model, messages).await,
+            messages: model_system(system, messages),
             tools,
         },
         text @ Prompt::Text(_) => text,
     }
 }
 
-/// `messages` opened by the model's `SYSTEM` when they bring no system message.
-async fn model_system(
-    state: &AppState,
-    model: &ModelSpec,
-    mut messages: Vec<ChatMessage>,
-) -> Vec<ChatMessage> {
+fn model_system(system: Option<&str>, mut messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
     let has_system = messages
         .iter()
         .any(|m| m.role == "system" || m.role == "developer");
-    if !has_system
-        && let Some(system) = super::model_admin::settings(state, &model.name)
-            .await
-            .system
-    {
+    if !has_system && let Some(system) = system {
         messages.insert(0, ChatMessage::new("system", system));
     }
     messages
 }
 
-/// A model's `PARAMETER` settings (`/api/create`) fill what the request left unset.
+/// Reads the model's settings and lets its `PARAMETER`s fill what `params` left unset
+/// (for `n` > 1, before the choices' seeds are offset).
 pub async fn with_model_parameters(
     state: &AppState,
     model: &ModelSpec,
     params: &mut SamplingParams,
-) -> Result<(), ApiError> {
+) {
     if params.unset.is_empty() {
-        return Ok(());
+        return;
     }
-    let stored = super::model_admin::settings(state, &model.name)
-        .await
-        .parameters;
-    if stored.is_empty() {
-        return Ok(());
+    let settings = super::model_admin::settings(state, &model.name).await;
+    apply_model_parameters(state, &model.name, &settings.parameters, params);
+}
+
+/// The stored `PARAMETER`s fill the settings the request left unset (`params.unset`,
+/// emptied so they apply once).
+fn apply_model_parameters(
+    state: &AppState,
+    model: &str,
+    stored: &std::collections::BTreeMap<String, Value>,
+    params: &mut SamplingParams,
+) {
+    if stored.is_empty() || params.unset.is_empty() {
+        return;
     }
     // Read and bounded exactly as a request's `options` are (they were checked when
     // stored). Settings that no longer pass (the file was edited, the context made
@@ -178,8 +190,8 @@ pub async fn with_model_parameters(
         super::ollama::params(Some(&options), None, state.config.engine.ctx_per_slot).ok()
     });
     let Some(from_model) = checked else {
-        tracing::warn!(model = %model.name, "the model's stored parameters no longer pass their checks; not applied");
-        return Ok(());
+        tracing::warn!(%model, "the model's stored parameters no longer pass their checks; not applied");
+        return;
     };
     for name in std::mem::take(&mut params.unset) {
         if !stored.contains_key(name) {
@@ -201,7 +213,6 @@ pub async fn with_model_parameters(
             _ => {}
         }
     }
-    Ok(())
 }
 
 /// Checks an output constraint before it reaches a worker, naming `param` when it is
@@ -413,6 +424,21 @@ pub fn keep_alive(
     }
 }
 
+/// Logs the end user a client names (OpenAI's `user`, Anthropic's `metadata.user_id`),
+/// refusing a name longer than 256 bytes.
+pub fn end_user(param: &str, user: Option<&str>) -> Result<(), ApiError> {
+    if let Some(user) = user {
+        if user.len() > 256 {
+            return Err(ApiError::bad_field(
+                param,
+                format!("`{param}` may be at most 256 bytes"),
+            ));
+        }
+        tracing::debug!(end_user = user, "request on behalf of");
+    }
+    Ok(())
+}
+
 /// A tool problem as a 400 naming its field.
 pub fn tool_error(e: crate::chat::tools::ToolError) -> ApiError {
     ApiError::bad_field(&e.param, e.message)
@@ -461,8 +487,8 @@ pub fn history_call(
 }
 
 /// The prompt for `messages` with `tools` under `model`'s template; a required call's
-/// grammar goes into `params` (which must not already carry a constraint). The model's
-/// `SYSTEM` comes first, so that tools described in a system message keep it.
+/// grammar goes into `params` (which must not already carry a constraint). When the tools
+/// are lowered into a system message, the model's `SYSTEM` goes in first, so it is kept.
 pub async fn tool_prompt(
     state: &AppState,
     spec: &ModelSpec,
@@ -471,8 +497,14 @@ pub async fn tool_prompt(
     tools: Option<&crate::chat::tools::ToolSet>,
     params: &mut SamplingParams,
 ) -> Result<Prompt, ApiError> {
-    let messages = model_system(state, spec, messages).await;
     let dialect = crate::chat::tools::Dialect::of(model.template_text.as_deref());
+    let lowered = !dialect.native && tools.is_some_and(crate::chat::tools::ToolSet::active);
+    let messages = if lowered {
+        let system = super::model_admin::settings(state, &spec.name).await.system;
+        model_system(system.as_deref(), messages)
+    } else {
+        messages
+    };
     let (prompt, constraint) =
         crate::chat::tools::prepare(messages, tools, dialect).map_err(tool_error)?;
     if let Some(constraint) = constraint {

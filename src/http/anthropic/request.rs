@@ -143,23 +143,12 @@ fn check_fields(body: &Map<String, Value>) -> Result<(), ApiError> {
 
 /// Checks and converts a request body (no I/O: the handler and the fuzz tests share it).
 pub(in crate::http) fn prepare(body: Value, ctx_per_slot: u32) -> Result<Prepared, ApiError> {
-    let Value::Object(map) = &body else {
-        return Err(ApiError::BadRequest {
-            message: "the request body must be a JSON object".into(),
-            param: None,
-        });
-    };
-    check_fields(map)?;
+    check_fields(crate::http::extract::object(&body)?)?;
     let req: MessagesRequest = from_value(body)?;
-    if let Some(user) = req.metadata.as_ref().and_then(|m| m.user_id.as_deref()) {
-        if user.len() > 256 {
-            return Err(ApiError::bad_field(
-                "metadata.user_id",
-                "`metadata.user_id` may be at most 256 bytes",
-            ));
-        }
-        tracing::debug!(end_user = user, "anthropic message");
-    }
+    inference::end_user(
+        "metadata.user_id",
+        req.metadata.as_ref().and_then(|m| m.user_id.as_deref()),
+    )?;
     let tools = tool_set(req.tools.as_deref(), req.tool_choice.as_ref())?;
     let params = sampling(&req, ctx_per_slot)?;
     let mut messages = Vec::with_capacity(req.messages.len() + 1);

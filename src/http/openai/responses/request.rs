@@ -131,23 +131,9 @@ fn check_fields(body: &Map<String, Value>) -> Result<(), ApiError> {
 
 /// Checks and converts a request body (no I/O: the handler and the fuzz tests share it).
 pub(in crate::http) fn prepare(body: Value, ctx_per_slot: u32) -> Result<Prepared, ApiError> {
-    let Value::Object(map) = &body else {
-        return Err(ApiError::BadRequest {
-            message: "the request body must be a JSON object".into(),
-            param: None,
-        });
-    };
-    check_fields(map)?;
+    check_fields(crate::http::extract::object(&body)?)?;
     let req: ResponsesRequest = from_value(body)?;
-    if let Some(user) = req.user.as_deref() {
-        if user.len() > 256 {
-            return Err(ApiError::bad_field(
-                "user",
-                "`user` may be at most 256 bytes",
-            ));
-        }
-        tracing::debug!(end_user = user, "response");
-    }
+    inference::end_user("user", req.user.as_deref())?;
     check_metadata(req.metadata.as_ref())?;
     if req
         .previous_response_id
