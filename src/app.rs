@@ -60,6 +60,10 @@ pub struct AppState {
     pub limits: Limiter,
     /// CPU, memory, disk and GPU samples of the last minutes.
     pub monitor: Monitor,
+    /// The GPUs: the driver's latest snapshot.
+    pub gpu: crate::gpu::Gpu,
+    /// The start-up plan, once made.
+    pub plan: Arc<parking_lot::RwLock<Option<crate::engine::plan::StartupPlan>>>,
     /// Password hashing, a bounded number at a time.
     pub hasher: Hasher,
     /// Writes that outlive their request (cut-off replies, audit entries); shutdown
@@ -138,6 +142,10 @@ impl AppState {
             ]
         })
         .await;
+        checks.push(health::gpu(
+            &self.gpu.latest(),
+            self.engine.config().budget.offload,
+        ));
         match blocking {
             Ok(found) => checks.extend(found),
             Err(e) => checks.push(Check::fail(

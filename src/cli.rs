@@ -99,6 +99,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the GPUs: memory, utilisation, temperature, processes, the daemon's VRAM
+    /// budget, the models on the GPU, the load queue and the start-up plan.
+    Gpu {
+        /// Print the JSON report instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every N seconds until interrupted.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
     /// Check the installation offline: configuration, directories, disk, database,
     /// port, models and GPU.
     Doctor,

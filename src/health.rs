@@ -89,6 +89,51 @@ pub fn dir_writable(name: &str, dir: &Path) -> Check {
     }
 }
 
+/// The GPUs as `doctor` and `/readyz` report them: no GPU is a warning with advice,
+/// never a failure (the appliance runs on the CPU then).
+pub fn gpu(snapshot: &crate::gpu::GpuSnapshot, offload: bool) -> Check {
+    use crate::gpu::human_bytes;
+    if !snapshot.has_devices() {
+        let why = snapshot
+            .reason
+            .clone()
+            .unwrap_or_else(|| "the NVIDIA driver reports no device".into());
+        return Check::warn(
+            "gpu",
+            format!("no NVIDIA GPU ({why}): models run on the CPU"),
+            "install the NVIDIA driver to use a GPU; check with `nvidia-smi`",
+        );
+    }
+    let devices = snapshot
+        .devices
+        .iter()
+        .map(|d| {
+            format!(
+                "#{} {} ({} free of {})",
+                d.index,
+                d.name,
+                human_bytes(d.memory_free_bytes),
+                human_bytes(d.memory_total_bytes)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let detail = format!(
+        "NVIDIA driver {}, CUDA {}: {devices}",
+        snapshot.driver_version.as_deref().unwrap_or("?"),
+        snapshot.cuda_version.as_deref().unwrap_or("?")
+    );
+    if offload {
+        Check::ok("gpu", detail)
+    } else {
+        Check::warn(
+            "gpu",
+            format!("{detail}; this build has no CUDA support, so models run on the CPU"),
+            "install the CUDA build of the appliance (see scripts/build-cuda)",
+        )
+    }
+}
+
 /// Free space on the file system holding `dir` (or its nearest existing parent).
 pub fn disk_space(dir: &Path, min_free_mb: u64) -> Check {
     let existing = dir

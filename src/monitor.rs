@@ -1,5 +1,5 @@
 //! The system monitor: one thread (`sys-poll`) samples CPU, memory, the data dir's disk
-//! and every GPU every few seconds into a ring buffer covering the last minutes, which
+//! and every GPU (refreshing [`Gpu`]'s snapshot) every few seconds into a ring buffer covering the last minutes, which
 //! the admin pages graph (`GET /api/v1/system`). Readers copy the buffer; sampling never
 //! runs on the async runtime.
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
-use crate::gpu::{GpuPoller, GpuSample};
+use crate::gpu::{Gpu, GpuSnapshot};
 
 /// Seconds between samples.
 pub const INTERVAL_SECS: u64 = 2;
@@ -39,6 +39,41 @@ pub struct Sample {
     pub gpus: Vec<GpuSample>,
 }
 
+/// One GPU's live readings, as the admin graphs plot them.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuSample {
+    /// NVML device index.
+    pub index: u32,
+    /// Marketing name.
+    pub name: String,
+    /// GPU utilisation over the last sample period, percent.
+    pub utilization_percent: Option<u32>,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: Option<u64>,
+    /// Total memory, bytes.
+    pub memory_total_bytes: Option<u64>,
+    /// Die temperature, °C.
+    pub temperature_c: Option<u32>,
+    /// Power draw, watts.
+    pub power_w: Option<f64>,
+}
+
+fn gpu_samples(snapshot: &GpuSnapshot) -> Vec<GpuSample> {
+    snapshot
+        .devices
+        .iter()
+        .map(|d| GpuSample {
+            index: d.index,
+            name: d.name.clone(),
+            utilization_percent: d.utilization_percent,
+            memory_used_bytes: Some(d.memory_used_bytes),
+            memory_total_bytes: Some(d.memory_total_bytes),
+            temperature_c: d.temperature_c,
+            power_w: d.power_w,
+        })
+        .collect()
+}
+
 /// Handle to the samples. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Monitor {
@@ -46,8 +81,9 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Starts the sampling thread for a data dir on `disk_of`.
-    pub fn start(disk_of: PathBuf) -> Monitor {
+    /// Starts the sampling thread for a data dir on `disk_of`; each sample also
+    /// refreshes `gpu`'s snapshot (which `/metrics` and the scheduler read).
+    pub fn start(disk_of: PathBuf, gpu: Gpu) -> Monitor {
         let monitor = Monitor::default();
         let samples = Arc::downgrade(&monitor.samples);
         std::thread::Builder::new()
@@ -61,7 +97,6 @@ impl Monitor {
                     tracing::warn!("system statistics are unavailable");
                     return;
                 };
-                let gpus = GpuPoller::new();
                 loop {
                     std::thread::sleep(Duration::from_secs(INTERVAL_SECS));
                     // Stop when the daemon has dropped every handle.
@@ -80,7 +115,7 @@ impl Monitor {
                         memory_total_bytes: system.total_memory(),
                         disk_free_bytes: free,
                         disk_total_bytes: total,
-                        gpus: gpus.sample(),
+                        gpus: gpu_samples(&gpu.refresh()),
                     };
                     let mut buffer = samples.lock();
                     if buffer.len() == KEEP {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::cli::exit;
 use crate::config::Loaded;
-use crate::gpu::{self, GpuProbe};
 use crate::health::{self, Check, Status};
 use crate::lock::{InstanceLock, LockError};
 use crate::models::{self, FileState, Manifest};
@@ -251,35 +250,5 @@ fn model_files(loaded: &Loaded) -> Vec<Check> {
 }
 
 fn gpu() -> Check {
-    match gpu::probe() {
-        GpuProbe::Available {
-            driver_version,
-            devices,
-        } if !devices.is_empty() => Check::ok(
-            "gpu",
-            format!(
-                "NVIDIA driver {driver_version}: {}",
-                devices
-                    .iter()
-                    .map(|d| format!(
-                        "#{} {} ({} MiB)",
-                        d.index,
-                        d.name,
-                        d.memory_total_bytes / (1024 * 1024)
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
-        GpuProbe::Available { driver_version, .. } => Check::warn(
-            "gpu",
-            format!("NVIDIA driver {driver_version} is loaded but reports no GPU"),
-            "models run on the CPU; check `nvidia-smi`",
-        ),
-        GpuProbe::Unavailable { reason } => Check::warn(
-            "gpu",
-            format!("no NVIDIA GPU visible ({reason})"),
-            "models run on the CPU; install the NVIDIA driver to use a GPU",
-        ),
-    }
+    crate::health::gpu(&crate::gpu::Gpu::system().latest(), cfg!(feature = "cuda"))
 }

@@ -7,6 +7,7 @@ mod config_cmd;
 mod db;
 pub mod docs;
 mod doctor;
+mod gpu;
 mod models;
 pub mod output;
 mod serve;
@@ -115,6 +116,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { json } => {
             crate::telemetry::init_cli_logging(verbose);
             status::run(&load()?, *json)
+        }
+        Command::Gpu { json, watch } => {
+            crate::telemetry::init_cli_logging(verbose);
+            gpu::run(&load()?, *json, *watch)
         }
         Command::Doctor => {
             crate::telemetry::init_cli_logging(verbose);

@@ -44,6 +44,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         fs_err::create_dir_all(dir).context("creating the appliance's directories")?;
     }
     let lock = InstanceLock::acquire(&config.lock_path())?;
+    // The GPUs, probed once we hold the lock (the plan is made once the daemon is up).
+    let gpu = crate::gpu::Gpu::system();
 
     let metrics = Metrics::new(VERSION);
     let observer_metrics = metrics.clone();
@@ -92,7 +94,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         let setup_token = Arc::new(parking_lot::Mutex::new(None));
         let limits = Limiter::new(config.limits, store.clone());
         let exe = std::env::current_exe().context("locating the appliance binary for workers")?;
-        let engine = Engine::new(engine_config(&config)?, Arc::new(WorkerExe { exe: exe.clone(), speech_exe: speech_worker(&config, &exe) }), metrics.clone());
+        let engine = Engine::new(engine_config(&config)?, Arc::new(WorkerExe { exe: exe.clone(), speech_exe: speech_worker(&config, &exe) }), metrics.clone(), gpu.clone());
         let documents = crate::documents::Documents::new(
             store.clone(),
             engine.clone(),
@@ -129,6 +131,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         jobs.start().await?;
         let tasks = tokio_util::task::TaskTracker::new();
         let registry = Registry::new(config.paths.models_dir.clone());
+        let plan = Arc::new(parking_lot::RwLock::new(None));
         let state = AppState {
             config: config.clone(),
             store: store.clone(),
@@ -145,7 +148,9 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             setup_token: setup_token.clone(),
             login_throttle: LoginThrottle::new(config.auth.login_free_failures),
             limits: limits.clone(),
-            monitor: Monitor::start(config.paths.data_dir.clone()),
+            monitor: Monitor::start(config.paths.data_dir.clone(), gpu.clone()),
+            gpu: gpu.clone(),
+            plan: plan.clone(),
             hasher: crate::auth::hasher::Hasher::new(config.auth.max_concurrent_hashes),
             tasks: tasks.clone(),
             readiness_cache: Arc::default(),
@@ -177,6 +182,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         }
 
         notify(&[NotifyState::Ready]);
+        super::gpu::plan_and_preload(config.clone(), engine.clone(), gpu.clone(), plan);
 
         if let Some(tls) = &tls {
             spawn_tls_reloader(tls.clone(), config.clone());
@@ -321,8 +327,9 @@ fn spawn_maintenance(store: Store, audit_retention_days: u32) {
     });
 }
 
-/// The engine's settings from `[engine]` (validated by `config` already).
-fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
+/// The engine's settings from `[engine]`, `[gpu]` and `[models.*]` (validated by
+/// `config` already).
+pub(super) fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     let e = &config.engine;
     let keep_alive = match crate::config::parse_keep_alive(&e.keep_alive) {
         Some(Some(d)) => KeepAlive::For(d),
@@ -334,12 +341,38 @@ fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     } else {
         e.threads
     };
+    let mut models = std::collections::HashMap::new();
+    for (name, m) in &config.models {
+        let keep_alive = match m.keep_alive.as_deref().map(crate::config::parse_keep_alive) {
+            None => None,
+            Some(Some(Some(d))) => Some(KeepAlive::For(d)),
+            Some(Some(None)) => Some(KeepAlive::Forever),
+            Some(None) => anyhow::bail!("models.\"{name}\".keep_alive is not a duration"),
+        };
+        let overrides = crate::engine::ModelOverrides {
+            gpu_layers: m.gpu_layers,
+            ctx_per_slot: m.ctx_per_slot,
+            slots: m.slots,
+            keep_alive,
+            pinned: m.pinned,
+            preload: m.preload,
+        };
+        models.insert(name.clone(), overrides);
+    }
+    let mib = |n: u64| n.saturating_mul(1 << 20);
     Ok(EngineConfig {
         slots: e.slots,
         queue: e.queue,
         ctx_per_slot: e.ctx_per_slot,
         threads,
-        gpu_layers: e.gpu_layers,
+        gpu_layers: crate::engine::GpuLayers::from_setting(e.gpu_layers),
+        budget: crate::engine::BudgetConfig {
+            reserve: mib(config.gpu.reserve_mb),
+            limit: (config.gpu.budget_mb > 0).then(|| mib(config.gpu.budget_mb)),
+            max_queued_loads: config.gpu.max_queued_loads,
+            offload: cfg!(feature = "cuda"),
+            models,
+        },
         request_timeout: Duration::from_secs(e.request_timeout_secs),
         keep_alive,
         load_timeout: Duration::from_secs(e.load_timeout_secs),

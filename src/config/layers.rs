@@ -88,8 +88,11 @@ pub(super) fn load(cli: &CliOverrides, env: &Environment) -> Result<Loaded, Conf
 
     let file = choose_file(cli, env, layout);
     let mut layers = Vec::new();
+    let mut models = None;
     if let Some(path) = &file {
-        layers.push(file_layer(path, &known)?);
+        let (settings, per_model) = file_layer(path, &known)?;
+        layers.push(settings);
+        models = per_model.map(|table| (table, path.display().to_string()));
     }
     layers.push(env_layer(env, &known)?);
     layers.push(flag_layer(cli, &known)?);
@@ -103,10 +106,10 @@ pub(super) fn load(cli: &CliOverrides, env: &Environment) -> Result<Loaded, Conf
             values.insert(key.clone(), (value.clone(), source.clone()));
         }
         // Deserialise after each layer so an invalid value is blamed on its layer.
-        check(&values)?;
+        check(&values, models.as_ref())?;
     }
     fill_paths(&mut values, layout, env);
-    let config = check(&values)?;
+    let config = check(&values, models.as_ref())?;
     Ok(Loaded {
         config,
         layout,
@@ -141,12 +144,16 @@ fn choose_file(cli: &CliOverrides, env: &Environment, layout: Layout) -> Option<
     paths::default_config_file(layout).filter(|p| p.exists())
 }
 
-fn file_layer(path: &Path, known: &BTreeMap<String, Value>) -> Result<LayerSettings, ConfigError> {
+/// A file's settings, and its `[models."name"]` tables (which only a file can set).
+fn file_layer(
+    path: &Path,
+    known: &BTreeMap<String, Value>,
+) -> Result<(LayerSettings, Option<Value>), ConfigError> {
     let text = fs_err::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let table: Table = text
+    let mut table: Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: path.to_path_buf(),
@@ -154,6 +161,20 @@ fn file_layer(path: &Path, known: &BTreeMap<String, Value>) -> Result<LayerSetti
         })?;
     let origin = path.display().to_string();
     let source = Source::File(path.to_path_buf());
+    let models = table.remove("models");
+    if let Some(models) = &models {
+        let tables = models
+            .as_table()
+            .is_some_and(|t| t.values().all(Value::is_table));
+        if !tables {
+            return Err(ConfigError::BadValue {
+                origin,
+                key: "models".into(),
+                expected: "tables such as [models.\"name\"]".into(),
+                found: models.to_string(),
+            });
+        }
+    }
     let mut flat = BTreeMap::new();
     flatten(&table, "", &mut flat);
     let mut settings = Vec::new();
@@ -169,7 +190,7 @@ fn file_layer(path: &Path, known: &BTreeMap<String, Value>) -> Result<LayerSetti
         }
         settings.push((key, value, source.clone()));
     }
-    Ok(settings)
+    Ok((settings, models))
 }
 
 /// `APPLIANCE_SECTION_KEY` for every known key, plus `RUST_LOG` for `log.level`.
@@ -246,8 +267,14 @@ fn fill_path(
 }
 
 /// Deserialises and validates the merged values, blaming the offending key's source.
-fn check(values: &BTreeMap<String, (Value, Source)>) -> Result<Config, ConfigError> {
+fn check(
+    values: &BTreeMap<String, (Value, Source)>,
+    models: Option<&(Value, String)>,
+) -> Result<Config, ConfigError> {
     let mut table = Table::new();
+    if let Some((models, _)) = models {
+        table.insert("models".into(), models.clone());
+    }
     for (key, (value, _)) in values {
         let (section, name) = key.split_once('.').expect("keys are section.key");
         table
@@ -258,6 +285,9 @@ fn check(values: &BTreeMap<String, (Value, Source)>) -> Result<Config, ConfigErr
             .insert(name.to_string(), value.clone());
     }
     let origin_of = |key: &str| -> String {
+        if let (true, Some((_, file))) = (key.starts_with("models."), models) {
+            return file.clone();
+        }
         values
             .get(key)
             .map(|(_, s)| s.to_string())
@@ -277,6 +307,9 @@ fn check(values: &BTreeMap<String, (Value, Source)>) -> Result<Config, ConfigErr
             key,
         }
     })?;
+    if let (Err(reason), Some((_, file))) = (config.validate_models(), models) {
+        return Err(ConfigError::Invalid(format!("{file}: {reason}")));
+    }
     config
         .validate()
         .map_err(|(key, expected)| ConfigError::Rejected {

@@ -66,6 +66,43 @@ pub struct Config {
     pub speech: SpeechSection,
     /// Downloading models from Hugging Face (or a mirror).
     pub pull: PullSection,
+    /// The GPU budget.
+    pub gpu: GpuSection,
+    /// Per-model settings, by model name (`[models."name"]`; file only).
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelSection>,
+}
+
+/// `[gpu]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSection {
+    /// MiB of GPU memory kept free for other processes and fragmentation.
+    pub reserve_mb: u64,
+    /// The most MiB the daemon's models may hold together; 0 = all free memory.
+    pub budget_mb: u64,
+    /// Loads that may wait for GPU memory at once.
+    pub max_queued_loads: u32,
+}
+
+/// `[models."name"]`: one model's settings; what is left out comes from `[engine]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Layers on the GPU (-1: as many as fit).
+    pub gpu_layers: Option<i64>,
+    /// Context tokens per request.
+    pub ctx_per_slot: Option<u32>,
+    /// Parallel sequences.
+    pub slots: Option<u32>,
+    /// Residency after the last request (see [`parse_keep_alive`]).
+    pub keep_alive: Option<String>,
+    /// Never unloaded for room or by time.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Loaded when the daemon starts.
+    #[serde(default)]
+    pub preload: bool,
 }
 
 /// `[pull]` (its `Debug` leaves the token out).
@@ -351,8 +388,8 @@ pub struct EngineSection {
     pub ctx_per_slot: u32,
     /// Threads per worker (0 = cores).
     pub threads: u32,
-    /// Layers on the GPU.
-    pub gpu_layers: u32,
+    /// Layers on the GPU (-1: as many as fit, 0: none).
+    pub gpu_layers: i64,
     /// Per-request deadline in seconds.
     pub request_timeout_secs: u64,
     /// Default keep-alive (see [`parse_keep_alive`]).

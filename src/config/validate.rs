@@ -50,6 +50,24 @@ impl Config {
                 "a number of tokens from 128 to 1048576",
             ));
         }
+        if self.engine.gpu_layers < -1 || self.engine.gpu_layers > 10_000 {
+            return Err((
+                "engine.gpu_layers",
+                "-1 (as many as fit), 0 (CPU) or a layer count",
+            ));
+        }
+        if self.gpu.reserve_mb > 1 << 24 {
+            return Err(("gpu.reserve_mb", "a number of MiB up to 16777216"));
+        }
+        if self.gpu.budget_mb > 1 << 24 {
+            return Err((
+                "gpu.budget_mb",
+                "a number of MiB up to 16777216 (0: no cap)",
+            ));
+        }
+        if !(1..=1024).contains(&self.gpu.max_queued_loads) {
+            return Err(("gpu.max_queued_loads", "a number from 1 to 1024"));
+        }
         if !(1..=64).contains(&self.engine.max_loaded_models) {
             return Err(("engine.max_loaded_models", "a number from 1 to 64"));
         }
@@ -260,6 +278,41 @@ impl Config {
 }
 
 /// Whether `text` is an absolute `http://` or `https://` URL with a host.
+impl Config {
+    /// Checks every `[models."name"]` table like the `[engine]` keys it overrides.
+    pub(super) fn validate_models(&self) -> Result<(), String> {
+        for (name, m) in &self.models {
+            let bad = |key: &str, expected: &str| {
+                Err(format!("models.\"{name}\".{key}: expected {expected}"))
+            };
+            if name.is_empty() || name.len() > 200 {
+                return bad("(name)", "a model name of 1 to 200 characters");
+            }
+            if m.gpu_layers.is_some_and(|n| !(-1..=10_000).contains(&n)) {
+                return bad(
+                    "gpu_layers",
+                    "-1 (as many as fit), 0 (CPU) or a layer count",
+                );
+            }
+            if m.slots.is_some_and(|n| !(1..=64).contains(&n)) {
+                return bad("slots", "a number from 1 to 64");
+            }
+            if m.ctx_per_slot
+                .is_some_and(|n| !(128..=1_048_576).contains(&n))
+            {
+                return bad("ctx_per_slot", "a number of tokens from 128 to 1048576");
+            }
+            if m.keep_alive
+                .as_deref()
+                .is_some_and(|k| parse_keep_alive(k).is_none())
+            {
+                return bad("keep_alive", "a duration such as \"5m\", \"0\" or \"-1\"");
+            }
+        }
+        Ok(())
+    }
+}
+
 fn valid_http_url(text: &str) -> bool {
     reqwest::Url::parse(text).is_ok_and(|u| {
         matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())

@@ -35,15 +35,7 @@ impl From<IngestError> for JobError {
     fn from(e: IngestError) -> JobError {
         match e {
             IngestError::Fatal(message) => JobError::Fatal(message),
-            IngestError::Engine(
-                e @ (EngineError::Busy { .. }
-                | EngineError::UserBusy { .. }
-                | EngineError::NoRoom { .. }
-                | EngineError::Unloading { .. }
-                | EngineError::EngineCrashed { .. }
-                | EngineError::Timeout { .. }
-                | EngineError::Protocol { .. }),
-            ) => JobError::Retry(e.to_string()),
+            IngestError::Engine(e) if e.is_transient() => JobError::Retry(e.to_string()),
             IngestError::Engine(EngineError::ShuttingDown) => JobError::Cancelled,
             IngestError::Engine(e) => JobError::Fatal(e.to_string()),
             IngestError::Store(StoreError::Busy | StoreError::Closed) => {

@@ -19,7 +19,10 @@
 //! the HTTP layer lets only administrators do it.
 
 pub mod constraint;
+pub mod footprint;
 mod generation;
+pub mod placement;
+pub mod plan;
 mod scheduler;
 mod speech;
 mod supervisor;
@@ -28,6 +31,7 @@ pub mod worker;
 /// The daemon ⇄ worker wire (its own crate: the speech worker is another executable).
 pub use appliance_protocol as protocol;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,15 +41,20 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub use generation::{FinishHook, GenEvent, Generation};
+pub use placement::{BudgetConfig, GpuLayers, ModelOverrides, ModelSettings, Placement};
 pub use protocol::{
     ChatMessage, Constraint, FinishReason, Prompt, SamplingParams, TokenLogprob, TokenProb,
     ToolCall, ToolDefinition, Usage,
 };
+pub use scheduler::{BudgetView, GpuView, QueuedLoad, Residency};
 use scheduler::{Msg, Scheduler};
 pub use speech::{SpeechEvent, SpeechRequest, Transcript, Transcription};
+pub use supervisor::Launch;
 pub use supervisor::{Spawner, Worker, WorkerExe};
 
+use crate::gpu::Gpu;
 use crate::telemetry::Metrics;
+use footprint::{Footprint, Shape};
 
 /// The longest residency any keep-alive can ask for (longer is "until unloaded").
 pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(365 * 86_400);
@@ -90,6 +99,38 @@ pub enum EngineError {
         model: String,
         /// How long the request waited.
         secs: u64,
+    },
+    /// Too many loads already wait for GPU memory.
+    #[error(
+        "model `{model}` is waiting for GPU memory behind {queued} other loads (the most allowed); retry in {retry_after_secs} s"
+    )]
+    GpuQueueFull {
+        /// The model.
+        model: String,
+        /// Loads waiting.
+        queued: usize,
+        /// Suggested wait.
+        retry_after_secs: u64,
+    },
+    /// The model's fixed GPU layers can never fit the GPU budget.
+    #[error(
+        "model `{model}` needs {needs_mib} MiB of GPU memory with its configured gpu_layers but the GPU budget can hold at most {capacity_mib} MiB; lower its gpu_layers (or set -1 to offload what fits)"
+    )]
+    TooLargeForGpu {
+        /// The model.
+        model: String,
+        /// What it needs, MiB.
+        needs_mib: u64,
+        /// The most the budget holds, MiB.
+        capacity_mib: u64,
+    },
+    /// Loading ran out of GPU memory; the next load offloads fewer layers.
+    #[error(
+        "model `{model}` ran out of GPU memory while loading; it will be loaded with fewer GPU layers on the next request; retry"
+    )]
+    OutOfMemory {
+        /// The model.
+        model: String,
     },
     /// The model is being unloaded; the request should try again (it will load afresh).
     #[error("model `{model}` is being unloaded; retry")]
@@ -163,6 +204,24 @@ pub enum EngineError {
     ShuttingDown,
 }
 
+impl EngineError {
+    /// Whether trying again later may succeed (background jobs retry these).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Busy { .. }
+                | EngineError::UserBusy { .. }
+                | EngineError::NoRoom { .. }
+                | EngineError::GpuQueueFull { .. }
+                | EngineError::OutOfMemory { .. }
+                | EngineError::Unloading { .. }
+                | EngineError::EngineCrashed { .. }
+                | EngineError::Timeout { .. }
+                | EngineError::Protocol { .. }
+        )
+    }
+}
+
 /// Engine settings (from `[engine]`).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -174,8 +233,8 @@ pub struct EngineConfig {
     pub ctx_per_slot: u32,
     /// Decode threads per worker.
     pub threads: u32,
-    /// Layers offloaded to the GPU.
-    pub gpu_layers: u32,
+    /// Layers offloaded to the GPU, unless a model's settings say otherwise.
+    pub gpu_layers: GpuLayers,
     /// Per-request deadline.
     pub request_timeout: Duration,
     /// How long an idle model stays loaded when the request does not say.
@@ -189,6 +248,41 @@ pub struct EngineConfig {
     pub max_requests_per_user: u32,
     /// Speech workers.
     pub speech: SpeechEngineConfig,
+    /// The GPU budget and per-model settings.
+    pub budget: BudgetConfig,
+}
+
+impl EngineConfig {
+    /// What a model's memory estimate depends on: its context and parallel requests.
+    pub fn shape(&self, model: &ModelSpec) -> Shape {
+        let settings = self.settings(&model.name);
+        Shape {
+            ctx_per_slot: settings.ctx_per_slot,
+            slots: match model.kind {
+                ModelKind::Speech => self.speech.parallel,
+                _ => settings.slots,
+            },
+        }
+    }
+
+    /// One model's settings: `[engine]` with its `[models."name"]` overrides.
+    pub fn settings(&self, name: &str) -> ModelSettings {
+        let o = self.budget.models.get(name).cloned().unwrap_or_default();
+        ModelSettings {
+            gpu_layers: o
+                .gpu_layers
+                .map_or(self.gpu_layers, GpuLayers::from_setting),
+            ctx_per_slot: o.ctx_per_slot.unwrap_or(self.ctx_per_slot),
+            slots: o.slots.unwrap_or(self.slots),
+            keep_alive: if o.pinned {
+                KeepAlive::Forever
+            } else {
+                o.keep_alive.unwrap_or(self.keep_alive)
+            },
+            pinned: o.pinned,
+            preload: o.preload,
+        }
+    }
 }
 
 /// How speech workers run (from `[speech]`).
@@ -315,6 +409,10 @@ pub struct LoadedModel {
     pub pinned: bool,
     /// An unload is waiting for its requests to finish.
     pub unloading: bool,
+    /// Layers on the GPU (0: on the CPU).
+    pub gpu_layers: u32,
+    /// GPU memory it holds, bytes (measured when the driver tells, else estimated).
+    pub vram_bytes: u64,
 }
 
 /// The cheap, cloneable handle to every model worker.
@@ -327,20 +425,87 @@ struct Inner {
     config: EngineConfig,
     scheduler: mpsc::Sender<Msg>,
     next_id: AtomicU64,
+    /// Estimates by model name, with the file length they were made from (`None`:
+    /// assumed by a test).
+    footprints: parking_lot::Mutex<HashMap<String, CachedFootprint>>,
 }
+
+/// An estimate and the model file's length it was made from (`None`: assumed).
+type CachedFootprint = (Option<u64>, Arc<Footprint>);
 
 impl Engine {
     /// An engine whose workers `spawner` starts (normally [`WorkerExe`]). Starts the
     /// scheduler on the current runtime.
-    pub fn new(config: EngineConfig, spawner: Arc<dyn Spawner>, metrics: Metrics) -> Engine {
-        let scheduler = Scheduler::start(config.clone(), spawner, metrics);
+    pub fn new(
+        config: EngineConfig,
+        spawner: Arc<dyn Spawner>,
+        metrics: Metrics,
+        gpu: Gpu,
+    ) -> Engine {
+        let scheduler = Scheduler::start(config.clone(), spawner, metrics, gpu);
         Engine {
             inner: Arc::new(Inner {
                 config,
                 scheduler,
                 next_id: AtomicU64::new(1),
+                footprints: parking_lot::Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Uses `footprint` as the estimate of model `name` (a hardware seam for tests of
+    /// the scheduler with simulated GPUs and fake workers, whose files do not exist).
+    pub fn assume_footprint(&self, name: &str, footprint: Footprint) {
+        self.inner
+            .footprints
+            .lock()
+            .insert(name.to_string(), (None, Arc::new(footprint)));
+    }
+
+    /// The memory estimate of `model` when its settings apply (blocking reads happen
+    /// on a blocking thread; cached while the file keeps its length).
+    pub async fn footprint(&self, model: &ModelSpec) -> Option<Arc<Footprint>> {
+        let cached = self.inner.footprints.lock().get(&model.name).cloned();
+        if let Some((None, footprint)) = &cached {
+            return Some(footprint.clone());
+        }
+        let shape = self.inner.config.shape(model);
+        let (kind, path) = (model.kind, model.path.clone());
+        let cached_len = cached.as_ref().and_then(|(len, _)| *len);
+        let estimated = tokio::task::spawn_blocking(move || {
+            let len = fs_err::metadata(&path).ok().map(|m| m.len());
+            if len.is_some() && len == cached_len {
+                return Ok(None);
+            }
+            footprint::estimate(kind, &path, shape).map(|f| Some((len, f)))
+        })
+        .await;
+        match estimated {
+            Ok(Ok(None)) => cached.map(|(_, f)| f),
+            Ok(Ok(Some((len, footprint)))) => {
+                let footprint = Arc::new(footprint);
+                self.inner
+                    .footprints
+                    .lock()
+                    .insert(model.name.clone(), (len, footprint.clone()));
+                Some(footprint)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(model = %model.name, error = %e, "no memory estimate: the model runs on the CPU");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The GPU budget, what holds it and what waits for it.
+    pub async fn gpu_view(&self) -> Option<GpuView> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.scheduler.send(Msg::Gpu { reply }).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .ok()?
+            .ok()
     }
 
     /// The engine's settings.
@@ -348,14 +513,26 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The residency a request gets when it asks for none: its model's keep-alive,
+    /// extend-only.
+    pub fn default_keep_alive(&self, model: &ModelSpec) -> KeepAliveRequest {
+        KeepAliveRequest::extend(self.inner.config.settings(&model.name).keep_alive)
+    }
+
     /// A loaded worker for `model`: loads it (or waits for its load, or for room)
     /// within the load deadline.
     async fn worker(&self, model: &ModelSpec) -> Result<Arc<Worker>, EngineError> {
+        let footprint = if self.inner.config.budget.offload {
+            self.footprint(model).await
+        } else {
+            None
+        };
         let (reply, answer) = oneshot::channel();
         self.inner
             .scheduler
             .send(Msg::Acquire {
                 spec: model.clone(),
+                footprint,
                 reply,
             })
             .await
@@ -407,7 +584,7 @@ impl Engine {
     pub async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         let keep_alive = request
             .keep_alive
-            .unwrap_or(KeepAliveRequest::extend(self.inner.config.keep_alive));
+            .unwrap_or_else(|| self.default_keep_alive(&request.model));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         self.with_worker(&request.model, |worker, load_time| {
             worker.generate(
@@ -432,8 +609,7 @@ impl Engine {
         truncate: bool,
         keep_alive: Option<KeepAliveRequest>,
     ) -> Result<Embeddings, EngineError> {
-        let keep_alive =
-            keep_alive.unwrap_or(KeepAliveRequest::extend(self.inner.config.keep_alive));
+        let keep_alive = keep_alive.unwrap_or_else(|| self.default_keep_alive(model));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut attempts = 0;
         loop {
@@ -462,7 +638,7 @@ impl Engine {
     pub async fn transcribe(&self, request: SpeechRequest) -> Result<Transcription, EngineError> {
         let keep_alive = request
             .keep_alive
-            .unwrap_or(KeepAliveRequest::extend(self.inner.config.keep_alive));
+            .unwrap_or_else(|| self.default_keep_alive(&request.model));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let factor = self.inner.config.speech.realtime_factor;
         self.with_worker(&request.model, |worker, _| {

@@ -6,10 +6,16 @@
 //! `/metrics`, `/api/ps` and other models keep answering. Concurrent first requests
 //! for a model share one load.
 //!
-//! Capacity is `engine.max_loaded_models` (the GPU scheduler will add a VRAM budget
-//! in [`Scheduler::has_room`]). When it is reached, the least recently used idle model
-//! is unloaded to make room; when every loaded model is busy, the request waits (its
-//! caller bounds the wait) until one becomes idle.
+//! Capacity is `engine.max_loaded_models` and the GPU budget. Every load carries an
+//! estimate of its GPU memory ([`Footprint`]); [`placement::decide`] says whether it
+//! fits the memory the driver reports free (minus the reserve and loads not yet
+//! measured), which idle models to unload for it (least recently used first, pinned
+//! ones never), how many layers to offload when not all fit, or that it must wait.
+//! Waiting loads form one bounded FIFO queue (`gpu.max_queued_loads`; beyond it, 503),
+//! visible in [`GpuView`]. After each load the GPU is measured again: the worker's own
+//! use (NVML, per process) replaces the estimate and corrects later estimates of that
+//! model. A load that runs out of GPU memory fails its requests cleanly and caps the
+//! model's layers at half for the next load.
 //!
 //! Unloading is graceful by default: the worker admits nobody new and stops once its
 //! requests in flight have finished (each has a deadline). Only a forced unload (an
@@ -22,8 +28,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::supervisor::{Spawner, Worker};
-use super::{EngineConfig, EngineError, LoadedModel, ModelSpec};
+use serde::Serialize;
+
+use super::footprint::Footprint;
+use super::placement::{self, Decision, Resident};
+use super::supervisor::{Launch, Spawner, Worker};
+use super::{EngineConfig, EngineError, LoadedModel, ModelKind, ModelSpec};
+use crate::gpu::{Gpu, GpuSnapshot};
 use crate::telemetry::Metrics;
 
 type Waiter = oneshot::Sender<Result<Arc<Worker>, EngineError>>;
@@ -31,8 +42,13 @@ type UnloadReply = oneshot::Sender<bool>;
 
 /// Messages to the scheduler.
 pub(super) enum Msg {
-    /// A loaded worker for this model, please.
-    Acquire { spec: ModelSpec, reply: Waiter },
+    /// A loaded worker for this model, please (with its memory estimate, when the GPU
+    /// is in play).
+    Acquire {
+        spec: ModelSpec,
+        footprint: Option<Arc<Footprint>>,
+        reply: Waiter,
+    },
     /// A load task finished.
     Loaded {
         name: String,
@@ -53,34 +69,149 @@ pub(super) enum Msg {
     List {
         reply: oneshot::Sender<Vec<LoadedModel>>,
     },
+    /// The GPU budget, residents and queue.
+    Gpu { reply: oneshot::Sender<GpuView> },
+    /// A GPU measurement finished; `epochs` are the loads it includes.
+    Measured {
+        snapshot: Arc<GpuSnapshot>,
+        epochs: Vec<u64>,
+    },
     /// Periodic housekeeping: keep-alive expiry, dead workers, abandoned waiters.
     Tick,
     /// Stop everything (daemon shutdown).
     Shutdown { reply: oneshot::Sender<()> },
 }
 
+/// Where a load went on the GPU.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    /// Layers offloaded.
+    layers: u32,
+    /// Units the model has.
+    total_layers: u32,
+    /// Estimated GPU bytes (corrected by earlier measurements).
+    estimate: u64,
+    /// The uncorrected estimate, to learn the next correction from.
+    base_estimate: u64,
+    /// GPU bytes the driver reports for the worker.
+    measured: Option<u64>,
+    /// The latest snapshot already counts this load's memory.
+    counted: bool,
+}
+
+impl Placed {
+    fn bytes(&self) -> u64 {
+        self.measured.unwrap_or(self.estimate)
+    }
+}
+
+/// A load waiting for room.
+struct Pending {
+    spec: ModelSpec,
+    footprint: Option<Arc<Footprint>>,
+    reply: Waiter,
+    since: Instant,
+}
+
 enum Entry {
     Loading {
         epoch: u64,
+        placed: Placed,
         waiters: Vec<Waiter>,
         unloads: Vec<(bool, UnloadReply)>,
     },
     Ready {
         epoch: u64,
+        placed: Placed,
         worker: Arc<Worker>,
         last_used: Instant,
     },
     /// Unloading: new acquires wait here and load the model again once it is gone.
     Stopping {
         epoch: u64,
+        placed: Placed,
         worker: Arc<Worker>,
         /// Whether the stop task has been started (after the drain).
         stopping: bool,
         force: bool,
-        spec: Option<ModelSpec>,
+        spec: Option<(ModelSpec, Option<Arc<Footprint>>)>,
         waiters: Vec<Waiter>,
         unloads: Vec<UnloadReply>,
     },
+}
+
+impl Entry {
+    fn placed(&self) -> &Placed {
+        match self {
+            Entry::Loading { placed, .. }
+            | Entry::Ready { placed, .. }
+            | Entry::Stopping { placed, .. } => placed,
+        }
+    }
+}
+
+/// The GPU budget as the scheduler sees it (for `/api/v1/gpu`, `/api/ps`, metrics).
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuView {
+    /// The budget's figures.
+    pub budget: BudgetView,
+    /// Models holding (or about to hold) GPU memory.
+    pub resident: Vec<Residency>,
+    /// Loads waiting for room, first first.
+    pub queue: Vec<QueuedLoad>,
+}
+
+/// The budget's figures, bytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetView {
+    /// Kept free for others.
+    pub reserve_bytes: u64,
+    /// The administrator's cap (`None`: all free memory).
+    pub limit_bytes: Option<u64>,
+    /// What may be placed now (`None`: no usable GPU).
+    pub available_bytes: Option<u64>,
+    /// What the daemon's models hold (measured where known).
+    pub committed_bytes: u64,
+}
+
+/// One loaded (or loading) model's place.
+#[derive(Debug, Clone, Serialize)]
+pub struct Residency {
+    /// Model name.
+    pub name: String,
+    /// What it does.
+    pub kind: ModelKind,
+    /// Layers on the GPU.
+    pub gpu_layers: u32,
+    /// Layers it has.
+    pub total_layers: u32,
+    /// Estimated GPU bytes.
+    pub estimate_bytes: u64,
+    /// GPU bytes the driver reports for its worker.
+    pub measured_bytes: Option<u64>,
+    /// Never unloaded for room.
+    pub pinned: bool,
+    /// When it unloads if still idle (RFC 3339).
+    pub expires_at: Option<String>,
+    /// Requests running or waiting on it.
+    pub in_use: bool,
+    /// Still loading.
+    pub loading: bool,
+}
+
+/// A load waiting for room.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuedLoad {
+    /// 1 = next.
+    pub position: usize,
+    /// The model.
+    pub model: String,
+    /// What it does.
+    pub kind: ModelKind,
+    /// GPU bytes it waits for.
+    pub needs_bytes: u64,
+    /// Seconds it has waited.
+    pub waiting_secs: u64,
 }
 
 /// The actor's state.
@@ -88,11 +219,23 @@ pub(super) struct Scheduler {
     config: EngineConfig,
     spawner: Arc<dyn Spawner>,
     metrics: Metrics,
+    gpu: Gpu,
     mailbox: mpsc::Sender<Msg>,
     entries: HashMap<String, Entry>,
     /// Acquires waiting for room to load their model.
-    pending: VecDeque<(ModelSpec, Waiter)>,
+    pending: VecDeque<Pending>,
     next_epoch: u64,
+    /// Measured ÷ estimated GPU bytes, per model.
+    corrections: HashMap<String, f64>,
+    /// Most layers a model may offload after it ran out of memory.
+    caps: HashMap<String, u32>,
+    /// A measurement is running; another was asked for meanwhile.
+    measuring: bool,
+    measure_again: bool,
+    /// A model that held GPU memory has gone and the driver has not been asked since:
+    /// placing anything now would see its memory as still taken.
+    settling: bool,
+    started: Instant,
 }
 
 /// Capacity of the scheduler's mailbox. Senders wait when it is full (requests) or
@@ -105,16 +248,24 @@ impl Scheduler {
         config: EngineConfig,
         spawner: Arc<dyn Spawner>,
         metrics: Metrics,
+        gpu: Gpu,
     ) -> mpsc::Sender<Msg> {
         let (tx, rx) = mpsc::channel(MAILBOX);
         let scheduler = Scheduler {
             config,
             spawner,
             metrics,
+            gpu,
             mailbox: tx.clone(),
             entries: HashMap::new(),
             pending: VecDeque::new(),
             next_epoch: 1,
+            corrections: HashMap::new(),
+            caps: HashMap::new(),
+            measuring: false,
+            measure_again: false,
+            settling: false,
+            started: Instant::now(),
         };
         tokio::spawn(scheduler.run(rx));
         let ticker = tx.downgrade();
@@ -132,7 +283,16 @@ impl Scheduler {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         while let Some(msg) = rx.recv().await {
             match msg {
-                Msg::Acquire { spec, reply } => self.acquire(spec, reply),
+                Msg::Acquire {
+                    spec,
+                    footprint,
+                    reply,
+                } => self.acquire(Pending {
+                    spec,
+                    footprint,
+                    reply,
+                    since: Instant::now(),
+                }),
                 Msg::Loaded {
                     name,
                     epoch,
@@ -144,6 +304,10 @@ impl Scheduler {
                 Msg::List { reply } => {
                     let _ = reply.send(self.list());
                 }
+                Msg::Gpu { reply } => {
+                    let _ = reply.send(self.view());
+                }
+                Msg::Measured { snapshot, epochs } => self.measured(&snapshot, &epochs),
                 Msg::Tick => self.tick(),
                 Msg::Shutdown { reply } => {
                     self.shutdown().await;
@@ -154,44 +318,102 @@ impl Scheduler {
         }
     }
 
-    fn acquire(&mut self, spec: ModelSpec, reply: Waiter) {
-        match self.entries.get_mut(&spec.name) {
+    fn acquire(&mut self, p: Pending) {
+        let name = p.spec.name.clone();
+        match self.entries.get_mut(&name) {
             Some(Entry::Ready {
                 worker, last_used, ..
             }) if worker.is_alive() => {
                 *last_used = Instant::now();
-                let _ = reply.send(Ok(worker.clone()));
+                let _ = p.reply.send(Ok(worker.clone()));
                 return;
             }
             Some(Entry::Ready { .. }) => {
-                tracing::warn!(model = %spec.name, "restarting a dead inference worker");
-                self.entries.remove(&spec.name);
+                tracing::warn!(model = %name, "restarting a dead inference worker");
+                self.entries.remove(&name);
             }
             Some(Entry::Loading { waiters, .. }) => {
-                waiters.push(reply);
+                waiters.push(p.reply);
                 return;
             }
             Some(Entry::Stopping {
                 waiters, spec: s, ..
             }) => {
-                waiters.push(reply);
-                *s = Some(spec);
+                waiters.push(p.reply);
+                *s = Some((p.spec, p.footprint));
                 return;
             }
             None => {}
         }
-        if self.has_room() {
-            self.start_load(spec, vec![reply]);
-        } else {
-            self.pending.push_back((spec, reply));
-            self.serve_pending();
+        self.pending.retain(|p| !p.reply.is_closed());
+        let limit = self.config.budget.max_queued_loads.max(1) as usize;
+        if self.pending.len() >= limit {
+            let _ = p.reply.send(Err(EngineError::GpuQueueFull {
+                model: name,
+                queued: self.pending.len(),
+                retry_after_secs: 5,
+            }));
+            return;
         }
+        self.pending.push_back(p);
+        self.serve_pending();
     }
 
-    /// Whether another model may be loaded now. (The GPU scheduler adds its VRAM
-    /// budget here.)
-    fn has_room(&self) -> bool {
-        self.entries.len() < self.config.max_loaded_models.max(1) as usize
+    /// The models holding (or about to hold) GPU memory, for [`placement::decide`].
+    fn residents(&self) -> Vec<Resident> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.placed().layers > 0)
+            .map(|(name, e)| {
+                let placed = e.placed();
+                let (evictable, freeing, last_used) = match e {
+                    Entry::Loading { .. } => (false, false, Instant::now()),
+                    Entry::Ready {
+                        worker, last_used, ..
+                    } => (worker.is_evictable(), false, *last_used),
+                    Entry::Stopping { .. } => (false, true, Instant::now()),
+                };
+                Resident {
+                    name: name.clone(),
+                    bytes: placed.bytes(),
+                    measured: placed.counted,
+                    evictable,
+                    freeing,
+                    last_used: last_used.saturating_duration_since(self.started),
+                }
+            })
+            .collect()
+    }
+
+    /// The estimate for a load, corrected by what earlier loads of it measured.
+    fn footprint_of(&self, p: &Pending) -> Option<Footprint> {
+        let footprint = p.footprint.as_deref()?;
+        Some(match self.corrections.get(&p.spec.name) {
+            Some(factor) => footprint.scaled(*factor),
+            None => footprint.clone(),
+        })
+    }
+
+    fn decide(&self, p: &Pending) -> (Decision, Option<Footprint>) {
+        let Some(footprint) = self.footprint_of(p) else {
+            return (
+                Decision::Load {
+                    layers: 0,
+                    bytes: 0,
+                },
+                None,
+            );
+        };
+        let settings = self.config.settings(&p.spec.name);
+        let decision = placement::decide(
+            &self.gpu.latest(),
+            &self.config.budget,
+            &self.residents(),
+            &footprint,
+            settings.gpu_layers,
+            self.caps.get(&p.spec.name).copied(),
+        );
+        (decision, Some(footprint))
     }
 
     /// Places that unloads in progress will free (an unload with requests waiting for
@@ -203,8 +425,8 @@ impl Scheduler {
             .count()
     }
 
-    /// Starts unloading the least recently used idle model, if there is one. The room
-    /// appears when it has stopped.
+    /// Starts unloading the least recently used idle model that is not pinned, if
+    /// there is one. The room appears when it has stopped.
     fn make_room(&mut self) {
         let victim = self
             .entries
@@ -212,27 +434,43 @@ impl Scheduler {
             .filter_map(|(name, e)| match e {
                 Entry::Ready {
                     worker, last_used, ..
-                } if worker.in_flight() == 0 => Some((*last_used, name.clone())),
+                } if worker.is_evictable() => Some((*last_used, name.clone())),
                 _ => None,
             })
             .min();
         if let Some((_, name)) = victim {
             tracing::info!(model = %name, "unloading the least recently used idle model to make room");
+            self.metrics.scheduler_eviction("max_loaded_models");
             self.begin_stop(&name, false, None);
         }
     }
 
-    fn start_load(&mut self, spec: ModelSpec, waiters: Vec<Waiter>) {
+    fn start_load(&mut self, p: Pending, placed: Placed) {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
+        let spec = p.spec;
         self.entries.insert(
             spec.name.clone(),
             Entry::Loading {
                 epoch,
-                waiters,
+                placed,
+                waiters: vec![p.reply],
                 unloads: Vec::new(),
             },
         );
+        let launch = Launch {
+            settings: self.config.settings(&spec.name),
+            gpu_layers: placed.layers,
+        };
+        if placed.layers > 0 {
+            tracing::info!(
+                model = %spec.name,
+                gpu_layers = placed.layers,
+                of = placed.total_layers,
+                estimate_mib = placed.estimate >> 20,
+                "loading onto the GPU"
+            );
+        }
         let (spawner, config, metrics) = (
             self.spawner.clone(),
             self.config.clone(),
@@ -248,7 +486,7 @@ impl Scheduler {
                     });
                 }
             });
-            let result = Worker::spawn(&*spawner, &spec, &config, metrics, on_idle)
+            let result = Worker::spawn(&*spawner, &spec, &config, &launch, metrics, on_idle)
                 .await
                 .map(Box::new);
             let _ = mailbox
@@ -272,7 +510,10 @@ impl Scheduler {
             return;
         }
         let Some(Entry::Loading {
-            waiters, unloads, ..
+            waiters,
+            unloads,
+            placed,
+            ..
         }) = self.entries.remove(&name)
         else {
             return;
@@ -284,6 +525,7 @@ impl Scheduler {
                     name.clone(),
                     Entry::Ready {
                         epoch,
+                        placed,
                         worker: worker.clone(),
                         last_used: Instant::now(),
                     },
@@ -294,8 +536,22 @@ impl Scheduler {
                 for (force, reply) in unloads {
                     self.unload(&name, force, reply);
                 }
+                if placed.layers > 0 {
+                    self.measure();
+                }
             }
             Err(e) => {
+                if matches!(e, EngineError::OutOfMemory { .. }) && placed.layers > 0 {
+                    let cap = placed.layers / 2;
+                    tracing::warn!(
+                        model = %name,
+                        gpu_layers = placed.layers,
+                        next = cap,
+                        "the model ran out of GPU memory while loading; the next load offloads fewer layers"
+                    );
+                    self.caps.insert(name.clone(), cap);
+                    self.metrics.scheduler_load_retry();
+                }
                 for waiter in waiters {
                     let _ = waiter.send(Err(e.clone()));
                 }
@@ -307,6 +563,80 @@ impl Scheduler {
         }
     }
 
+    /// Measures the GPU on a blocking thread; the answer corrects the estimates of the
+    /// models loaded before it started.
+    fn measure(&mut self) {
+        if self.measuring {
+            self.measure_again = true;
+            return;
+        }
+        self.measuring = true;
+        let epochs: Vec<u64> = self
+            .entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Ready { epoch, .. } => Some(*epoch),
+                _ => None,
+            })
+            .collect();
+        let (gpu, mailbox) = (self.gpu.clone(), self.mailbox.clone());
+        tokio::spawn(async move {
+            let snapshot = gpu.refresh_async().await;
+            let _ = mailbox.send(Msg::Measured { snapshot, epochs }).await;
+        });
+    }
+
+    /// Holds placements until the driver has been asked again (see `settling`).
+    fn settle(&mut self) {
+        self.settling = true;
+        if self.measuring {
+            // The measurement in flight may predate the exit: ask once more.
+            self.measure_again = true;
+        } else {
+            self.measure();
+        }
+    }
+
+    fn measured(&mut self, snapshot: &GpuSnapshot, epochs: &[u64]) {
+        self.measuring = false;
+        if !self.measure_again {
+            self.settling = false;
+        }
+        for (name, entry) in &mut self.entries {
+            let Entry::Ready {
+                epoch,
+                placed,
+                worker,
+                ..
+            } = entry
+            else {
+                continue;
+            };
+            if !epochs.contains(epoch) {
+                continue;
+            }
+            placed.counted = true;
+            let Some(bytes) = snapshot.process_bytes(worker.pid()) else {
+                continue;
+            };
+            if placed.measured.is_none() && placed.base_estimate > 0 && placed.layers > 0 {
+                let factor = bytes as f64 / placed.base_estimate as f64;
+                tracing::info!(
+                    model = %name,
+                    estimate_mib = placed.estimate >> 20,
+                    measured_mib = bytes >> 20,
+                    "measured a model's GPU memory"
+                );
+                self.corrections.insert(name.clone(), factor);
+            }
+            placed.measured = Some(bytes);
+        }
+        if std::mem::take(&mut self.measure_again) {
+            self.measure();
+        }
+        self.serve_pending();
+    }
+
     /// Moves a model to `Stopping`: drains (or, forced, kills) its worker.
     fn begin_stop(&mut self, name: &str, force: bool, reply: Option<UnloadReply>) {
         let Some(entry) = self.entries.remove(name) else {
@@ -316,10 +646,16 @@ impl Scheduler {
             return;
         };
         let entry = match entry {
-            Entry::Ready { epoch, worker, .. } => {
+            Entry::Ready {
+                epoch,
+                worker,
+                placed,
+                ..
+            } => {
                 worker.drain();
                 Entry::Stopping {
                     epoch,
+                    placed,
                     worker,
                     stopping: false,
                     force,
@@ -330,6 +666,7 @@ impl Scheduler {
             }
             Entry::Stopping {
                 epoch,
+                placed,
                 worker,
                 stopping,
                 force: was_forced,
@@ -340,6 +677,7 @@ impl Scheduler {
                 unloads.extend(reply);
                 Entry::Stopping {
                     epoch,
+                    placed,
                     worker,
                     // A forced unload overtakes a drain in progress.
                     stopping: stopping && (was_forced || !force),
@@ -389,6 +727,7 @@ impl Scheduler {
             spec,
             waiters,
             unloads,
+            placed,
             ..
         }) = self.entries.remove(&name)
         else {
@@ -399,10 +738,21 @@ impl Scheduler {
             let _ = reply.send(true);
         }
         let waiters: Vec<Waiter> = waiters.into_iter().filter(|w| !w.is_closed()).collect();
-        if let (Some(spec), false) = (spec, waiters.is_empty()) {
+        if let (Some((spec, footprint)), false) = (spec, waiters.is_empty()) {
             // Requests arrived during the unload: load it again for them (they were
-            // first in line, so they do not queue behind other models).
-            self.start_load(spec, waiters);
+            // first in line, so they go to the front of the queue).
+            for reply in waiters.into_iter().rev() {
+                self.pending.push_front(Pending {
+                    spec: spec.clone(),
+                    footprint: footprint.clone(),
+                    reply,
+                    since: Instant::now(),
+                });
+            }
+        }
+        if placed.layers > 0 {
+            // Its memory shows as free once measured; serving waits for that.
+            self.settle();
         }
         self.serve_pending();
     }
@@ -416,26 +766,64 @@ impl Scheduler {
         }
     }
 
-    /// Gives room to waiting acquires, unloading idle models as needed.
+    /// Gives room to waiting acquires in order, unloading idle models as needed.
     fn serve_pending(&mut self) {
-        self.pending.retain(|(_, w)| !w.is_closed());
-        while let Some((spec, _)) = self.pending.front() {
+        self.pending.retain(|p| !p.reply.is_closed());
+        if self.settling {
+            return;
+        }
+        while let Some(front) = self.pending.front() {
             // The model may have been loaded for someone else meanwhile.
-            if self.entries.contains_key(&spec.name) {
-                let (spec, reply) = self.pending.pop_front().expect("front exists");
-                self.acquire(spec, reply);
+            if self.entries.contains_key(&front.spec.name) {
+                let p = self.pending.pop_front().expect("front exists");
+                self.acquire(p);
                 continue;
             }
-            if !self.has_room() {
+            if self.entries.len() >= self.config.max_loaded_models.max(1) as usize {
                 let wanted: std::collections::HashSet<&str> =
-                    self.pending.iter().map(|(s, _)| s.name.as_str()).collect();
+                    self.pending.iter().map(|p| p.spec.name.as_str()).collect();
                 if self.freeing() < wanted.len() {
                     self.make_room();
                 }
                 return;
             }
-            let (spec, reply) = self.pending.pop_front().expect("front exists");
-            self.start_load(spec, vec![reply]);
+            let (decision, footprint) = self.decide(front);
+            match decision {
+                Decision::Load { layers, bytes } => {
+                    let p = self.pending.pop_front().expect("front exists");
+                    let base = p.footprint.as_deref().map_or(0, |f| f.gpu_bytes(layers));
+                    let placed = Placed {
+                        layers,
+                        total_layers: footprint.as_ref().map_or(0, Footprint::total_layers),
+                        estimate: bytes,
+                        base_estimate: base,
+                        measured: None,
+                        counted: false,
+                    };
+                    self.start_load(p, placed);
+                }
+                Decision::Evict(victims) => {
+                    let wanted = front.spec.name.clone();
+                    for name in victims {
+                        tracing::info!(model = %name, for_model = %wanted, "unloading an idle model to free GPU memory");
+                        self.metrics.scheduler_eviction("vram");
+                        self.begin_stop(&name, false, None);
+                    }
+                    return;
+                }
+                Decision::Wait { needs } => {
+                    tracing::debug!(model = %front.spec.name, needs_mib = needs >> 20, "waiting for GPU memory");
+                    return;
+                }
+                Decision::Never { needs, capacity } => {
+                    let p = self.pending.pop_front().expect("front exists");
+                    let _ = p.reply.send(Err(EngineError::TooLargeForGpu {
+                        model: p.spec.name,
+                        needs_mib: needs >> 20,
+                        capacity_mib: capacity >> 20,
+                    }));
+                }
+            }
         }
     }
 
@@ -450,25 +838,101 @@ impl Scheduler {
     }
 
     fn list(&self) -> Vec<LoadedModel> {
-        let mut list: Vec<LoadedModel> = self
-            .entries
-            .values()
-            .filter_map(|e| match e {
-                Entry::Ready { worker, .. } | Entry::Stopping { worker, .. } => {
-                    worker.is_alive().then(|| worker.describe())
-                }
-                Entry::Loading { .. } => None,
-            })
-            .collect();
+        let mut list: Vec<LoadedModel> =
+            self.entries
+                .values()
+                .filter_map(|e| match e {
+                    Entry::Ready { worker, placed, .. }
+                    | Entry::Stopping { worker, placed, .. } => worker.is_alive().then(|| {
+                        let mut model = worker.describe();
+                        model.gpu_layers = placed.layers;
+                        model.vram_bytes = placed.bytes();
+                        model
+                    }),
+                    Entry::Loading { .. } => None,
+                })
+                .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
+    }
+
+    fn view(&self) -> GpuView {
+        let residents = self.residents();
+        let snapshot = self.gpu.latest();
+        let mut resident: Vec<Residency> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.placed().layers > 0)
+            .map(|(name, e)| {
+                let placed = e.placed();
+                let described = match e {
+                    Entry::Ready { worker, .. } | Entry::Stopping { worker, .. } => {
+                        Some(worker.describe())
+                    }
+                    Entry::Loading { .. } => None,
+                };
+                Residency {
+                    name: name.clone(),
+                    kind: described.as_ref().map_or(ModelKind::Chat, |d| d.kind),
+                    gpu_layers: placed.layers,
+                    total_layers: placed.total_layers,
+                    estimate_bytes: placed.estimate,
+                    measured_bytes: placed.measured,
+                    pinned: described.as_ref().is_some_and(|d| d.pinned),
+                    expires_at: described.as_ref().and_then(|d| d.expires_at.clone()),
+                    in_use: described
+                        .as_ref()
+                        .is_some_and(|d| d.running + d.waiting > 0),
+                    loading: described.is_none(),
+                }
+            })
+            .collect();
+        resident.sort_by(|a, b| a.name.cmp(&b.name));
+        let queue = self
+            .pending
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let settings = self.config.settings(&p.spec.name);
+                let needs = self.footprint_of(p).map_or(0, |f| {
+                    let layers = match settings.gpu_layers {
+                        placement::GpuLayers::Auto => f.total_layers(),
+                        placement::GpuLayers::Exactly(n) => n,
+                    };
+                    f.gpu_bytes(
+                        layers.min(self.caps.get(&p.spec.name).copied().unwrap_or(u32::MAX)),
+                    )
+                });
+                QueuedLoad {
+                    position: i + 1,
+                    model: p.spec.name.clone(),
+                    kind: p.spec.kind,
+                    needs_bytes: needs,
+                    waiting_secs: p.since.elapsed().as_secs(),
+                }
+            })
+            .collect();
+        let budget = &self.config.budget;
+        GpuView {
+            budget: BudgetView {
+                reserve_bytes: budget.reserve,
+                limit_bytes: budget.limit,
+                available_bytes: placement::available(&snapshot, budget, &residents),
+                committed_bytes: residents.iter().map(|r| r.bytes).sum(),
+            },
+            resident,
+            queue,
+        }
     }
 
     fn tick(&mut self) {
         let names: Vec<String> = self.entries.keys().cloned().collect();
         for name in names {
             match self.entries.get(&name) {
-                Some(Entry::Ready { worker, .. }) if !worker.is_alive() => {
+                Some(Entry::Ready { worker, placed, .. }) if !worker.is_alive() => {
+                    if placed.layers > 0 {
+                        self.settle();
+                    }
                     self.entries.remove(&name);
                 }
                 Some(Entry::Ready { worker, .. }) if worker.is_expired() => {
@@ -483,8 +947,8 @@ impl Scheduler {
     }
 
     async fn shutdown(&mut self) {
-        for (_, waiter) in self.pending.drain(..) {
-            let _ = waiter.send(Err(EngineError::ShuttingDown));
+        for p in self.pending.drain(..) {
+            let _ = p.reply.send(Err(EngineError::ShuttingDown));
         }
         let workers: Vec<Arc<Worker>> = self
             .entries

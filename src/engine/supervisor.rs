@@ -26,15 +26,31 @@ use super::protocol::{
 };
 use super::speech::{SpeechRequest, Transcription};
 use super::{
-    EngineConfig, EngineError, KeepAlive, KeepAliveRequest, LoadedModel, ModelKind, ModelSpec,
+    EngineConfig, EngineError, KeepAlive, KeepAliveRequest, LoadedModel, ModelKind, ModelSettings,
+    ModelSpec,
 };
 use crate::telemetry::Metrics;
+
+/// How one worker is to be started: its model's settings and the layers the scheduler
+/// placed on the GPU.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The model's settings.
+    pub settings: ModelSettings,
+    /// Layers (or, for whole-unit models, 1 = on the GPU) offloaded.
+    pub gpu_layers: u32,
+}
 
 /// How a worker process is started. Production runs `appliance worker llm`; tests run
 /// the scripted `appliance worker fake` through the same supervision.
 pub trait Spawner: Send + Sync + 'static {
     /// The command that starts a worker for `model`, arguments included.
-    fn command(&self, model: &ModelSpec, config: &EngineConfig) -> tokio::process::Command;
+    fn command(
+        &self,
+        model: &ModelSpec,
+        config: &EngineConfig,
+        launch: &Launch,
+    ) -> tokio::process::Command;
 }
 
 /// Starts `exe worker llm|embed …` (the daemon's own binary in its worker mode), or
@@ -47,7 +63,12 @@ pub struct WorkerExe {
 }
 
 impl Spawner for WorkerExe {
-    fn command(&self, model: &ModelSpec, config: &EngineConfig) -> tokio::process::Command {
+    fn command(
+        &self,
+        model: &ModelSpec,
+        config: &EngineConfig,
+        launch: &Launch,
+    ) -> tokio::process::Command {
         if model.kind == ModelKind::Speech {
             let speech = &config.speech;
             let mut cmd = tokio::process::Command::new(&self.speech_exe);
@@ -56,7 +77,7 @@ impl Spawner for WorkerExe {
                 .args(["--threads", &speech.threads.to_string()])
                 .args(["--parallel", &speech.parallel.to_string()])
                 .args(["--beam-size", &speech.beam_size.to_string()]);
-            if config.gpu_layers > 0 {
+            if launch.gpu_layers > 0 {
                 cmd.arg("--gpu");
             }
             return cmd;
@@ -71,21 +92,37 @@ impl Spawner for WorkerExe {
         }
         cmd.args(["worker", "llm", "--model"])
             .arg(&model.path)
-            .args(["--slots", &config.slots.to_string()])
-            .args(["--ctx-per-slot", &config.ctx_per_slot.to_string()])
+            .args(["--slots", &launch.settings.slots.to_string()])
+            .args(["--ctx-per-slot", &launch.settings.ctx_per_slot.to_string()])
             .args(["--threads", &config.threads.to_string()])
-            .args(["--gpu-layers", &config.gpu_layers.to_string()]);
+            .args(["--gpu-layers", &launch.gpu_layers.to_string()]);
         cmd
     }
 }
 
 impl<F> Spawner for F
 where
-    F: Fn(&ModelSpec, &EngineConfig) -> tokio::process::Command + Send + Sync + 'static,
+    F: Fn(&ModelSpec, &EngineConfig, &Launch) -> tokio::process::Command + Send + Sync + 'static,
 {
-    fn command(&self, model: &ModelSpec, config: &EngineConfig) -> tokio::process::Command {
-        self(model, config)
+    fn command(
+        &self,
+        model: &ModelSpec,
+        config: &EngineConfig,
+        launch: &Launch,
+    ) -> tokio::process::Command {
+        self(model, config, launch)
     }
+}
+
+/// Whether a worker's last words say it ran out of (GPU) memory: ggml's and CUDA's
+/// allocation failures.
+fn out_of_memory(stderr: &[String]) -> bool {
+    stderr.iter().any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.contains("out of memory")
+            || line.contains("unable to allocate")
+            || line.contains("failed to allocate")
+    })
 }
 
 /// Lines of a worker's stderr kept for the log when it dies, and their longest length.
@@ -190,6 +227,7 @@ impl Worker {
         spawner: &dyn Spawner,
         model: &ModelSpec,
         config: &EngineConfig,
+        launch: &Launch,
         metrics: Metrics,
         on_idle: Box<dyn Fn(&str) + Send + Sync>,
     ) -> Result<Worker, EngineError> {
@@ -198,7 +236,7 @@ impl Worker {
             detail: detail.to_string(),
         };
         let mut child = spawner
-            .command(model, config)
+            .command(model, config, launch)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -243,14 +281,21 @@ impl Worker {
                 let status = stop_child(&mut child).await;
                 // Let the stderr forwarder collect the last lines for the log.
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                let tail = stderr_tail.lock().clone();
                 tracing::error!(
                     model = %model.name,
                     pid,
                     %reason,
                     exit = %status,
-                    stderr = %stderr_tail.lock().join(" | "),
+                    gpu_layers = launch.gpu_layers,
+                    stderr = %tail.join(" | "),
                     "the inference worker failed to start"
                 );
+                if out_of_memory(&tail) {
+                    return Err(EngineError::OutOfMemory {
+                        model: model.name.clone(),
+                    });
+                }
                 return Err(load_failed(&format!("{reason}; see the daemon log")));
             }
         };
@@ -274,7 +319,7 @@ impl Worker {
             metrics,
             on_idle,
         });
-        shared.apply_keep_alive(KeepAliveRequest::set(config.keep_alive));
+        shared.apply_keep_alive(KeepAliveRequest::set(launch.settings.keep_alive));
         spawn_event_reader(shared.clone(), events, stderr_tail, pid);
         Ok(Worker {
             shared,
@@ -305,6 +350,21 @@ impl Worker {
     /// Requests admitted now (running or waiting for a slot).
     pub fn in_flight(&self) -> usize {
         self.shared.admission.lock().in_flight
+    }
+
+    /// Kept loaded until an administrator unloads it (keep-alive -1, or pinned).
+    pub fn is_pinned(&self) -> bool {
+        self.shared.expires.lock().is_none()
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether it may be unloaded to make room: alive, idle and not pinned.
+    pub fn is_evictable(&self) -> bool {
+        self.is_alive() && self.in_flight() == 0 && !self.is_pinned()
     }
 
     /// Whether the idle keep-alive has run out.
@@ -568,6 +628,8 @@ impl Worker {
             expires_at,
             pinned: expires.is_none(),
             unloading: draining,
+            gpu_layers: 0,
+            vram_bytes: 0,
         }
     }
 }

@@ -263,7 +263,7 @@ pub async fn ollama_legacy(
             .engine
             .load(
                 &spec,
-                keep_alive.unwrap_or(KeepAliveRequest::extend(state.engine.config().keep_alive)),
+                keep_alive.unwrap_or_else(|| state.engine.default_keep_alive(&spec)),
             )
             .await
             .map_err(ApiError::from)?;

@@ -210,6 +210,18 @@ impl ApiError {
                     "no_room_to_load",
                     Some("model"),
                 ),
+                EngineError::GpuQueueFull { .. } | EngineError::OutOfMemory { .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "gpu_memory_busy",
+                    Some("model"),
+                ),
+                EngineError::TooLargeForGpu { .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "model_too_large_for_gpu",
+                    Some("model"),
+                ),
                 EngineError::Unloading { .. } | EngineError::ShuttingDown => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "server_error",
@@ -325,8 +337,12 @@ impl ApiError {
                 }
                 | EngineError::UserBusy {
                     retry_after_secs, ..
+                }
+                | EngineError::GpuQueueFull {
+                    retry_after_secs, ..
                 },
             ) => Some(*retry_after_secs),
+            ApiError::Engine(EngineError::OutOfMemory { .. }) => Some(1),
             ApiError::Engine(EngineError::NoRoom { .. } | EngineError::Unloading { .. })
             | ApiError::Store(StoreError::Busy) => Some(2),
             _ => None,

@@ -98,6 +98,7 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::GET, "/metrics", Admin, J, get(routes::health::metrics)),
         r(Method::GET, "/api/v1/status", Admin, J, get(routes::status::status)),
         r(Method::GET, "/api/v1/system", Admin, J, get(routes::status::system)),
+        r(Method::GET, "/api/v1/gpu", Admin, J, get(routes::status::gpu)),
         r(Method::GET, "/api/v1/log-level", Admin, J, get(routes::status::get_log_level)),
         r(Method::PUT, "/api/v1/log-level", Admin, J, put(routes::status::set_log_level)),
         r(Method::POST, "/api/v1/models/{name}/load", Admin, J, post(routes::models::load)),

@@ -372,8 +372,7 @@ async fn load_or_unload(
         state.engine.unload(&spec.name, false).await?;
         "unload"
     } else {
-        let keep_alive =
-            keep_alive.unwrap_or(KeepAliveRequest::extend(state.engine.config().keep_alive));
+        let keep_alive = keep_alive.unwrap_or_else(|| state.engine.default_keep_alive(spec));
         state.engine.load(spec, keep_alive).await?;
         "load"
     };
@@ -524,15 +523,24 @@ pub async fn ps(State(state): State<AppState>) -> Result<axum::Json<Value>, Olla
             "digest": digest,
             "details": details,
             "expires_at": loaded.expires_at,
-            "size_vram": 0,
+            "size_vram": loaded.vram_bytes,
             "context_length": loaded.context_length,
             "pid": loaded.pid,
             "slots": loaded.slots,
             "running": loaded.running,
             "waiting": loaded.waiting,
+            "gpu_layers": loaded.gpu_layers,
+            "pinned": loaded.pinned,
         }));
     }
-    Ok(axum::Json(json!({ "models": out })))
+    // Loads waiting for GPU memory, in order (an extension: Ollama lists none).
+    let queue = state
+        .engine
+        .gpu_view()
+        .await
+        .map(|view| view.queue)
+        .unwrap_or_default();
+    Ok(axum::Json(json!({ "models": out, "queue": queue })))
 }
 
 /// Body of `POST /api/show`.

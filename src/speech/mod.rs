@@ -287,13 +287,7 @@ fn options(task: &str, stored: &Value, max_seconds: f64) -> Result<SpeechOptions
 
 fn engine_error(e: EngineError) -> JobError {
     match e {
-        EngineError::Busy { .. }
-        | EngineError::UserBusy { .. }
-        | EngineError::NoRoom { .. }
-        | EngineError::Unloading { .. }
-        | EngineError::EngineCrashed { .. }
-        | EngineError::Timeout { .. }
-        | EngineError::Protocol { .. } => JobError::Retry(e.to_string()),
+        e if e.is_transient() => JobError::Retry(e.to_string()),
         EngineError::ShuttingDown => JobError::Cancelled,
         other => JobError::Fatal(other.to_string()),
     }

@@ -88,6 +88,8 @@ struct State {
     speech_requests: BTreeMap<(String, &'static str), u64>,
     speech_audio_seconds: BTreeMap<String, f64>,
     speech_realtime_factor: BTreeMap<String, Histogram>,
+    scheduler_evictions: BTreeMap<&'static str, u64>,
+    scheduler_load_retries: u64,
 }
 
 /// A gauge whose samples are read at scrape time (e.g. busy slots per model).
@@ -116,6 +118,22 @@ impl Metrics {
             started: Instant::now(),
             version,
         }
+    }
+
+    /// The scheduler unloaded an idle model to make room (`reason`: `vram` or
+    /// `max_loaded_models`).
+    pub fn scheduler_eviction(&self, reason: &'static str) {
+        *self
+            .state
+            .lock()
+            .scheduler_evictions
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// A load ran out of GPU memory; the next one offloads fewer layers.
+    pub fn scheduler_load_retry(&self) {
+        self.state.lock().scheduler_load_retries += 1;
     }
 
     /// Time since the registry (i.e. the daemon) started.
@@ -442,6 +460,30 @@ impl Metrics {
                 &format!("model=\"{}\"", escape(model)),
             );
         }
+        header(
+            &mut out,
+            "appliance_scheduler_evictions_total",
+            "counter",
+            "Idle models unloaded to make room, by reason (vram or max_loaded_models).",
+        );
+        for reason in ["vram", "max_loaded_models"] {
+            let n = state.scheduler_evictions.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "appliance_scheduler_evictions_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "appliance_scheduler_load_retries_total",
+            "counter",
+            "Loads that ran out of GPU memory; the model's next load offloads fewer layers.",
+        );
+        let _ = writeln!(
+            out,
+            "appliance_scheduler_load_retries_total {}",
+            state.scheduler_load_retries
+        );
         for gauge in gauges {
             header(&mut out, gauge.name, "gauge", gauge.help);
             for (labels, value) in &gauge.samples {
@@ -473,6 +515,8 @@ impl State {
             speech_requests: self.speech_requests.clone(),
             speech_audio_seconds: self.speech_audio_seconds.clone(),
             speech_realtime_factor: self.speech_realtime_factor.clone(),
+            scheduler_evictions: self.scheduler_evictions.clone(),
+            scheduler_load_retries: self.scheduler_load_retries,
         }
     }
 }

@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appliance::engine::{
-    Engine, EngineConfig, EngineError, FinishReason, GenEvent, GenerateRequest, Generation,
-    KeepAlive, KeepAliveRequest, ModelKind, ModelSpec, Prompt, SamplingParams,
+    BudgetConfig, Engine, EngineConfig, EngineError, FinishReason, GenEvent, GenerateRequest,
+    Generation, GpuLayers, KeepAlive, KeepAliveRequest, Launch, ModelKind, ModelSpec, Prompt,
+    SamplingParams,
 };
+use appliance::gpu::Gpu;
 use appliance::telemetry::Metrics;
 
 use crate::support::bin;
 
 /// A model whose name tells the fake worker how to start: `hang`, `exit`, `garbage`,
 /// `old`, or `slow-<ms>` (loads for that long); anything else starts at once.
-fn model(name: &str) -> ModelSpec {
+pub(crate) fn model(name: &str) -> ModelSpec {
     ModelSpec {
         name: name.to_string(),
         path: PathBuf::from("/nonexistent/fake.gguf"),
@@ -25,13 +27,13 @@ fn model(name: &str) -> ModelSpec {
     }
 }
 
-fn config() -> EngineConfig {
+pub(crate) fn config() -> EngineConfig {
     EngineConfig {
         slots: 2,
         queue: 2,
         ctx_per_slot: 256,
         threads: 1,
-        gpu_layers: 0,
+        gpu_layers: GpuLayers::Exactly(0),
         request_timeout: Duration::from_secs(30),
         keep_alive: KeepAlive::For(Duration::from_secs(300)),
         load_timeout: Duration::from_secs(10),
@@ -43,11 +45,18 @@ fn config() -> EngineConfig {
             beam_size: 1,
             realtime_factor: 2.0,
         },
+        budget: BudgetConfig {
+            reserve: 0,
+            limit: None,
+            max_queued_loads: 16,
+            offload: false,
+            models: Default::default(),
+        },
     }
 }
 
 fn engine(config: EngineConfig) -> Engine {
-    let spawner = |model: &ModelSpec, config: &EngineConfig| {
+    let spawner = |model: &ModelSpec, config: &EngineConfig, _: &Launch| {
         let mut cmd = tokio::process::Command::new(bin());
         cmd.args(["worker", "fake"])
             .args(["--slots", &config.slots.to_string()])
@@ -63,10 +72,10 @@ fn engine(config: EngineConfig) -> Engine {
         }
         cmd
     };
-    Engine::new(config, Arc::new(spawner), Metrics::new("test"))
+    Engine::new(config, Arc::new(spawner), Metrics::new("test"), Gpu::none())
 }
 
-fn request(name: &str, user: i64, script: &str) -> GenerateRequest {
+pub(crate) fn request(name: &str, user: i64, script: &str) -> GenerateRequest {
     GenerateRequest {
         model: model(name),
         user,
@@ -77,7 +86,9 @@ fn request(name: &str, user: i64, script: &str) -> GenerateRequest {
 }
 
 /// Runs a generation to its end: the text, or the error.
-async fn finish(mut generation: Generation) -> Result<(String, FinishReason), EngineError> {
+pub(crate) async fn finish(
+    mut generation: Generation,
+) -> Result<(String, FinishReason), EngineError> {
     let mut text = String::new();
     while let Some(event) = generation.next().await {
         match event? {
@@ -89,7 +100,7 @@ async fn finish(mut generation: Generation) -> Result<(String, FinishReason), En
     panic!("the generation ended without Done or an error")
 }
 
-async fn started(generation: &mut Generation) {
+pub(crate) async fn started(generation: &mut Generation) {
     match generation.next().await {
         Some(Ok(GenEvent::Started { .. })) => {}
         other => panic!("expected Started, got {other:?}"),
@@ -106,7 +117,7 @@ async fn pid_of(engine: &Engine, name: &str) -> Option<u32> {
 }
 
 /// Waits (bounded) until `check` holds.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if check().await {

@@ -13,6 +13,7 @@ mod cli;
 mod daemon;
 mod engine;
 mod errors;
+mod gpu;
 mod security;
 mod support;
 mod tokenizer;

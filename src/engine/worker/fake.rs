@@ -29,7 +29,8 @@ pub struct FakeArgs {
     /// Context tokens per slot.
     #[arg(long, default_value_t = 256)]
     pub ctx_per_slot: u32,
-    /// `ready`, `exit` (dies before Ready, writing to stderr), `hang` (never answers),
+    /// `ready`, `exit` (dies before Ready, writing to stderr), `oom` (dies as a load
+    /// that ran out of GPU memory does), `hang` (never answers),
     /// `garbage` (answers something that is not the protocol), `old` (another
     /// protocol version).
     #[arg(long, default_value = "ready")]
@@ -37,6 +38,13 @@ pub struct FakeArgs {
     /// Time to "load", ms.
     #[arg(long, default_value_t = 0)]
     pub load_ms: u64,
+    /// A simulated GPU's ledger directory to record `--vram-bytes` in (tests of the
+    /// GPU scheduler; see `gpu::SimulatedGpu`).
+    #[arg(long)]
+    pub vram_ledger: Option<std::path::PathBuf>,
+    /// Bytes of simulated GPU memory this worker holds while it lives.
+    #[arg(long, default_value_t = 0)]
+    pub vram_bytes: u64,
 }
 
 /// One request's script.
@@ -107,8 +115,21 @@ struct Running {
 
 /// Entry point of `appliance worker fake`.
 pub fn run(args: FakeArgs) -> anyhow::Result<()> {
+    if let (Some(dir), true) = (&args.vram_ledger, args.vram_bytes > 0) {
+        fs_err::write(
+            dir.join(std::process::id().to_string()),
+            args.vram_bytes.to_string(),
+        )?;
+    }
     std::thread::sleep(Duration::from_millis(args.load_ms));
     match args.start.as_str() {
+        "oom" => {
+            // What llama.cpp's CUDA backend logs when a buffer does not fit.
+            eprintln!(
+                "llama.cpp: ggml_backend_cuda_buffer_type_alloc_buffer: allocating 812.00 MiB on device 0: cudaMalloc failed: out of memory"
+            );
+            std::process::exit(1);
+        }
         "exit" => {
             eprintln!("fake worker: refusing to start (stderr=private-detail)");
             std::process::exit(3);

@@ -22,7 +22,7 @@ mod prep;
 mod sampler;
 mod text;
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -100,11 +100,36 @@ fn emit(event: &Event) -> anyhow::Result<()> {
     Ok(super::protocol::stdio::emit(event)?)
 }
 
+/// llama.cpp's and ggml's errors go to stderr, where the daemon's supervisor logs them
+/// and recognises running out of (GPU) memory; everything chattier is dropped.
+fn errors_to_stderr() {
+    #[allow(unsafe_code, reason = "a C callback for llama.cpp's log")]
+    unsafe extern "C" fn log(
+        level: llama_cpp_sys_2::ggml_log_level,
+        text: *const std::os::raw::c_char,
+        _: *mut std::os::raw::c_void,
+    ) {
+        if level != llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR || text.is_null() {
+            return;
+        }
+        // SAFETY: llama.cpp passes a NUL-terminated string valid for this call.
+        let text = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy();
+        let line: String = text.trim_end().chars().take(400).collect();
+        // Never panic here: unwinding into C aborts the process.
+        let _ = writeln!(std::io::stderr(), "llama.cpp: {line}");
+    }
+    // SAFETY: the callback is a plain function that lives as long as the process.
+    #[allow(unsafe_code, reason = "registering the log callback with llama.cpp")]
+    unsafe {
+        llama_cpp_sys_2::llama_log_set(Some(log), std::ptr::null_mut());
+    }
+}
+
 /// Entry point of `appliance worker llm`.
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut backend = LlamaBackend::init().context("initialising llama.cpp")?;
-    backend.void_logs();
+    let backend = LlamaBackend::init().context("initialising llama.cpp")?;
+    errors_to_stderr();
     let model_params = LlamaModelParams::default().with_n_gpu_layers(args.gpu_layers);
     let model = LlamaModel::load_from_file(&backend, &args.model, &model_params)
         .with_context(|| format!("loading {}", args.model.display()))?;

@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::app::{self, AppState};
+use crate::engine::GpuView;
+use crate::gpu::GpuSnapshot;
 use crate::telemetry::{self, Gauge};
 
 /// `GET /healthz`: 200 while the process runs and its runtime answers.
@@ -52,6 +54,138 @@ pub async fn readyz(
     (status, Json(body)).into_response()
 }
 
+/// Per-GPU gauges (labels bounded: one set per device, throttle reasons from a fixed
+/// list) and the scheduler's budget and queue.
+fn gpu_gauges(snapshot: &GpuSnapshot, view: Option<&GpuView>) -> Vec<Gauge> {
+    let label = |v: &str| v.replace(['"', '\\', '\n'], "_");
+    let per_device = |value: &dyn Fn(&crate::gpu::GpuDevice) -> Option<f64>| -> Vec<(String, f64)> {
+        snapshot
+            .devices
+            .iter()
+            .filter_map(|d| value(d).map(|v| (format!("gpu=\"{}\"", d.index), v)))
+            .collect()
+    };
+    let mut ecc = Vec::new();
+    let mut throttled = Vec::new();
+    for d in &snapshot.devices {
+        for (kind, count) in [
+            ("corrected", d.ecc_corrected),
+            ("uncorrected", d.ecc_uncorrected),
+        ] {
+            if let Some(n) = count {
+                ecc.push((format!("gpu=\"{}\",type=\"{kind}\"", d.index), n as f64));
+            }
+        }
+        for reason in crate::gpu::THROTTLE_REASONS {
+            let active = d.throttle_reasons.contains(reason);
+            throttled.push((
+                format!("gpu=\"{}\",reason=\"{reason}\"", d.index),
+                if active { 1.0 } else { 0.0 },
+            ));
+        }
+    }
+    let budget = view.map(|v| &v.budget);
+    let mut gauges = vec![
+        Gauge {
+            name: "appliance_gpu_available",
+            help: "1 when the NVIDIA driver answers and lists at least one GPU, else 0.",
+            samples: vec![(
+                String::new(),
+                if snapshot.has_devices() { 1.0 } else { 0.0 },
+            )],
+        },
+        Gauge {
+            name: "appliance_gpu_info",
+            help: "One sample per GPU naming it; the value is always 1.",
+            samples: snapshot
+                .devices
+                .iter()
+                .map(|d| {
+                    (
+                        format!(
+                            "gpu=\"{}\",name=\"{}\",uuid=\"{}\",driver=\"{}\"",
+                            d.index,
+                            label(&d.name),
+                            label(&d.uuid),
+                            label(snapshot.driver_version.as_deref().unwrap_or(""))
+                        ),
+                        1.0,
+                    )
+                })
+                .collect(),
+        },
+        Gauge {
+            name: "appliance_gpu_memory_total_bytes",
+            help: "Installed GPU memory.",
+            samples: per_device(&|d| Some(d.memory_total_bytes as f64)),
+        },
+        Gauge {
+            name: "appliance_gpu_memory_used_bytes",
+            help: "GPU memory in use by any process.",
+            samples: per_device(&|d| Some(d.memory_used_bytes as f64)),
+        },
+        Gauge {
+            name: "appliance_gpu_memory_free_bytes",
+            help: "GPU memory free.",
+            samples: per_device(&|d| Some(d.memory_free_bytes as f64)),
+        },
+        Gauge {
+            name: "appliance_gpu_utilization_percent",
+            help: "GPU compute utilisation over the driver's last sample period.",
+            samples: per_device(&|d| d.utilization_percent.map(f64::from)),
+        },
+        Gauge {
+            name: "appliance_gpu_temperature_celsius",
+            help: "GPU die temperature.",
+            samples: per_device(&|d| d.temperature_c.map(f64::from)),
+        },
+        Gauge {
+            name: "appliance_gpu_power_watts",
+            help: "GPU power draw.",
+            samples: per_device(&|d| d.power_w),
+        },
+        Gauge {
+            name: "appliance_gpu_ecc_errors",
+            help: "ECC errors since the driver loaded, by type (corrected, uncorrected).",
+            samples: ecc,
+        },
+        Gauge {
+            name: "appliance_gpu_throttled",
+            help: "1 while a clock throttle reason is active, by reason.",
+            samples: throttled,
+        },
+        Gauge {
+            name: "appliance_vram_reserve_bytes",
+            help: "GPU memory the scheduler leaves free for others (gpu.reserve_mb).",
+            samples: budget
+                .map(|b| vec![(String::new(), b.reserve_bytes as f64)])
+                .unwrap_or_default(),
+        },
+        Gauge {
+            name: "appliance_vram_committed_bytes",
+            help: "GPU memory the daemon's models hold (measured where known, else estimated).",
+            samples: budget
+                .map(|b| vec![(String::new(), b.committed_bytes as f64)])
+                .unwrap_or_default(),
+        },
+        Gauge {
+            name: "appliance_vram_budget_bytes",
+            help: "GPU memory the scheduler may use in total now: what its models hold plus what it may still place.",
+            samples: budget
+                .and_then(|b| b.available_bytes.map(|a| a + b.committed_bytes))
+                .map(|v| vec![(String::new(), v as f64)])
+                .unwrap_or_default(),
+        },
+        Gauge {
+            name: "appliance_scheduler_queue_depth",
+            help: "Model loads waiting for GPU memory or a free place.",
+            samples: vec![(String::new(), view.map_or(0, |v| v.queue.len()) as f64)],
+        },
+    ];
+    gauges.retain(|g| !g.samples.is_empty());
+    gauges
+}
+
 /// `GET /metrics`: Prometheus text exposition format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let process = tokio::task::spawn_blocking(telemetry::process_stats)
@@ -84,7 +218,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             (format!("kind=\"{kind}\",state=\"{job_state}\""), n as f64)
         })
         .collect();
-    let gauges = [
+    let view = state.engine.gpu_view().await;
+    let mut gauges = vec![
         Gauge {
             name: "appliance_jobs",
             help: "Background jobs queued or running, by kind and state (the queue depth).",
@@ -110,7 +245,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             help: "Requests a loaded model runs at once (chat slots, speech states), by model and kind.",
             samples: per_model(|m| m.slots as f64),
         },
+        Gauge {
+            name: "appliance_model_vram_bytes",
+            help: "GPU memory a loaded model holds (measured when the driver tells, else estimated), by model and kind.",
+            samples: per_model(|m| m.vram_bytes as f64),
+        },
     ];
+    gauges.extend(gpu_gauges(&state.gpu.latest(), view.as_ref()));
     (
         [(
             header::CONTENT_TYPE,

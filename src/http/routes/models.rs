@@ -32,7 +32,7 @@ pub async fn load(
 ) -> Result<axum::Json<Value>, ApiError> {
     let (spec, _) = inference::resolve_model(&state, &name).await?;
     let keep_alive = inference::keep_alive(&state, &caller, body.keep_alive.as_ref())?.unwrap_or(
-        crate::engine::KeepAliveRequest::set(state.engine.config().keep_alive),
+        crate::engine::KeepAliveRequest::set(state.engine.config().settings(&spec.name).keep_alive),
     );
     let took = state.engine.load(&spec, keep_alive).await?;
     audit_by(

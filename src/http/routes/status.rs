@@ -40,7 +40,55 @@ pub async fn status(State(state): State<AppState>) -> Result<axum::Json<Value>, 
         },
         "log_level": state.log_level.current(),
         "previous_run_unclean": state.unclean_previous_run,
+        "gpu": gpu_summary(&state),
+        "plan": &*state.plan.read(),
     })))
+}
+
+/// One line about the GPUs for `status`.
+fn gpu_summary(state: &AppState) -> Value {
+    let snapshot = state.gpu.latest();
+    json!({
+        "state": snapshot.state,
+        "reason": snapshot.reason,
+        "devices": snapshot.devices.iter().map(|d| json!({
+            "index": d.index,
+            "name": d.name,
+            "memory_total_bytes": d.memory_total_bytes,
+            "memory_free_bytes": d.memory_free_bytes,
+        })).collect::<Vec<_>>(),
+        "cuda_build": state.engine.config().budget.offload,
+    })
+}
+
+/// `GET /api/v1/gpu`: the devices as the driver reports them (our processes marked),
+/// the VRAM budget, the models holding it, the load queue and the start-up plan.
+pub async fn gpu(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let view = state
+        .engine
+        .gpu_view()
+        .await
+        .ok_or_else(|| ApiError::Unavailable {
+            message: "the scheduler did not answer; retry".into(),
+            retry_after_secs: 1,
+        })?;
+    let workers: Vec<(u32, String)> = state
+        .engine
+        .loaded()
+        .await
+        .into_iter()
+        .map(|m| (m.pid, m.name))
+        .collect();
+    let mut snapshot = (*state.gpu.latest()).clone();
+    snapshot.mark_ours(std::process::id(), &workers);
+    let mut report =
+        serde_json::to_value(&snapshot).map_err(|e| ApiError::Internal(e.to_string()))?;
+    report["cuda_build"] = json!(state.engine.config().budget.offload);
+    report["budget"] = json!(view.budget);
+    report["resident"] = json!(view.resident);
+    report["queue"] = json!(view.queue);
+    report["plan"] = json!(&*state.plan.read());
+    Ok(axum::Json(report))
 }
 
 /// `GET /api/v1/system`: CPU, memory, disk and GPU samples of the last minutes.

@@ -1,0 +1,266 @@
+//! How much memory a model needs where: the estimate every load carries.
+//!
+//! A chat model's estimate comes from its GGUF header: the bytes of each repeating
+//! layer's tensors (`blk.N.*`), the output head, the KV cache for the configured context
+//! and slots (f16 keys and values, per layer), the compute buffers llama.cpp reserves
+//! for one micro-batch, and the CUDA context every GPU process pays. llama.cpp offloads
+//! the *last* `n` repeating layers and, once all of them are on the GPU, the output
+//! head; the token embeddings stay in host memory. Embedding and speech models move to
+//! the GPU whole or not at all (one unit).
+//!
+//! Estimates are deliberately simple and a little pessimistic; the scheduler measures
+//! the real use through NVML after each load and corrects them ([`Footprint::scaled`]).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::ModelKind;
+use crate::models::gguf::{GgufHeader, MetaValue, read_header};
+
+/// What every process that uses CUDA pays before its first tensor: the context, the
+/// kernels it loads lazily, cuBLAS's workspace.
+pub const CUDA_CONTEXT_BYTES: u64 = 384 << 20;
+/// Tokens per micro-batch the chat worker decodes (its `--batch`).
+pub const UBATCH: u64 = 512;
+
+/// One model's memory needs, split into the units that can move to the GPU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Footprint {
+    /// What runs it.
+    pub kind: ModelKind,
+    /// GPU bytes of each offloadable unit, in the order they are offloaded.
+    pub units: Vec<u64>,
+    /// GPU bytes needed as soon as anything is offloaded (compute buffers, context).
+    pub fixed_gpu_bytes: u64,
+    /// Host bytes with nothing offloaded (weights, KV cache, buffers).
+    pub host_bytes: u64,
+}
+
+/// The settings an estimate depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Context tokens per request.
+    pub ctx_per_slot: u32,
+    /// Parallel sequences.
+    pub slots: u32,
+}
+
+impl Footprint {
+    /// Units that can be offloaded (a chat model: its layers plus the output head).
+    pub fn total_layers(&self) -> u32 {
+        self.units.len() as u32
+    }
+
+    /// GPU bytes with the first `layers` units offloaded.
+    pub fn gpu_bytes(&self, layers: u32) -> u64 {
+        let layers = (layers as usize).min(self.units.len());
+        if layers == 0 {
+            return 0;
+        }
+        self.fixed_gpu_bytes + self.units[..layers].iter().sum::<u64>()
+    }
+
+    /// Host bytes with `layers` units offloaded.
+    pub fn host_bytes(&self, layers: u32) -> u64 {
+        let layers = (layers as usize).min(self.units.len());
+        let moved: u64 = self.units[..layers].iter().sum();
+        self.host_bytes.saturating_sub(moved)
+    }
+
+    /// The most units whose GPU bytes fit in `budget` (0: none fit, run on the CPU).
+    pub fn layers_within(&self, budget: u64) -> u32 {
+        let mut used = self.fixed_gpu_bytes;
+        let mut layers = 0;
+        for unit in &self.units {
+            used += unit;
+            if used > budget {
+                break;
+            }
+            layers += 1;
+        }
+        layers
+    }
+
+    /// The same footprint with every GPU figure multiplied by `factor` (a correction
+    /// learned from a measurement), bounded to a sane range.
+    pub fn scaled(&self, factor: f64) -> Footprint {
+        let factor = factor.clamp(0.25, 4.0);
+        let scale = |b: u64| (b as f64 * factor).round() as u64;
+        Footprint {
+            kind: self.kind,
+            units: self.units.iter().map(|u| scale(*u)).collect(),
+            fixed_gpu_bytes: scale(self.fixed_gpu_bytes),
+            host_bytes: self.host_bytes,
+        }
+    }
+
+    /// A footprint for tests and hardware seams: `units` layers of `unit` bytes.
+    pub fn uniform(kind: ModelKind, units: u32, unit: u64, fixed: u64) -> Footprint {
+        Footprint {
+            kind,
+            units: vec![unit; units as usize],
+            fixed_gpu_bytes: fixed,
+            host_bytes: unit * u64::from(units) + fixed,
+        }
+    }
+}
+
+/// Why an estimate could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot estimate the memory of {path}: {reason}")]
+pub struct EstimateError {
+    path: String,
+    reason: String,
+}
+
+/// Estimates a model from its files (blocking: reads headers and sizes).
+pub fn estimate(kind: ModelKind, path: &Path, shape: Shape) -> Result<Footprint, EstimateError> {
+    let fail = |reason: String| EstimateError {
+        path: path.display().to_string(),
+        reason,
+    };
+    match kind {
+        ModelKind::Chat => {
+            let header = read_header(path).map_err(|e| fail(e.to_string()))?;
+            chat(&header, shape).ok_or_else(|| fail("the header lacks layer counts".into()))
+        }
+        ModelKind::Embedding => {
+            let bytes = dir_bytes(path, "safetensors").map_err(fail)?;
+            // Weights as stored (f32), plus activations of one batch.
+            Ok(whole(kind, bytes, 96 << 20))
+        }
+        ModelKind::Speech => {
+            let bytes = fs_err::metadata(path)
+                .map_err(|e| fail(e.to_string()))?
+                .len();
+            // whisper.cpp's state per parallel decoder: KV caches and compute buffers,
+            // roughly a quarter of the weights plus a constant.
+            let state = bytes / 4 + (64 << 20);
+            Ok(whole(kind, bytes, state * u64::from(shape.slots.max(1))))
+        }
+    }
+}
+
+/// A model that moves as one unit.
+fn whole(kind: ModelKind, weights: u64, buffers: u64) -> Footprint {
+    Footprint {
+        kind,
+        units: vec![weights + buffers],
+        fixed_gpu_bytes: CUDA_CONTEXT_BYTES,
+        host_bytes: weights + buffers,
+    }
+}
+
+/// A chat model's footprint from its GGUF header.
+pub fn chat(header: &GgufHeader, shape: Shape) -> Option<Footprint> {
+    let layers = u64::try_from(header.arch_int("block_count")?).ok()?;
+    let n_embd = u64::try_from(header.arch_int("embedding_length")?).ok()?;
+    let n_head = u64::try_from(header.arch_int("attention.head_count")?)
+        .ok()?
+        .max(1);
+    let n_head_kv = header
+        .arch_int("attention.head_count_kv")
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(n_head);
+    let key_len = header
+        .arch_int("attention.key_length")
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(n_embd / n_head);
+    let value_len = header
+        .arch_int("attention.value_length")
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(n_embd / n_head);
+    let n_ff = header
+        .arch_int("feed_forward_length")
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(4 * n_embd);
+    let tensor = |name: &str| header.tensors.iter().find(|t| t.name == name);
+    let n_vocab = header
+        .metadata
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| match v {
+            MetaValue::Array { len, .. } => Some(*len),
+            _ => None,
+        })
+        .or_else(|| tensor("token_embd.weight").and_then(|t| t.dims.get(1).copied()))
+        .unwrap_or(32_000);
+
+    let context = u64::from(shape.ctx_per_slot.max(1)) * u64::from(shape.slots.max(1));
+    let kv_per_layer = context * (key_len + value_len) * n_head_kv * 2;
+    let mut per_layer = vec![0u64; layers as usize];
+    for t in &header.tensors {
+        let Some(rest) = t.name.strip_prefix("blk.") else {
+            continue;
+        };
+        let index = rest.split('.').next().and_then(|n| n.parse::<usize>().ok());
+        if let Some(slot) = index.and_then(|i| per_layer.get_mut(i)) {
+            *slot += t.size;
+        }
+    }
+    let embeddings = tensor("token_embd.weight").map_or(0, |t| t.size);
+    // Tied embeddings: llama.cpp gives the output head its own copy of them.
+    let output = tensor("output.weight").map_or(embeddings, |t| t.size)
+        + tensor("output_norm.weight").map_or(0, |t| t.size)
+        // The logits of one micro-batch live with the head.
+        + 4 * UBATCH * n_vocab;
+    // Activations of one micro-batch through a layer (f32), with flash attention.
+    let compute = 4 * UBATCH * (3 * n_ff + 8 * n_embd);
+    // Offload order: the last layer first, the output head once every layer is there.
+    let mut units: Vec<u64> = per_layer.iter().rev().map(|w| w + kv_per_layer).collect();
+    units.push(output);
+    let weights: u64 = header.tensors.iter().map(|t| t.size).sum();
+    Some(Footprint {
+        kind: ModelKind::Chat,
+        host_bytes: weights + kv_per_layer * layers + compute + 4 * UBATCH * n_vocab,
+        units,
+        fixed_gpu_bytes: CUDA_CONTEXT_BYTES + compute,
+    })
+}
+
+/// Bytes of the files with `extension` directly inside `dir`.
+fn dir_bytes(dir: &Path, extension: &str) -> Result<u64, String> {
+    let mut total = 0;
+    for entry in fs_err::read_dir(dir).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == extension) {
+            total += entry.metadata().map_err(|e| e.to_string())?.len();
+        }
+    }
+    if total == 0 {
+        return Err(format!("no .{extension} file"));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_within_is_the_inverse_of_gpu_bytes() {
+        let f = Footprint::uniform(ModelKind::Chat, 10, 100, 50);
+        assert_eq!(f.gpu_bytes(0), 0);
+        assert_eq!(f.gpu_bytes(1), 150);
+        assert_eq!(f.gpu_bytes(10), 1050);
+        assert_eq!(f.gpu_bytes(99), 1050);
+        for budget in [0, 49, 149, 150, 151, 549, 550, 1049, 1050, 5000] {
+            let n = f.layers_within(budget);
+            assert!(f.gpu_bytes(n) <= budget || n == 0, "budget {budget}: {n}");
+            assert!(
+                n == 10 || f.gpu_bytes(n + 1) > budget,
+                "budget {budget}: {n}"
+            );
+        }
+        assert_eq!(f.host_bytes(4), f.host_bytes - 400);
+    }
+
+    #[test]
+    fn scaling_corrects_gpu_figures_within_bounds() {
+        let f = Footprint::uniform(ModelKind::Chat, 2, 100, 50);
+        assert_eq!(f.scaled(1.5).gpu_bytes(2), 375);
+        assert_eq!(f.scaled(100.0).gpu_bytes(2), 1000);
+        assert_eq!(f.scaled(1.5).host_bytes, f.host_bytes);
+    }
+}
