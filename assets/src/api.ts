@@ -2,6 +2,8 @@
 // request, and every failure turned into an ApiError carrying the daemon's message and
 // its Retry-After.
 
+import type { GpuReport } from './types';
+
 export class ApiError extends Error {
   readonly status: number;
   readonly type: string;
@@ -159,6 +161,9 @@ export const get = <T>(path: string, opts?: RequestOptions) => request<T>('GET',
 export const post = <T>(path: string, body?: unknown, opts?: RequestOptions) => request<T>('POST', path, body ?? {}, opts);
 export const patch = <T>(path: string, body: unknown, opts?: RequestOptions) => request<T>('PATCH', path, body, opts);
 export const del = <T>(path: string, opts?: RequestOptions) => request<T>('DELETE', path, undefined, opts);
+
+/** The GPU scheduler's view (administrators only): devices, VRAM budget, start-up plan, residents, load queue. */
+export const getGpuReport = (opts?: RequestOptions) => get<GpuReport>('/api/v1/gpu', opts);
 
 /** Builds `path?k=v&…`, leaving out undefined/null/empty values. */
 export function withQuery(path: string, query: Record<string, string | number | boolean | null | undefined>): string {

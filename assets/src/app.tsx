@@ -13,6 +13,7 @@ import { Keys } from './pages/Keys';
 import { Documents } from './pages/Documents';
 import { Speech } from './pages/Speech';
 import { SystemPage } from './pages/admin/System';
+import { GpuPage } from './pages/admin/Gpu';
 import { ModelsPage } from './pages/admin/Models';
 import { HealthPage } from './pages/admin/Health';
 import { UsersPage } from './pages/admin/Users';
@@ -24,6 +25,7 @@ type Auth = { state: 'loading' } | { state: 'out'; notice?: string } | { state: 
 
 const ADMIN_LINKS: [AdminSection, string][] = [
   ['system', 'System'],
+  ['gpu', 'GPU'],
   ['models', 'Models and queue'],
   ['health', 'Health'],
   ['users', 'Users'],
@@ -266,6 +268,8 @@ function Page({ route, isAdmin }: { route: Route; isAdmin: boolean }) {
       switch (route.section) {
         case 'system':
           return <SystemPage />;
+        case 'gpu':
+          return <GpuPage />;
         case 'models':
           return <ModelsPage />;
         case 'health':

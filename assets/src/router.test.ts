@@ -9,6 +9,7 @@ describe('hash routes', () => {
     expect(parseRoute('#/setup/tok123')).toEqual({ page: 'setup', token: 'tok123' });
     expect(parseRoute('#/admin')).toEqual({ page: 'admin', section: 'system' });
     expect(parseRoute('#/admin/audit')).toEqual({ page: 'admin', section: 'audit' });
+    expect(parseRoute('#/admin/gpu')).toEqual({ page: 'admin', section: 'gpu' });
     expect(parseRoute('#/admin/nope').page).toBe('notfound');
     expect(parseRoute('#/keys')).toEqual({ page: 'keys' });
   });

@@ -315,3 +315,107 @@ export interface NewTranscript {
   transcript: Transcript;
   job: Job;
 }
+
+/** What a model is for; the GPU scheduler places all three kinds. */
+export type ModelKind = 'chat' | 'embedding' | 'speech';
+
+/** `GET /api/v1/gpu` (administrators): the GPU scheduler's view. Numbers are bytes unless named otherwise. */
+export interface GpuReport {
+  state: 'available' | 'unavailable';
+  /** When unavailable: why, in words. */
+  reason: string | null;
+  driver_version: string | null;
+  /** The driver's CUDA version, e.g. "12.4". */
+  cuda_version: string | null;
+  devices: GpuDevice[];
+  budget: GpuBudget;
+  /** Null until `serve` has planned. */
+  plan: StartupPlan | null;
+  /** Models loaded now. */
+  resident: Residency[];
+  /** Loads waiting for VRAM, in order. */
+  queue: QueuedLoad[];
+}
+
+export interface GpuBudget {
+  /** Kept free for other processes and fragmentation. */
+  reserve_bytes: number;
+  /** The administrator's cap on what the daemon may use (null: all free VRAM). */
+  limit_bytes: number | null;
+  /** What the scheduler may still place now (null: no GPU). */
+  available_bytes: number | null;
+  /** The resident models' VRAM (measured where known, else estimated). */
+  committed_bytes: number;
+}
+
+export interface GpuProcess {
+  pid: number;
+  used_bytes: number | null;
+  name: string | null;
+  /** A process of this daemon (a model worker). */
+  ours: boolean;
+  /** The model it holds, when ours. */
+  model: string | null;
+}
+
+/** One GPU; the nullable fields are null when the driver does not report them. */
+export interface GpuDevice {
+  index: number;
+  name: string;
+  uuid: string;
+  memory_total_bytes: number;
+  memory_used_bytes: number;
+  memory_free_bytes: number;
+  utilization_percent: number | null;
+  memory_utilization_percent: number | null;
+  temperature_c: number | null;
+  power_w: number | null;
+  power_limit_w: number | null;
+  ecc_corrected: number | null;
+  ecc_uncorrected: number | null;
+  /** NVML's names, e.g. `sw_power_cap`, `hw_slowdown`; empty: not throttled. */
+  throttle_reasons: string[];
+  processes: GpuProcess[];
+}
+
+export interface StartupPlan {
+  /** RFC 3339. */
+  planned_at: string;
+  /** Free VRAM measured when planning (null: no GPU). */
+  gpu_free_bytes: number | null;
+  models: PlannedModel[];
+  notes: string[];
+}
+
+export type Placement = 'gpu' | 'partial' | 'cpu';
+
+export interface PlannedModel {
+  name: string;
+  kind: ModelKind;
+  preload: boolean;
+  gpu_layers: number;
+  total_layers: number;
+  vram_bytes: number;
+  ram_bytes: number;
+  placement: Placement;
+  reason: string;
+}
+
+export interface Residency {
+  name: string;
+  kind: ModelKind;
+  gpu_layers: number;
+  estimate_bytes: number;
+  measured_bytes: number | null;
+  pinned: boolean;
+  expires_at: string | null;
+  in_use: boolean;
+}
+
+export interface QueuedLoad {
+  position: number;
+  model: string;
+  kind: ModelKind;
+  needs_bytes: number;
+  waiting_secs: number;
+}

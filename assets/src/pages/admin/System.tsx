@@ -79,6 +79,9 @@ export function SystemPage() {
       {last && last.gpus.length > 0 && (
         <section aria-labelledby="gpus-title">
           <h2 id="gpus-title">GPUs</h2>
+          <p class="muted small">
+            Which models are on them, the VRAM budget and the loads waiting: <a href="#/admin/gpu">GPU</a>.
+          </p>
           {last.gpus.map((g) => (
             <GpuPanel key={g.index} gpu={g} samples={samples} />
           ))}
