@@ -62,6 +62,51 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
         "  queue        {} waiting, {} running",
         status["queue"]["waiting"], status["queue"]["running"]
     );
+    let gpu = &status["gpu"];
+    let devices: Vec<String> = gpu["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            format!(
+                "#{} {} ({} free of {})",
+                d["index"],
+                text(&d["name"]),
+                crate::gpu::human_bytes(d["memory_free_bytes"].as_u64().unwrap_or(0)),
+                crate::gpu::human_bytes(d["memory_total_bytes"].as_u64().unwrap_or(0))
+            )
+        })
+        .collect();
+    match (
+        devices.is_empty(),
+        gpu["cuda_build"].as_bool().unwrap_or(false),
+    ) {
+        (true, _) => println!(
+            "  gpu          none ({}): models run on the CPU",
+            text(&gpu["reason"])
+        ),
+        (false, true) => println!("  gpu          {}", devices.join(", ")),
+        (false, false) => println!(
+            "  gpu          {} (this build has no CUDA: models run on the CPU)",
+            devices.join(", ")
+        ),
+    }
+    for m in status["plan"]["models"].as_array().into_iter().flatten() {
+        println!(
+            "  plan         {} ({}): {} {}/{} layers{} — {}",
+            text(&m["name"]),
+            text(&m["kind"]),
+            text(&m["placement"]),
+            m["gpu_layers"],
+            m["total_layers"],
+            if m["preload"] == true {
+                ", preloaded"
+            } else {
+                ""
+            },
+            text(&m["reason"])
+        );
+    }
     if let Some(run) = status["previous_run_unclean"].as_object() {
         println!(
             "  note         the previous run (pid {}, started {}) did not stop cleanly",

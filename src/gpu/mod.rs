@@ -103,14 +103,14 @@ pub struct GpuProcess {
 
 /// Every throttle reason a snapshot may name (bounded: these are metric labels).
 pub const THROTTLE_REASONS: &[&str] = &[
-    "applications_clocks",
+    "applications_clocks_setting",
     "sw_power_cap",
     "hw_slowdown",
     "sync_boost",
-    "sw_thermal",
-    "hw_thermal",
-    "hw_power_brake",
-    "display_clocks",
+    "sw_thermal_slowdown",
+    "hw_thermal_slowdown",
+    "hw_power_brake_slowdown",
+    "display_clock_setting",
 ];
 
 impl GpuSnapshot {

@@ -152,15 +152,21 @@ fn throttle_names(reasons: ThrottleReasons) -> Vec<&'static str> {
     [
         (
             ThrottleReasons::APPLICATIONS_CLOCKS_SETTING,
-            "applications_clocks",
+            "applications_clocks_setting",
         ),
         (ThrottleReasons::SW_POWER_CAP, "sw_power_cap"),
         (ThrottleReasons::HW_SLOWDOWN, "hw_slowdown"),
         (ThrottleReasons::SYNC_BOOST, "sync_boost"),
-        (ThrottleReasons::SW_THERMAL_SLOWDOWN, "sw_thermal"),
-        (ThrottleReasons::HW_THERMAL_SLOWDOWN, "hw_thermal"),
-        (ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN, "hw_power_brake"),
-        (ThrottleReasons::DISPLAY_CLOCK_SETTING, "display_clocks"),
+        (ThrottleReasons::SW_THERMAL_SLOWDOWN, "sw_thermal_slowdown"),
+        (ThrottleReasons::HW_THERMAL_SLOWDOWN, "hw_thermal_slowdown"),
+        (
+            ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN,
+            "hw_power_brake_slowdown",
+        ),
+        (
+            ThrottleReasons::DISPLAY_CLOCK_SETTING,
+            "display_clock_setting",
+        ),
     ]
     .into_iter()
     .filter(|(flag, _)| reasons.contains(*flag))

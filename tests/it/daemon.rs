@@ -27,7 +27,7 @@ async fn health_ready_metrics_and_request_ids() {
         .collect();
     assert_eq!(
         names,
-        ["database", "disk_space", "data_dir", "default_model"]
+        ["database", "gpu", "disk_space", "data_dir", "default_model"]
     );
 
     // A client's request id is echoed and appears in the request's log lines.
@@ -286,6 +286,121 @@ async fn readyz_is_503_with_the_failing_check_named() {
     assert!(body["failing"][0]["hint"].is_string());
     // Liveness is unaffected.
     assert_eq!(app.get("/healthz").send().await.unwrap().status(), 200);
+}
+
+/// On a machine without a GPU (this one), every view of the GPU says so plainly and
+/// nothing fails: the API, `/metrics`, readiness, `status`, the start-up plan and
+/// `appliance gpu` (exit 0), with the daemon and without it.
+#[tokio::test]
+async fn without_a_gpu_every_view_says_so_and_nothing_fails() {
+    let dirs = Dirs::with_models();
+    let app = TestApp::spawn(&dirs);
+    let port = app.url.rsplit(':').next().unwrap().to_string();
+    let report = get_json(&app, "/api/v1/gpu").await;
+    assert_eq!(report["state"], "unavailable");
+    assert!(non_empty_str(&report["reason"]), "{report}");
+    assert_eq!(report["devices"], serde_json::json!([]));
+    assert_eq!(report["budget"]["available_bytes"], serde_json::Value::Null);
+    assert_eq!(report["budget"]["committed_bytes"], 0);
+    assert_eq!(report["queue"], serde_json::json!([]));
+    // The plan is made in the background right after start.
+    let mut plan = serde_json::Value::Null;
+    for _ in 0..100 {
+        plan = get_json(&app, "/api/v1/gpu").await["plan"].clone();
+        if !plan.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let models = plan["models"].as_array().expect("a plan");
+    assert_eq!(models[0]["name"], "SmolLM2-135M-Instruct-Q4_1");
+    assert_eq!(models[0]["total_layers"], 31);
+    assert!(
+        models
+            .iter()
+            .all(|m| m["placement"] == "cpu" && m["gpu_layers"] == 0)
+    );
+    assert!(plan["notes"][0].as_str().unwrap().starts_with("no GPU"));
+    // A user who is not an administrator may not read it.
+    let user = crate::support::user_key(&dirs, "gpu-user", "user", "chat");
+    let refused = app
+        .anonymous
+        .get(format!("{}/api/v1/gpu", app.url))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    let text = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "appliance_gpu_available 0",
+        "appliance_scheduler_queue_depth 0",
+        "appliance_vram_committed_bytes 0",
+        "appliance_scheduler_evictions_total{reason=\"vram\"} 0",
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    assert!(!text.contains("appliance_gpu_memory_total_bytes{"));
+    promtool_check(&text);
+
+    let ready = get_json(&app, "/readyz").await;
+    assert_eq!(ready["status"], "ready");
+    let gpu = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "gpu")
+        .cloned();
+    assert_eq!(gpu.unwrap()["status"], "warn");
+
+    let status = dirs
+        .run(&["--port", &port, "--api-key", &app.key, "status"])
+        .ok();
+    assert!(
+        status.stdout.contains("gpu          none ("),
+        "{}",
+        status.stdout
+    );
+    let table = dirs
+        .run(&["--port", &port, "--api-key", &app.key, "gpu"])
+        .ok();
+    assert!(table.stdout.starts_with("no GPU: "), "{}", table.stdout);
+    assert!(table.stdout.contains("models run on the CPU"));
+    assert!(
+        table.stdout.contains("SmolLM2-135M-Instruct-Q4_1"),
+        "{}",
+        table.stdout
+    );
+    let json = dirs
+        .run(&["--port", &port, "--api-key", &app.key, "gpu", "--json"])
+        .ok();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["state"], "unavailable");
+
+    drop(app);
+    assert!(wait_for(Duration::from_secs(5), || {
+        dirs.run(&["--port", &port, "status"]).code() == 5
+    }));
+    // Without the daemon, the driver alone answers (still exit 0).
+    let alone = dirs.run(&["--port", &port, "gpu"]).ok();
+    assert!(alone.stdout.starts_with("no GPU: "), "{}", alone.stdout);
+    assert!(
+        alone.stdout.contains("daemon not reachable"),
+        "{}",
+        alone.stdout
+    );
+}
+
+fn non_empty_str(value: &serde_json::Value) -> bool {
+    value.as_str().is_some_and(|s| !s.is_empty())
 }
 
 #[tokio::test]
