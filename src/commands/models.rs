@@ -16,6 +16,53 @@ use crate::config::Loaded;
 use crate::models::bundle;
 use crate::models::registry::Registry;
 
+/// A chat model's effective settings (`[engine]` with its `[models."name"]`
+/// overrides) and its memory estimate.
+fn settings(loaded: &Loaded, name: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    use crate::engine::{GpuLayers, KeepAlive, ModelKind, ModelSpec, footprint};
+    use crate::gpu::human_bytes;
+    let engine = super::serve::engine_config(&loaded.config)?;
+    let s = engine.settings(name);
+    let configured = if loaded.config.models.contains_key(name) {
+        format!(" (from [models.\"{name}\"] and [engine])")
+    } else {
+        " (from [engine])".to_string()
+    };
+    println!("settings{configured}");
+    println!(
+        "  gpu layers   {}",
+        match s.gpu_layers {
+            GpuLayers::Auto => "as many as fit (-1)".to_string(),
+            GpuLayers::Exactly(n) => n.to_string(),
+        }
+    );
+    println!("  context      {} tokens per request", s.ctx_per_slot);
+    println!("  slots        {}", s.slots);
+    println!(
+        "  keep alive   {}",
+        match s.keep_alive {
+            KeepAlive::Forever => "until unloaded".to_string(),
+            KeepAlive::For(d) => format!("{} s", d.as_secs()),
+        }
+    );
+    println!("  pinned       {}", if s.pinned { "yes" } else { "no" });
+    println!("  preload      {}", if s.preload { "yes" } else { "no" });
+    let spec = ModelSpec {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        kind: ModelKind::Chat,
+    };
+    if let Ok(f) = footprint::estimate(ModelKind::Chat, path, engine.shape(&spec)) {
+        let all = f.total_layers();
+        println!(
+            "memory         {} of GPU memory with all {all} layers offloaded, else {} of RAM on the CPU (estimates for these settings)",
+            human_bytes(f.gpu_bytes(all)),
+            human_bytes(f.host_bytes(0))
+        );
+    }
+    Ok(())
+}
+
 /// Runs one `models` subcommand.
 pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
     let registry = Registry::new(loaded.config.paths.models_dir.clone());
@@ -110,6 +157,7 @@ pub fn run(loaded: &Loaded, command: &ModelsCommand) -> anyhow::Result<u8> {
             if let Some(license) = &info.license {
                 println!("license        {}", super::output::line(license));
             }
+            settings(loaded, &info.name, &info.path)?;
         }
         ModelsCommand::Rm { name } => {
             let info = registry.remove(name)?;

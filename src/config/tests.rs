@@ -321,3 +321,33 @@ fn peer_users_map_unix_names_and_malformed_entries_are_refused() {
         assert!(msg.contains("`server.peer_users`"), "{bad}: {msg}");
     }
 }
+
+#[test]
+fn per_model_settings_come_from_the_file_and_are_checked_by_name() {
+    let (_dir, path) = write_file(
+        "[engine]\ngpu_layers = 0\n[models.\"Qwen2.5-Coder-0.5B\"]\ngpu_layers = 20\nslots = 2\nkeep_alive = \"-1\"\npinned = true\n[models.small]\npreload = true\n",
+    );
+    let loaded = load(&cli_with(&path, &[]), &Environment::default()).unwrap();
+    let qwen = &loaded.config.models["Qwen2.5-Coder-0.5B"];
+    assert_eq!((qwen.gpu_layers, qwen.slots, qwen.pinned), (Some(20), Some(2), true));
+    assert_eq!(qwen.keep_alive.as_deref(), Some("-1"));
+    assert!(loaded.config.models["small"].preload);
+    assert_eq!(loaded.config.engine.gpu_layers, 0);
+
+    for (text, names) in [
+        ("[models.x]\ngpu_layer = 3\n", "gpu_layer"),
+        ("[models.x]\nslots = 0\n", "models.\"x\".slots"),
+        ("[models.x]\nkeep_alive = \"soon\"\n", "models.\"x\".keep_alive"),
+        ("[models.x]\ngpu_layers = -2\n", "models.\"x\".gpu_layers"),
+        ("[models]\nx = 3\n", "models"),
+        ("[engine]\ngpu_layers = -5\n", "engine.gpu_layers"),
+        ("[gpu]\nmax_queued_loads = 0\n", "gpu.max_queued_loads"),
+    ] {
+        let (_dir, path) = write_file(text);
+        let err = load(&cli_with(&path, &[]), &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(names), "{text}: {err}");
+        assert!(err.contains(&path.display().to_string()), "{text}: {err}");
+    }
+}
