@@ -68,9 +68,23 @@ pub struct Config {
     pub pull: PullSection,
     /// The GPU budget.
     pub gpu: GpuSection,
+    /// Backups.
+    pub backup: BackupSection,
     /// Per-model settings, by model name (`[models."name"]`; file only).
     #[serde(default)]
     pub models: BTreeMap<String, ModelSection>,
+}
+
+/// `[backup]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    /// Where archives go (empty: `<data_dir>/backups`).
+    pub dir: PathBuf,
+    /// Hours between scheduled backups (0: none).
+    pub schedule_hours: u64,
+    /// Scheduled archives kept.
+    pub keep: u32,
 }
 
 /// `[gpu]`
@@ -471,6 +485,15 @@ impl Config {
     /// Database file inside the data dir.
     pub fn database_path(&self) -> PathBuf {
         self.paths.data_dir.join("appliance.db")
+    }
+
+    /// Where backup archives go.
+    pub fn backup_dir(&self) -> PathBuf {
+        if self.backup.dir.as_os_str().is_empty() {
+            self.paths.data_dir.join("backups")
+        } else {
+            self.backup.dir.clone()
+        }
     }
 
     /// The instance lock file inside the data dir.

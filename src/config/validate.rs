@@ -65,6 +65,12 @@ impl Config {
                 "a number of MiB up to 16777216 (0: no cap)",
             ));
         }
+        if self.backup.schedule_hours > 24 * 365 {
+            return Err(("backup.schedule_hours", "hours from 0 (off) to 8760"));
+        }
+        if !(1..=1000).contains(&self.backup.keep) {
+            return Err(("backup.keep", "a number from 1 to 1000"));
+        }
         if !(1..=1024).contains(&self.gpu.max_queued_loads) {
             return Err(("gpu.max_queued_loads", "a number from 1 to 1024"));
         }

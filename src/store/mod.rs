@@ -26,6 +26,7 @@ pub mod jobs;
 mod migrations;
 pub mod responses;
 mod runs;
+pub mod snapshot;
 pub mod transcripts;
 pub mod usage;
 
@@ -366,6 +367,24 @@ pub fn inspect(path: &Path, busy: Duration) -> Result<Inspection, StoreError> {
         integrity,
         vec_version,
         unclean_run,
+    })
+}
+
+/// Reads one `meta` value from a database file read-only (`None`: not set).
+pub fn inspect_meta(path: &Path, busy: Duration, key: &str) -> Result<Option<String>, StoreError> {
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
+            StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    conn.busy_timeout(busy)?;
+    let mut stmt = conn.prepare("SELECT value FROM meta WHERE key = ?1")?;
+    let mut rows = stmt.query([key])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(row.get(0)?),
+        None => None,
     })
 }
 
