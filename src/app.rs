@@ -60,6 +60,8 @@ pub struct AppState {
     pub limits: Limiter,
     /// CPU, memory, disk and GPU samples of the last minutes.
     pub monitor: Monitor,
+    /// Backups: the archive dir, the schedule, the `backup.create` job.
+    pub backups: crate::backup::Backups,
     /// The GPUs: the driver's latest snapshot.
     pub gpu: crate::gpu::Gpu,
     /// The start-up plan, once made.
@@ -142,6 +144,8 @@ impl AppState {
             ]
         })
         .await;
+        let newest = self.backups.newest().await;
+        checks.push(health::backup(self.backups.schedule(), newest.as_ref()));
         checks.push(health::gpu(
             &self.gpu.latest(),
             self.engine.config().budget.offload,

@@ -89,6 +89,38 @@ pub fn dir_writable(name: &str, dir: &Path) -> Check {
     }
 }
 
+/// The newest backup against the schedule, as `doctor` and `/readyz` report it: too old
+/// (or none after the first interval) is a warning with the command that makes one.
+pub fn backup(schedule: &crate::backup::Schedule, newest: Option<&crate::backup::BackupInfo>) -> Check {
+    let last = newest.and_then(|b| b.manifest.created_at.parse::<jiff::Timestamp>().ok());
+    let hint = "make one now: `appliance backup create` (or the admin page's Backups)";
+    match (newest, schedule.hours()) {
+        (None, 0) => Check::warn(
+            "backup",
+            "no backup exists and none is scheduled (backup.schedule_hours = 0)",
+            hint,
+        ),
+        (None, _) if schedule.overdue(None) => Check::warn("backup", "no backup exists yet", hint),
+        (None, _) => Check::ok(
+            "backup",
+            "no backup yet; the schedule makes the first within an hour of start",
+        ),
+        (Some(b), _) if schedule.overdue(last) => Check::warn(
+            "backup",
+            format!(
+                "the newest backup ({}) is older than the schedule allows (every {} h)",
+                b.manifest.created_at,
+                schedule.hours()
+            ),
+            hint,
+        ),
+        (Some(b), _) => Check::ok(
+            "backup",
+            format!("newest backup {} ({})", b.manifest.created_at, b.name),
+        ),
+    }
+}
+
 /// The GPUs as `doctor` and `/readyz` report them: no GPU is a warning with advice,
 /// never a failure (the appliance runs on the CPU then).
 pub fn gpu(snapshot: &crate::gpu::GpuSnapshot, offload: bool) -> Check {

@@ -30,9 +30,63 @@ pub struct Backups {
 struct Inner {
     sources: Sources,
     dir: PathBuf,
-    schedule: Option<Duration>,
+    schedule: Schedule,
     keep: usize,
     store: Store,
+}
+
+/// How long after start the first scheduled backup of an installation without one is
+/// due (at most the schedule's interval).
+const FIRST_AFTER: Duration = Duration::from_secs(3600);
+
+/// When backups are due, and when the newest one is too old.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    every: Option<Duration>,
+    /// When the daemon started (the first backup is due an hour later).
+    started_at: jiff::Timestamp,
+}
+
+impl Schedule {
+    /// Every `hours` (0: none), counting from now for an installation without backups.
+    pub fn new(hours: u64) -> Schedule {
+        Schedule {
+            every: (hours > 0).then(|| Duration::from_secs(hours * 3600)),
+            started_at: jiff::Timestamp::now(),
+        }
+    }
+
+    /// Hours between scheduled backups (0: none).
+    pub fn hours(&self) -> u64 {
+        self.every.map_or(0, |d| d.as_secs() / 3600)
+    }
+
+    /// When the next backup is due after one made at `last` (`None`: no schedule;
+    /// `last` `None`: an hour after start, or the interval if shorter).
+    pub fn next_due(&self, last: Option<jiff::Timestamp>) -> Option<jiff::Timestamp> {
+        let every = self.every?;
+        let (from, after) = match last {
+            Some(last) => (last, every),
+            None => (self.started_at, every.min(FIRST_AFTER)),
+        };
+        from.checked_add(jiff::SignedDuration::try_from(after).ok()?).ok()
+    }
+
+    /// Whether the newest good archive is older than the schedule allows (a grace of
+    /// half the interval, at least an hour, for a slow backup).
+    pub fn overdue(&self, last: Option<jiff::Timestamp>) -> bool {
+        let Some(every) = self.every else {
+            return false;
+        };
+        let grace = (every / 2).max(Duration::from_secs(3600));
+        let Some(last) = last else {
+            // None yet: overdue once the first one should have been made.
+            let up = jiff::Timestamp::now().duration_since(self.started_at);
+            return up.as_secs() > (every.min(FIRST_AFTER) + grace).as_secs() as i64;
+        };
+        let age = jiff::Timestamp::now().duration_since(last);
+        age.as_secs() > (every + grace).as_secs() as i64
+    }
 }
 
 impl Backups {
@@ -49,7 +103,7 @@ impl Backups {
             inner: Arc::new(Inner {
                 sources,
                 dir,
-                schedule: (schedule_hours > 0).then(|| Duration::from_secs(schedule_hours * 3600)),
+                schedule: Schedule::new(schedule_hours),
                 keep: keep.max(1) as usize,
                 store,
             }),
@@ -61,9 +115,9 @@ impl Backups {
         &self.inner.dir
     }
 
-    /// Hours between scheduled backups (0: none).
-    pub fn schedule_hours(&self) -> u64 {
-        self.inner.schedule.map_or(0, |d| d.as_secs() / 3600)
+    /// The schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.inner.schedule
     }
 
     /// Scheduled archives kept.
@@ -83,31 +137,6 @@ impl Backups {
             .await
             .ok()
             .flatten()
-    }
-
-    /// When the next scheduled backup is due after one made at `last` (`None`: no
-    /// schedule; `last` `None`: now).
-    pub fn next_due(&self, last: Option<jiff::Timestamp>) -> Option<jiff::Timestamp> {
-        let every = self.inner.schedule?;
-        let Some(last) = last else {
-            return Some(jiff::Timestamp::now());
-        };
-        let every = jiff::SignedDuration::try_from(every).ok()?;
-        last.checked_add(every).ok()
-    }
-
-    /// Whether the newest good archive is older than the schedule allows (a grace of
-    /// half the interval, at least an hour, for a slow backup).
-    pub fn overdue(&self, last: Option<jiff::Timestamp>) -> bool {
-        let Some(every) = self.inner.schedule else {
-            return false;
-        };
-        let Some(last) = last else {
-            return true;
-        };
-        let grace = (every / 2).max(Duration::from_secs(3600));
-        let age = jiff::Timestamp::now().duration_since(last);
-        age.as_secs() > (every + grace).as_secs() as i64
     }
 
     /// The job handler for `backup.create` (payload: `kind`, `with_models`,
@@ -202,7 +231,7 @@ impl Backups {
 
     /// Queues scheduled backups when due, until the daemon stops.
     pub fn spawn_schedule(&self, jobs: Jobs) {
-        if self.inner.schedule.is_none() {
+        if self.inner.schedule.hours() == 0 {
             return;
         }
         let this = self.clone();
@@ -222,6 +251,8 @@ impl Backups {
             .await
             .and_then(|b| b.manifest.created_at.parse::<jiff::Timestamp>().ok());
         let due = self
+            .inner
+            .schedule
             .next_due(last)
             .is_some_and(|at| at <= jiff::Timestamp::now());
         if !due || self.running_job().await.is_some() {

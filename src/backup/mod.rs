@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hashing::Hashing;
 
-pub use daemon::{BACKUP_JOB, Backups};
+pub use daemon::{BACKUP_JOB, Backups, Schedule};
 pub use restore::{RestoreReport, Verified, restore, verify};
 
 /// The archive format this build writes and reads.

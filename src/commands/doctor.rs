@@ -40,6 +40,7 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
     checks.extend(model_files(loaded));
     checks.push(speech(loaded));
     checks.push(gpu());
+    checks.push(backup(&loaded.config));
 
     let mut failed = false;
     for check in &checks {
@@ -247,6 +248,21 @@ fn model_files(loaded: &Loaded) -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// The newest archive in the backup dir against the schedule (offline: an
+/// installation without any backup is reported as such).
+fn backup(config: &crate::config::Config) -> Check {
+    let newest = crate::backup::list(&config.backup_dir()).into_iter().next();
+    if newest.is_none() && config.backup.schedule_hours > 0 {
+        return Check::warn(
+            "backup",
+            format!("no backup in {}", config.backup_dir().display()),
+            "make one now: `appliance backup create`",
+        );
+    }
+    let schedule = crate::backup::Schedule::new(config.backup.schedule_hours);
+    crate::health::backup(&schedule, newest.as_ref())
 }
 
 fn gpu() -> Check {

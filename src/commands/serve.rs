@@ -30,6 +30,7 @@ use crate::telemetry::{self, Metrics};
 /// Runs the daemon in the foreground.
 pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let config_file = loaded.file.clone();
     let config = Arc::new(loaded.config);
     // Everything the daemon creates (database, logs, imported models, keys) is for its
     // own user only, whatever umask it was started with.
@@ -115,6 +116,19 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
                 max_audio_secs: config.speech.max_audio_secs as f64,
             },
         );
+        let backups = crate::backup::Backups::new(
+            crate::backup::Sources {
+                data_dir: config.paths.data_dir.clone(),
+                db: config.database_path(),
+                models_dir: config.paths.models_dir.clone(),
+                config_file,
+                busy: Duration::from_millis(config.store.busy_timeout_ms),
+            },
+            config.backup_dir(),
+            config.backup.schedule_hours,
+            config.backup.keep,
+            store.clone(),
+        );
         let jobs = crate::jobs::Jobs::new(
             store.clone(),
             metrics.clone(),
@@ -125,10 +139,12 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             [
                 (crate::store::documents::INGEST_JOB, documents.ingest_handler()),
                 (crate::store::transcripts::TRANSCRIBE_JOB, speech.transcribe_handler()),
+                (crate::backup::BACKUP_JOB, backups.handler()),
             ]
             .into(),
         );
         jobs.start().await?;
+        backups.spawn_schedule(jobs.clone());
         let tasks = tokio_util::task::TaskTracker::new();
         let registry = Registry::new(config.paths.models_dir.clone());
         let plan = Arc::new(parking_lot::RwLock::new(None));
@@ -151,6 +167,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             monitor: Monitor::start(config.paths.data_dir.clone(), gpu.clone()),
             gpu: gpu.clone(),
             plan: plan.clone(),
+            backups,
             hasher: crate::auth::hasher::Hasher::new(config.auth.max_concurrent_hashes),
             tasks: tasks.clone(),
             readiness_cache: Arc::default(),

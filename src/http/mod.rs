@@ -5,6 +5,7 @@ pub(crate) mod accounts;
 mod anthropic;
 mod assets;
 mod audio;
+mod backups;
 pub mod auth;
 mod conversations;
 mod defences;
@@ -99,6 +100,10 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::GET, "/api/v1/status", Admin, J, get(routes::status::status)),
         r(Method::GET, "/api/v1/system", Admin, J, get(routes::status::system)),
         r(Method::GET, "/api/v1/gpu", Admin, J, get(routes::status::gpu)),
+        r(Method::GET, "/api/v1/backups", Admin, J, get(backups::list)),
+        r(Method::POST, "/api/v1/backups", Admin, J, post(backups::create)),
+        r(Method::GET, "/api/v1/backups/{name}", Admin, J, get(backups::download)),
+        r(Method::DELETE, "/api/v1/backups/{name}", Admin, J, delete(backups::delete)),
         r(Method::GET, "/api/v1/log-level", Admin, J, get(routes::status::get_log_level)),
         r(Method::PUT, "/api/v1/log-level", Admin, J, put(routes::status::set_log_level)),
         r(Method::POST, "/api/v1/models/{name}/load", Admin, J, post(routes::models::load)),

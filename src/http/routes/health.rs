@@ -252,6 +252,27 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         },
     ];
     gauges.extend(gpu_gauges(&state.gpu.latest(), view.as_ref()));
+    let newest = state.backups.newest().await;
+    let last = newest
+        .as_ref()
+        .and_then(|b| b.manifest.created_at.parse::<jiff::Timestamp>().ok());
+    gauges.push(Gauge {
+        name: "appliance_backup_last_success_timestamp_seconds",
+        help: "When the newest good backup archive was made (Unix seconds; 0: none yet).",
+        samples: vec![(String::new(), last.map_or(0.0, |t| t.as_second() as f64))],
+    });
+    if let Some(b) = &newest {
+        gauges.push(Gauge {
+            name: "appliance_backup_last_duration_seconds",
+            help: "How long making the newest backup archive took.",
+            samples: vec![(String::new(), b.manifest.duration_ms as f64 / 1000.0)],
+        });
+        gauges.push(Gauge {
+            name: "appliance_backup_last_size_bytes",
+            help: "Size of the newest backup archive.",
+            samples: vec![(String::new(), b.bytes as f64)],
+        });
+    }
     (
         [(
             header::CONTENT_TYPE,
