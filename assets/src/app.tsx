@@ -16,6 +16,7 @@ import { SystemPage } from './pages/admin/System';
 import { GpuPage } from './pages/admin/Gpu';
 import { ModelsPage } from './pages/admin/Models';
 import { HealthPage } from './pages/admin/Health';
+import { BackupsPage } from './pages/admin/Backups';
 import { UsersPage } from './pages/admin/Users';
 import { UsagePage } from './pages/admin/Usage';
 import { AuditPage } from './pages/admin/Audit';
@@ -28,6 +29,7 @@ const ADMIN_LINKS: [AdminSection, string][] = [
   ['gpu', 'GPU'],
   ['models', 'Models and queue'],
   ['health', 'Health'],
+  ['backups', 'Backups'],
   ['users', 'Users'],
   ['keys', 'All API keys'],
   ['usage', 'Usage'],
@@ -274,6 +276,8 @@ function Page({ route, isAdmin }: { route: Route; isAdmin: boolean }) {
           return <ModelsPage />;
         case 'health':
           return <HealthPage />;
+        case 'backups':
+          return <BackupsPage />;
         case 'users':
           return <UsersPage />;
         case 'keys':

@@ -419,3 +419,50 @@ export interface QueuedLoad {
   needs_bytes: number;
   waiting_secs: number;
 }
+
+/** Why an archive was made. */
+export type BackupKind = 'manual' | 'scheduled' | 'pre-upgrade';
+
+/** `GET /api/v1/backups` (administrators): the archives and the schedule that makes them. */
+export interface BackupList {
+  /** The directory the archives live in, on the daemon's host. */
+  dir: string;
+  /** Hours between scheduled backups; 0: no scheduled backups. */
+  schedule_hours: number;
+  /** How many archives the schedule keeps. */
+  keep: number;
+  /** RFC 3339 time of the newest good archive; null: none yet. */
+  last_success_at: string | null;
+  /** When the schedule makes the next one; null: the schedule is off. */
+  next_due_at: string | null;
+  /** The newest good backup is older than the schedule allows. */
+  overdue: boolean;
+  /** A `backup.create` job queued or running. */
+  running_job: number | null;
+  /** Newest first. */
+  backups: BackupInfo[];
+}
+
+/** One archive in the backup directory. */
+export interface BackupInfo {
+  /** The file name, e.g. `appliance-20261202T161500Z.tar.zst`. */
+  name: string;
+  /** RFC 3339. */
+  created_at: string;
+  bytes: number;
+  kind: BackupKind;
+  /** The daemon version that wrote it. */
+  app_version: string;
+  schema_version: number;
+  /** Model files are inside (else they are listed by name and checksum only). */
+  with_models: boolean;
+  /** Uploaded files inside. */
+  files: number;
+  /** Row counts per table. */
+  rows: Record<string, number>;
+}
+
+/** The answer to `POST /api/v1/backups`: the `backup.create` job to follow. */
+export interface NewBackup {
+  job_id: number;
+}
