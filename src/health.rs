@@ -91,7 +91,10 @@ pub fn dir_writable(name: &str, dir: &Path) -> Check {
 
 /// The newest backup against the schedule, as `doctor` and `/readyz` report it: too old
 /// (or none after the first interval) is a warning with the command that makes one.
-pub fn backup(schedule: &crate::backup::Schedule, newest: Option<&crate::backup::BackupInfo>) -> Check {
+pub fn backup(
+    schedule: &crate::backup::Schedule,
+    newest: Option<&crate::backup::BackupInfo>,
+) -> Check {
     let last = newest.and_then(|b| b.manifest.created_at.parse::<jiff::Timestamp>().ok());
     let hint = "make one now: `appliance backup create` (or the admin page's Backups)";
     match (newest, schedule.hours()) {

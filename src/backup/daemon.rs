@@ -69,7 +69,8 @@ impl Schedule {
             Some(last) => (last, every),
             None => (self.started_at, every.min(FIRST_AFTER)),
         };
-        from.checked_add(jiff::SignedDuration::try_from(after).ok()?).ok()
+        from.checked_add(jiff::SignedDuration::try_from(after).ok()?)
+            .ok()
     }
 
     /// Whether the newest good archive is older than the schedule allows (a grace of

@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::accounts::audit_by;
 use crate::app::AppState;
 use crate::backup::{self, BACKUP_JOB};
-use super::accounts::audit_by;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, Path};

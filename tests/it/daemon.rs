@@ -27,7 +27,14 @@ async fn health_ready_metrics_and_request_ids() {
         .collect();
     assert_eq!(
         names,
-        ["database", "gpu", "disk_space", "data_dir", "default_model"]
+        [
+            "database",
+            "backup",
+            "gpu",
+            "disk_space",
+            "data_dir",
+            "default_model"
+        ]
     );
 
     // A client's request id is echoed and appears in the request's log lines.
