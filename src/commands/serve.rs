@@ -199,6 +199,9 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         }
 
         notify(&[NotifyState::Ready]);
+        if let Some(interval) = sd_notify::watchdog_enabled() {
+            spawn_watchdog(store.clone(), engine.clone(), interval);
+        }
         super::gpu::plan_and_preload(config.clone(), engine.clone(), gpu.clone(), plan);
 
         if let Some(tls) = &tls {
@@ -447,6 +450,31 @@ async fn shutdown_signal() {
         "shutting down: no new connections, finishing in-flight requests"
     );
     notify(&[NotifyState::Stopping]);
+}
+
+/// Feeds systemd's watchdog (`WatchdogSec=`) at half its interval, but only while the
+/// daemon works: the database answers and the engine's scheduler answers, each within
+/// a quarter of the interval. A daemon that hangs stops feeding it and is restarted.
+fn spawn_watchdog(store: Store, engine: Engine, interval: Duration) {
+    let period = (interval / 2).max(Duration::from_millis(50));
+    let limit = (interval / 4).max(Duration::from_millis(25));
+    tracing::info!(interval_ms = interval.as_millis() as u64, "feeding the systemd watchdog");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let database = tokio::time::timeout(limit, store.ping()).await;
+            let scheduler = tokio::time::timeout(limit, engine.gpu_view()).await;
+            match (database, scheduler) {
+                (Ok(Ok(_)), Ok(Some(_))) => notify(&[NotifyState::Watchdog]),
+                (database, scheduler) => tracing::error!(
+                    database_ok = matches!(database, Ok(Ok(_))),
+                    scheduler_ok = matches!(scheduler, Ok(Some(_))),
+                    "not feeding the watchdog: the daemon is not answering"
+                ),
+            }
+        }
+    });
 }
 
 /// `sd_notify` when run by systemd (Type=notify); a no-op otherwise.
