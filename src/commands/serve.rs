@@ -458,7 +458,10 @@ async fn shutdown_signal() {
 fn spawn_watchdog(store: Store, engine: Engine, interval: Duration) {
     let period = (interval / 2).max(Duration::from_millis(50));
     let limit = (interval / 4).max(Duration::from_millis(25));
-    tracing::info!(interval_ms = interval.as_millis() as u64, "feeding the systemd watchdog");
+    tracing::info!(
+        interval_ms = interval.as_millis() as u64,
+        "feeding the systemd watchdog"
+    );
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {

@@ -41,6 +41,22 @@ use tokio::sync::{mpsc, oneshot};
 pub use migrations::{LATEST as SCHEMA_VERSION, MIGRATIONS, MigrationReport};
 pub use runs::{DaemonRun, RunId};
 
+impl StoreError {
+    /// Whether SQLite failed because the disk is full (`SQLITE_FULL`, or an I/O error
+    /// with ENOSPC).
+    pub fn is_disk_full(&self) -> bool {
+        let code = match self {
+            StoreError::Sqlite(e) | StoreError::Migration { source: e, .. } => e.sqlite_error(),
+            _ => None,
+        };
+        code.is_some_and(|c| {
+            c.code == rusqlite::ErrorCode::DiskFull
+                || c.extended_code == 13
+                || c.extended_code == 4874
+        })
+    }
+}
+
 /// What can go wrong in the store. Callers act on the variant, not the text.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
