@@ -60,6 +60,8 @@ pub struct AppState {
     pub limits: Limiter,
     /// CPU, memory, disk and GPU samples of the last minutes.
     pub monitor: Monitor,
+    /// Notifications (webhooks and the live event stream).
+    pub notifier: crate::notify::Notifier,
     /// Backups: the archive dir, the schedule, the `backup.create` job.
     pub backups: crate::backup::Backups,
     /// The GPUs: the driver's latest snapshot.

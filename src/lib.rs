@@ -29,6 +29,7 @@
 //!   the NVIDIA driver, and a simulated GPU for tests).
 //! - [`backup`]: archives of the database, files and configuration; verify, restore.
 //! - [`hashing`]: sha256 while reading.
+//! - [`notify`]: notifications to webhooks, and what raises them.
 //! - [`health`]: checks shared by `doctor` and `/readyz`.
 //! - [`telemetry`]: logging, Prometheus metrics, process statistics.
 //! - [`limits`]: per-user rate limits, daily quotas and usage accounting.
@@ -54,6 +55,7 @@ pub mod limits;
 pub mod lock;
 pub mod models;
 pub mod monitor;
+pub mod notify;
 pub mod speech;
 pub mod store;
 pub mod telemetry;

@@ -145,6 +145,23 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         );
         jobs.start().await?;
         backups.spawn_schedule(jobs.clone());
+        let notifier = crate::notify::Notifier::new(
+            &config.notify.webhooks,
+            Duration::from_secs(config.notify.min_interval_minutes * 60),
+            store.clone(),
+        );
+        crate::notify::spawn_watchers(
+            notifier.clone(),
+            crate::notify::Watched {
+                jobs: jobs.clone(),
+                backups: backups.clone(),
+                gpu: gpu.clone(),
+                metrics: metrics.clone(),
+                data_dir: config.paths.data_dir.clone(),
+                min_free_mb: config.health.min_free_disk_mb,
+                gpu_hot_c: config.notify.gpu_temperature_c,
+            },
+        );
         let tasks = tokio_util::task::TaskTracker::new();
         let registry = Registry::new(config.paths.models_dir.clone());
         let plan = Arc::new(parking_lot::RwLock::new(None));
@@ -168,6 +185,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             gpu: gpu.clone(),
             plan: plan.clone(),
             backups,
+            notifier,
             hasher: crate::auth::hasher::Hasher::new(config.auth.max_concurrent_hashes),
             tasks: tasks.clone(),
             readiness_cache: Arc::default(),

@@ -70,9 +70,33 @@ pub struct Config {
     pub gpu: GpuSection,
     /// Backups.
     pub backup: BackupSection,
+    /// Notifications.
+    pub notify: NotifySection,
     /// Per-model settings, by model name (`[models."name"]`; file only).
     #[serde(default)]
     pub models: BTreeMap<String, ModelSection>,
+}
+
+/// `[notify]` (its `Debug` leaves the webhook URLs out: they are secrets).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySection {
+    /// `kind:URL` targets.
+    pub webhooks: Vec<String>,
+    /// Minutes before the same event is sent again.
+    pub min_interval_minutes: u64,
+    /// GPU temperature that notifies, °C.
+    pub gpu_temperature_c: u32,
+}
+
+impl fmt::Debug for NotifySection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifySection")
+            .field("webhooks", &format!("({} set)", self.webhooks.len()))
+            .field("min_interval_minutes", &self.min_interval_minutes)
+            .field("gpu_temperature_c", &self.gpu_temperature_c)
+            .finish()
+    }
 }
 
 /// `[backup]`

@@ -771,6 +771,7 @@ fn spawn_event_reader(
         if shared.stopping.load(Ordering::Acquire) {
             tracing::info!(model = %shared.name, pid, failed_requests = routes.len(), "inference worker stopped");
         } else {
+            shared.metrics.worker_crash(&shared.name);
             tracing::error!(
                 model = %shared.name,
                 pid,
