@@ -139,11 +139,15 @@ impl AppState {
                     ),
                 ),
             };
-            vec![
+            let mut checks = vec![
                 health::disk_space(&config.paths.data_dir, config.health.min_free_disk_mb),
                 health::dir_writable("data_dir", &config.paths.data_dir),
                 model,
-            ]
+            ];
+            if config.tls_enabled() {
+                checks.extend(health::certificate(&config.tls.cert));
+            }
+            checks
         })
         .await;
         let newest = self.backups.newest().await;

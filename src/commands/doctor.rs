@@ -41,6 +41,17 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
     checks.push(speech(loaded));
     checks.push(gpu());
     checks.push(backup(&loaded.config));
+    checks.push(crate::health::data_dir_permissions(
+        &loaded.config.paths.data_dir,
+    ));
+    if loaded.config.tls_enabled()
+        && let Some(check) = crate::health::certificate(&loaded.config.tls.cert)
+    {
+        checks.push(check);
+    }
+    if let Some(check) = service() {
+        checks.push(check);
+    }
 
     let mut failed = false;
     for check in &checks {
@@ -248,6 +259,39 @@ fn model_files(loaded: &Loaded) -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// The installed systemd service, when systemd runs this host and knows the unit:
+/// enabled and active (a daemon started by hand is fine, but said).
+fn service() -> Option<Check> {
+    if !std::path::Path::new("/run/systemd/system").is_dir() {
+        return None;
+    }
+    let ask = |verb: &str| {
+        std::process::Command::new("systemctl")
+            .args([verb, "appliance.service"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let enabled = ask("is-enabled")?;
+    if enabled.is_empty() || enabled == "not-found" {
+        return None;
+    }
+    let active = ask("is-active").unwrap_or_default();
+    Some(match (enabled.as_str(), active.as_str()) {
+        ("enabled", "active") => Check::ok("service", "appliance.service is enabled and active"),
+        (_, "active") => Check::warn(
+            "service",
+            format!("appliance.service is active but {enabled}: it will not start at boot"),
+            "systemctl enable appliance",
+        ),
+        _ => Check::warn(
+            "service",
+            format!("appliance.service is {enabled} and {active}"),
+            "systemctl enable --now appliance; see `journalctl -u appliance` if it fails",
+        ),
+    })
 }
 
 /// The newest archive in the backup dir against the schedule (offline: an

@@ -160,6 +160,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
                 data_dir: config.paths.data_dir.clone(),
                 min_free_mb: config.health.min_free_disk_mb,
                 gpu_hot_c: config.notify.gpu_temperature_c,
+                certificate: config.tls_enabled().then(|| config.tls.cert.clone()),
             },
         );
         let tasks = tokio_util::task::TaskTracker::new();

@@ -34,6 +34,7 @@ pub const EVENTS: &[&str] = &[
     "gpu_hot",
     "job_failed",
     "login_throttled",
+    "certificate_expiring",
     "test",
 ];
 

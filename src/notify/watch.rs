@@ -28,6 +28,8 @@ pub struct Watched {
     pub min_free_mb: u64,
     /// `notify.gpu_temperature_c`.
     pub gpu_hot_c: u32,
+    /// The TLS certificate, when TLS is on.
+    pub certificate: Option<PathBuf>,
 }
 
 /// Crashes of one model within this window that make a crash loop.
@@ -150,6 +152,25 @@ async fn look(
                     times.len()
                 ),
             );
+        }
+    }
+    // The TLS certificate.
+    if let Some(cert) = watched.certificate.clone() {
+        let expiry = tokio::task::spawn_blocking(move || crate::health::certificate_expiry(&cert))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if let Some(at) = expiry {
+            let days = (at - jiff::Timestamp::now().as_second()).div_euclid(86_400);
+            if days < crate::health::CERTIFICATE_WARN_DAYS {
+                notifier.notify(
+                    "certificate_expiring",
+                    "tls",
+                    if days < 3 { Severity::Critical } else { Severity::Warning },
+                    "TLS certificate expiring",
+                    format!("the daemon's certificate expires in {days} days; renew it and reload the daemon (SIGHUP)"),
+                );
+            }
         }
     }
     // The backup schedule.
