@@ -114,7 +114,8 @@ test('without targets the page says how to add one, and a test is queued for nob
   expect(view.targets).toEqual([]);
   expect(Number.isInteger(view.min_interval_minutes)).toBe(true);
   expect(view.min_interval_minutes).toBeGreaterThanOrEqual(0);
-  expect([...view.events].sort()).toEqual([...EVENTS].sort());
+  // At least the contract's kinds (the daemon may know more: the page must describe those too).
+  expect(view.events).toEqual(expect.arrayContaining(EVENTS));
   expect(Array.isArray(view.recent)).toBe(true);
   expect(view.recent.length).toBeLessThanOrEqual(100);
   for (const d of view.recent) {
@@ -147,7 +148,7 @@ test('without targets the page says how to add one, and a test is queued for nob
   // Every event kind, each with what it means.
   const events = page.getByTestId('notify-event');
   await expect(events).toHaveCount(view.events.length);
-  for (const e of EVENTS) {
+  for (const e of view.events as string[]) {
     const row = page.locator(`[data-testid="notify-event"][data-event="${e}"]`);
     await expect(row).toContainText(e);
     await expect(row.locator('dd')).not.toContainText('does not describe');
@@ -336,11 +337,13 @@ test('the live stream shows notifications as toasts, anywhere, and comes back af
   await expect(polite).toHaveAttribute('aria-live', 'polite');
 
   // The stream dropped and came back by itself, with the critical one as an alert.
-  const alert = page.getByRole('alert', { name: 'Critical notifications' });
-  await expect(alert.getByTestId('toast')).toHaveCount(1, { timeout: 10_000 });
-  await expect(alert.getByTestId('toast')).toHaveAttribute('data-severity', 'critical');
-  await expect(alert.getByTestId('toast')).toContainText('Critical');
-  await expect(alert.getByTestId('toast')).toContainText('Backup failed');
+  const alert = page.getByRole('alert');
+  await expect(alert).toHaveCount(1, { timeout: 10_000 });
+  await expect(alert).toHaveAttribute('data-testid', 'toast');
+  await expect(alert).toHaveAttribute('data-severity', 'critical');
+  await expect(alert).toContainText('Critical');
+  await expect(alert).toContainText('Backup failed');
+  await expect(alert.getByRole('link', { name: 'Look into it: Backup failed' })).toHaveAttribute('href', '#/admin/backups');
   expect(calls).toBeGreaterThanOrEqual(2);
   // The warning that came again on the new connection is the same one: not shown twice.
   await expect(page.getByTestId('toast')).toHaveCount(2);
@@ -357,9 +360,10 @@ test('the live stream shows notifications as toasts, anywhere, and comes back af
   await expect(page.getByRole('button', { name: 'Dismiss all notifications' })).toHaveCount(0);
   await alert.getByRole('button', { name: 'Dismiss Backup failed' }).click();
   await expect(page.getByTestId('toast')).toHaveCount(0);
-  // The live regions stay in the page, empty, for the next one to be read out.
+  // Only a critical event is an alert: none stands in the page once they are dismissed.
+  await expect(page.getByRole('alert')).toHaveCount(0);
+  // The polite live region stays in the page, empty, for the next one to be read out.
   await expect(polite).toBeAttached();
-  await expect(alert).toBeAttached();
 
   await page.unroute((u) => isEvents(u.href));
   expect(pageErrors).toEqual([]);

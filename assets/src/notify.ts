@@ -80,6 +80,11 @@ const EVENTS: Record<string, EventInfo> = {
     meaning: 'Repeated failed sign-ins: an account or address is made to wait.',
     href: '#/admin/audit',
   },
+  certificate_expiring: {
+    title: 'Certificate expiring',
+    meaning: 'The HTTPS certificate the daemon serves expires soon.',
+    href: '#/admin/system',
+  },
   test: {
     title: 'Test notification',
     meaning: 'Sent by “Send a test notification” on this page, to check the targets.',

@@ -1,7 +1,8 @@
 // The live notification area for administrators, on every page: the `notification`
-// events of `GET /api/v1/events` as dismissible toasts in a corner. Two live regions
-// that are always in the page (a region added together with its text is often not
-// read out): a polite one for info and warnings, an assertive one for critical events.
+// events of `GET /api/v1/events` as dismissible toasts in a corner. Info and warnings go
+// into a polite live region that is always in the page (one added together with its
+// text is often not read out); each critical event is an `alert` of its own, which
+// screen readers announce as it is added, so no empty alert stands in the page.
 
 import { useEffect, useState } from 'preact/hooks';
 import { followEvents } from '../events';
@@ -49,9 +50,9 @@ export function LiveNotifications() {
   return (
     <div class="toasts" data-testid="toasts">
       {/* Critical ones above the rest: they are what must not be missed. */}
-      <div role="alert" aria-atomic="false" aria-label="Critical notifications" class="toast-list">
+      <div class="toast-list" data-testid="toasts-critical">
         {critical.map((t) => (
-          <ToastView key={t.id} toast={t} onDismiss={dismiss} />
+          <ToastView key={t.id} toast={t} onDismiss={dismiss} role="alert" />
         ))}
       </div>
       <div role="status" aria-live="polite" aria-atomic="false" aria-label="Notifications" class="toast-list">
@@ -68,12 +69,13 @@ export function LiveNotifications() {
   );
 }
 
-function ToastView({ toast, onDismiss }: { toast: Toast; onDismiss: (id: number) => void }) {
+function ToastView({ toast, onDismiss, role }: { toast: Toast; onDismiss: (id: number) => void; role?: 'alert' }) {
   const n = toast.notification;
   const href = eventHref(n.event);
   const tone = n.severity === 'critical' ? 'error' : n.severity === 'warning' ? 'warn' : 'info';
   return (
     <div
+      role={role}
       class={`toast toast-${tone}`}
       data-testid="toast"
       data-event={n.event}
