@@ -2,7 +2,7 @@
 // request, and every failure turned into an ApiError carrying the daemon's message and
 // its Retry-After.
 
-import type { BackupList, GpuReport, NewBackup } from './types';
+import type { BackupList, GpuReport, NewBackup, NotificationsView, NotifyTestResult } from './types';
 
 export class ApiError extends Error {
   readonly status: number;
@@ -177,6 +177,15 @@ export function backupHref(name: string): string {
 }
 
 export const deleteBackup = (name: string) => del<void>(backupHref(name));
+
+/** The webhook targets, the repeat interval, the event kinds and the recent deliveries (administrators only). */
+export const getNotifications = (opts?: RequestOptions) => get<NotificationsView>('/api/v1/notifications', opts);
+
+/** Queues a `test` notification for every target; `queued` is 0 when none is configured. */
+export const sendTestNotification = () => post<NotifyTestResult>('/api/v1/notifications/test', {});
+
+/** The signed-in user's live event stream (jobs; notifications for administrators). */
+export const EVENTS_PATH = '/api/v1/events';
 
 /** Builds `path?k=v&…`, leaving out undefined/null/empty values. */
 export function withQuery(path: string, query: Record<string, string | number | boolean | null | undefined>): string {

@@ -466,3 +466,56 @@ export interface BackupInfo {
 export interface NewBackup {
   job_id: number;
 }
+
+/** How a webhook target is spoken to. */
+export type NotifyKind = 'json' | 'slack' | 'matrix';
+
+/** A configured webhook (`notify.webhooks`): the URL's secret parts are never sent. */
+export interface NotifyTarget {
+  kind: NotifyKind;
+  host: string;
+}
+
+/** One notification sent (or tried) to one target, from the audit log. */
+export interface Delivery {
+  /** RFC 3339. */
+  at: string;
+  /** One of `NotificationsView.events`. */
+  event: string;
+  /** e.g. "Backup failed". */
+  title: string;
+  /** The target's kind and host: "slack hooks.slack.com". */
+  target: string;
+  success: boolean;
+  attempts: number;
+  /** The target's HTTP status of the last attempt; null: no connection. */
+  status: number | null;
+}
+
+/** `GET /api/v1/notifications` (administrators): where notifications go and what went. */
+export interface NotificationsView {
+  targets: NotifyTarget[];
+  /** The same event is not sent again more often than this. */
+  min_interval_minutes: number;
+  /** Every event kind that can be sent. */
+  events: string[];
+  /** Newest first, at most 100. */
+  recent: Delivery[];
+}
+
+/** The answer to `POST /api/v1/notifications/test`: how many targets it was queued for. */
+export interface NotifyTestResult {
+  queued: number;
+}
+
+export type NotifySeverity = 'info' | 'warning' | 'critical';
+
+/** An `event: notification` of `GET /api/v1/events` (administrators only). */
+export interface LiveNotification {
+  /** RFC 3339. */
+  at: string;
+  event: string;
+  title: string;
+  detail: string;
+  severity: NotifySeverity;
+}
