@@ -74,6 +74,16 @@ OLD_IN_ROOT="/tmp/$(basename "$OLD_DEB")"
 NEW_IN_ROOT="/tmp/$(basename "$NEW_DEB")"
 apt_in_root update >/dev/null
 
+# Waits up to 5 s for the line $1 in the file $2 (the notify listener may lag behind
+# what the daemon already did).
+wait_for_line() {
+  for _ in $(seq 50); do
+    grep -qx "$1" "$2" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 # The daemon as systemd would start it, for a few seconds: RuntimeDirectory= made by
 # hand, NOTIFY_SOCKET caught by a small listener on the host. $1: a label.
 serve_and_probe() {
@@ -108,7 +118,7 @@ PY
     fail "$label: the daemon did not answer /healthz on port $port"
   fi
   pass "$label: the daemon runs as user appliance (setpriv, as User= would) and answers /healthz"
-  grep -qx 'READY=1' "$notify_log" || fail "$label: no READY=1 on NOTIFY_SOCKET (got: $(tr '\n' ' ' <"$notify_log"))"
+  wait_for_line READY=1 "$notify_log" || fail "$label: no READY=1 on NOTIFY_SOCKET (got: $(tr '\n' ' ' <"$notify_log"))"
   pass "$label: sd_notify READY=1 received on NOTIFY_SOCKET"
   sleep 2.5
   if grep -qx 'WATCHDOG=1' "$notify_log"; then
@@ -121,7 +131,7 @@ PY
   wait "$DAEMON_PID" || code=$?
   DAEMON_PID=""
   [ "$code" = 0 ] || { cat "$ROOT/tmp/serve.log" >&2; fail "$label: the daemon exited with $code after SIGTERM"; }
-  grep -qx 'STOPPING=1' "$notify_log" || fail "$label: no STOPPING=1 on NOTIFY_SOCKET"
+  wait_for_line STOPPING=1 "$notify_log" || fail "$label: no STOPPING=1 on NOTIFY_SOCKET"
   pass "$label: SIGTERM: STOPPING=1, clean exit 0"
   kill "$NOTIFY_PID" 2>/dev/null || true
   wait "$NOTIFY_PID" 2>/dev/null || true
