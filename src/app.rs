@@ -60,6 +60,10 @@ pub struct AppState {
     pub limits: Limiter,
     /// CPU, memory, disk and GPU samples of the last minutes.
     pub monitor: Monitor,
+    /// Notifications (webhooks and the live event stream).
+    pub notifier: crate::notify::Notifier,
+    /// Backups: the archive dir, the schedule, the `backup.create` job.
+    pub backups: crate::backup::Backups,
     /// The GPUs: the driver's latest snapshot.
     pub gpu: crate::gpu::Gpu,
     /// The start-up plan, once made.
@@ -135,13 +139,19 @@ impl AppState {
                     ),
                 ),
             };
-            vec![
+            let mut checks = vec![
                 health::disk_space(&config.paths.data_dir, config.health.min_free_disk_mb),
                 health::dir_writable("data_dir", &config.paths.data_dir),
                 model,
-            ]
+            ];
+            if config.tls_enabled() {
+                checks.extend(health::certificate(&config.tls.cert));
+            }
+            checks
         })
         .await;
+        let newest = self.backups.newest().await;
+        checks.push(health::backup(self.backups.schedule(), newest.as_ref()));
         checks.push(health::gpu(
             &self.gpu.latest(),
             self.engine.config().budget.offload,

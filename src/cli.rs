@@ -162,6 +162,24 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Backups: make one (while the daemon runs, or not), list, verify.
+    Backup {
+        /// Which operation.
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Restore a backup archive into the data dir (the daemon must be stopped; the
+    /// archive is verified and restored beside the data dir, then swapped in).
+    Restore {
+        /// The archive (`.tar.zst`).
+        file: std::path::PathBuf,
+        /// Stop the running daemon first (SIGTERM, waiting for it to exit).
+        #[arg(long)]
+        stop: bool,
+        /// Also put the backed-up configuration file in place of the current one.
+        #[arg(long)]
+        with_config: bool,
+    },
     /// Print the version.
     Version,
     /// Internal (packaging): write the man pages and shell completions generated from
@@ -321,6 +339,32 @@ pub struct AuditArgs {
     /// How many entries, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
+}
+
+/// `appliance backup …`
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Make a backup now: the database (a consistent copy, safe while the daemon
+    /// serves), uploaded files, recordings, TLS files and the configuration; model files
+    /// are listed by checksum unless --with-models.
+    Create {
+        /// Write the archive exactly here instead of the backup dir.
+        #[arg(long, value_name = "FILE")]
+        to: Option<std::path::PathBuf>,
+        /// Copy the model files too.
+        #[arg(long)]
+        with_models: bool,
+        /// Mark it as made before a package upgrade (the package scripts use this).
+        #[arg(long, hide = true)]
+        pre_upgrade: bool,
+    },
+    /// List the archives in the backup dir, newest first.
+    List,
+    /// Check an archive: every checksum, the database's integrity and row counts.
+    Verify {
+        /// The archive.
+        file: std::path::PathBuf,
+    },
 }
 
 /// `appliance models …`

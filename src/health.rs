@@ -89,6 +89,120 @@ pub fn dir_writable(name: &str, dir: &Path) -> Check {
     }
 }
 
+/// When the first certificate of the PEM chain at `path` expires (Unix seconds).
+pub fn certificate_expiry(path: &Path) -> Result<i64, String> {
+    let pem = fs_err::read(path).map_err(|e| e.to_string())?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|_| format!("{} holds no PEM certificate", path.display()))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|_| format!("{} holds a certificate that does not parse", path.display()))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Days a certificate has left below which it is reported.
+pub const CERTIFICATE_WARN_DAYS: i64 = 21;
+
+/// The TLS certificate's remaining validity (`None` without TLS).
+pub fn certificate(path: &Path) -> Option<Check> {
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    let renew = "renew it (or `appliance tls self-signed` for a new self-signed one), then reload the daemon (SIGHUP)";
+    Some(match certificate_expiry(path) {
+        Err(e) => Check::fail(
+            "certificate",
+            e,
+            "point tls.cert at a PEM certificate chain",
+        ),
+        Ok(at) => {
+            let days = (at - jiff::Timestamp::now().as_second()).div_euclid(86_400);
+            let when =
+                jiff::Timestamp::from_second(at).map_or_else(|_| at.to_string(), |t| t.to_string());
+            if days < 0 {
+                Check::fail(
+                    "certificate",
+                    format!("{} expired on {when}", path.display()),
+                    renew,
+                )
+            } else if days < CERTIFICATE_WARN_DAYS {
+                Check::warn(
+                    "certificate",
+                    format!("{} expires in {days} days ({when})", path.display()),
+                    renew,
+                )
+            } else {
+                Check::ok("certificate", format!("valid until {when} ({days} days)"))
+            }
+        }
+    })
+}
+
+/// The data dir's permissions: nobody but its owner (and group, reading) may look in.
+pub fn data_dir_permissions(dir: &Path) -> Check {
+    use std::os::unix::fs::PermissionsExt;
+    match fs_err::metadata(dir) {
+        Err(e) => Check::warn(
+            "permissions",
+            e.to_string(),
+            "start the daemon once to create it",
+        ),
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o027 != 0 {
+                Check::warn(
+                    "permissions",
+                    format!(
+                        "{} is mode {mode:o}: others can read it or its group can write",
+                        dir.display()
+                    ),
+                    format!(
+                        "chmod 750 {} (it holds the database, keys' hashes and uploads)",
+                        dir.display()
+                    ),
+                )
+            } else {
+                Check::ok("permissions", format!("{} is mode {mode:o}", dir.display()))
+            }
+        }
+    }
+}
+
+/// The newest backup against the schedule, as `doctor` and `/readyz` report it: too old
+/// (or none after the first interval) is a warning with the command that makes one.
+pub fn backup(
+    schedule: &crate::backup::Schedule,
+    newest: Option<&crate::backup::BackupInfo>,
+) -> Check {
+    let last = newest.and_then(|b| b.manifest.created_at.parse::<jiff::Timestamp>().ok());
+    let hint = "make one now: `appliance backup create` (or the admin page's Backups)";
+    match (newest, schedule.hours()) {
+        (None, 0) => Check::warn(
+            "backup",
+            "no backup exists and none is scheduled (backup.schedule_hours = 0)",
+            hint,
+        ),
+        (None, _) if schedule.overdue(None) => Check::warn("backup", "no backup exists yet", hint),
+        (None, _) => Check::ok(
+            "backup",
+            "no backup yet; the schedule makes the first within an hour of start",
+        ),
+        (Some(b), _) if schedule.overdue(last) => Check::warn(
+            "backup",
+            format!(
+                "the newest backup ({}) is older than the schedule allows (every {} h)",
+                b.manifest.created_at,
+                schedule.hours()
+            ),
+            hint,
+        ),
+        (Some(b), _) => Check::ok(
+            "backup",
+            format!("newest backup {} ({})", b.manifest.created_at, b.name),
+        ),
+    }
+}
+
 /// The GPUs as `doctor` and `/readyz` report them: no GPU is a warning with advice,
 /// never a failure (the appliance runs on the CPU then).
 pub fn gpu(snapshot: &crate::gpu::GpuSnapshot, offload: bool) -> Check {

@@ -25,7 +25,11 @@
 //! - [`store`]: the SQLite database on its own threads; the only module with SQL.
 //! - [`models`]: model files on disk and the default model manifest.
 //! - [`monitor`]: the sampling thread behind the admin system graphs.
-//! - [`gpu`]: NVML, the only module that talks to the NVIDIA driver.
+//! - [`gpu`]: the GPUs behind the `GpuProbe` seam (NVML, the only code that talks to
+//!   the NVIDIA driver, and a simulated GPU for tests).
+//! - [`backup`]: archives of the database, files and configuration; verify, restore.
+//! - [`hashing`]: sha256 while reading.
+//! - [`notify`]: notifications to webhooks, and what raises them.
 //! - [`health`]: checks shared by `doctor` and `/readyz`.
 //! - [`telemetry`]: logging, Prometheus metrics, process statistics.
 //! - [`limits`]: per-user rate limits, daily quotas and usage accounting.
@@ -34,6 +38,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod chat;
 pub mod cli;
 pub mod client;
@@ -42,6 +47,7 @@ pub mod config;
 pub mod documents;
 pub mod engine;
 pub mod gpu;
+pub mod hashing;
 pub mod health;
 pub mod http;
 pub mod jobs;
@@ -49,6 +55,7 @@ pub mod limits;
 pub mod lock;
 pub mod models;
 pub mod monitor;
+pub mod notify;
 pub mod speech;
 pub mod store;
 pub mod telemetry;

@@ -2,7 +2,7 @@
 // request, and every failure turned into an ApiError carrying the daemon's message and
 // its Retry-After.
 
-import type { GpuReport } from './types';
+import type { BackupList, GpuReport, NewBackup, NotificationsView, NotifyTestResult } from './types';
 
 export class ApiError extends Error {
   readonly status: number;
@@ -164,6 +164,28 @@ export const del = <T>(path: string, opts?: RequestOptions) => request<T>('DELET
 
 /** The GPU scheduler's view (administrators only): devices, VRAM budget, start-up plan, residents, load queue. */
 export const getGpuReport = (opts?: RequestOptions) => get<GpuReport>('/api/v1/gpu', opts);
+
+/** The backup archives, the schedule and the running backup job (administrators only). */
+export const listBackups = (opts?: RequestOptions) => get<BackupList>('/api/v1/backups', opts);
+
+/** Starts a `backup.create` job; 409 `backup_running` while another one runs. */
+export const startBackup = (withModels: boolean) => post<NewBackup>('/api/v1/backups', { with_models: withModels });
+
+/** An archive's URL: a download (`Content-Disposition: attachment`) that the session cookie authenticates. */
+export function backupHref(name: string): string {
+  return `/api/v1/backups/${encodeURIComponent(name)}`;
+}
+
+export const deleteBackup = (name: string) => del<void>(backupHref(name));
+
+/** The webhook targets, the repeat interval, the event kinds and the recent deliveries (administrators only). */
+export const getNotifications = (opts?: RequestOptions) => get<NotificationsView>('/api/v1/notifications', opts);
+
+/** Queues a `test` notification for every target; `queued` is 0 when none is configured. */
+export const sendTestNotification = () => post<NotifyTestResult>('/api/v1/notifications/test', {});
+
+/** The signed-in user's live event stream (jobs; notifications for administrators). */
+export const EVENTS_PATH = '/api/v1/events';
 
 /** Builds `path?k=v&…`, leaving out undefined/null/empty values. */
 export function withQuery(path: string, query: Record<string, string | number | boolean | null | undefined>): string {

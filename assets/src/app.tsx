@@ -16,10 +16,13 @@ import { SystemPage } from './pages/admin/System';
 import { GpuPage } from './pages/admin/Gpu';
 import { ModelsPage } from './pages/admin/Models';
 import { HealthPage } from './pages/admin/Health';
+import { BackupsPage } from './pages/admin/Backups';
+import { NotificationsPage } from './pages/admin/Notifications';
 import { UsersPage } from './pages/admin/Users';
 import { UsagePage } from './pages/admin/Usage';
 import { AuditPage } from './pages/admin/Audit';
 import { PageTitle } from './components/common';
+import { LiveNotifications } from './components/LiveNotifications';
 
 type Auth = { state: 'loading' } | { state: 'out'; notice?: string } | { state: 'in'; me: Me };
 
@@ -28,6 +31,8 @@ const ADMIN_LINKS: [AdminSection, string][] = [
   ['gpu', 'GPU'],
   ['models', 'Models and queue'],
   ['health', 'Health'],
+  ['backups', 'Backups'],
+  ['notifications', 'Notifications'],
   ['users', 'Users'],
   ['keys', 'All API keys'],
   ['usage', 'Usage'],
@@ -246,6 +251,8 @@ function Shell({ route, session }: { route: Route; session: SessionValue }) {
       <main id="main" ref={mainRef} tabIndex={-1} class={route.page === 'chat' ? 'main-chat' : 'main-page'}>
         <Page route={route} isAdmin={session.isAdmin} />
       </main>
+      {/* Only administrators get notifications: nobody else opens the stream for them. */}
+      {session.isAdmin && <LiveNotifications />}
     </div>
   );
 }
@@ -274,6 +281,10 @@ function Page({ route, isAdmin }: { route: Route; isAdmin: boolean }) {
           return <ModelsPage />;
         case 'health':
           return <HealthPage />;
+        case 'backups':
+          return <BackupsPage />;
+        case 'notifications':
+          return <NotificationsPage />;
         case 'users':
           return <UsersPage />;
         case 'keys':

@@ -10,6 +10,8 @@ describe('hash routes', () => {
     expect(parseRoute('#/admin')).toEqual({ page: 'admin', section: 'system' });
     expect(parseRoute('#/admin/audit')).toEqual({ page: 'admin', section: 'audit' });
     expect(parseRoute('#/admin/gpu')).toEqual({ page: 'admin', section: 'gpu' });
+    expect(parseRoute('#/admin/backups')).toEqual({ page: 'admin', section: 'backups' });
+    expect(parseRoute('#/admin/notifications')).toEqual({ page: 'admin', section: 'notifications' });
     expect(parseRoute('#/admin/nope').page).toBe('notfound');
     expect(parseRoute('#/keys')).toEqual({ page: 'keys' });
   });

@@ -15,7 +15,7 @@ export type Route =
   | { page: 'admin'; section: AdminSection }
   | { page: 'notfound'; path: string };
 
-export const ADMIN_SECTIONS = ['system', 'gpu', 'models', 'health', 'users', 'keys', 'usage', 'audit'] as const;
+export const ADMIN_SECTIONS = ['system', 'gpu', 'models', 'health', 'backups', 'notifications', 'users', 'keys', 'usage', 'audit'] as const;
 export type AdminSection = (typeof ADMIN_SECTIONS)[number];
 
 export function parseRoute(hash: string): Route {

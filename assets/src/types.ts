@@ -419,3 +419,103 @@ export interface QueuedLoad {
   needs_bytes: number;
   waiting_secs: number;
 }
+
+/** Why an archive was made. */
+export type BackupKind = 'manual' | 'scheduled' | 'pre-upgrade';
+
+/** `GET /api/v1/backups` (administrators): the archives and the schedule that makes them. */
+export interface BackupList {
+  /** The directory the archives live in, on the daemon's host. */
+  dir: string;
+  /** Hours between scheduled backups; 0: no scheduled backups. */
+  schedule_hours: number;
+  /** How many archives the schedule keeps. */
+  keep: number;
+  /** RFC 3339 time of the newest good archive; null: none yet. */
+  last_success_at: string | null;
+  /** When the schedule makes the next one; null: the schedule is off. */
+  next_due_at: string | null;
+  /** The newest good backup is older than the schedule allows. */
+  overdue: boolean;
+  /** A `backup.create` job queued or running. */
+  running_job: number | null;
+  /** Newest first. */
+  backups: BackupInfo[];
+}
+
+/** One archive in the backup directory. */
+export interface BackupInfo {
+  /** The file name, e.g. `appliance-20261202T161500Z.tar.zst`. */
+  name: string;
+  /** RFC 3339. */
+  created_at: string;
+  bytes: number;
+  kind: BackupKind;
+  /** The daemon version that wrote it. */
+  app_version: string;
+  schema_version: number;
+  /** Model files are inside (else they are listed by name and checksum only). */
+  with_models: boolean;
+  /** Uploaded files inside. */
+  files: number;
+  /** Row counts per table. */
+  rows: Record<string, number>;
+}
+
+/** The answer to `POST /api/v1/backups`: the `backup.create` job to follow. */
+export interface NewBackup {
+  job_id: number;
+}
+
+/** How a webhook target is spoken to. */
+export type NotifyKind = 'json' | 'slack' | 'matrix';
+
+/** A configured webhook (`notify.webhooks`): the URL's secret parts are never sent. */
+export interface NotifyTarget {
+  kind: NotifyKind;
+  host: string;
+}
+
+/** One notification sent (or tried) to one target, from the audit log. */
+export interface Delivery {
+  /** RFC 3339. */
+  at: string;
+  /** One of `NotificationsView.events`. */
+  event: string;
+  /** e.g. "Backup failed". */
+  title: string;
+  /** The target's kind and host: "slack hooks.slack.com". */
+  target: string;
+  success: boolean;
+  attempts: number;
+  /** The target's HTTP status of the last attempt; null: no connection. */
+  status: number | null;
+}
+
+/** `GET /api/v1/notifications` (administrators): where notifications go and what went. */
+export interface NotificationsView {
+  targets: NotifyTarget[];
+  /** The same event is not sent again more often than this. */
+  min_interval_minutes: number;
+  /** Every event kind that can be sent. */
+  events: string[];
+  /** Newest first, at most 100. */
+  recent: Delivery[];
+}
+
+/** The answer to `POST /api/v1/notifications/test`: how many targets it was queued for. */
+export interface NotifyTestResult {
+  queued: number;
+}
+
+export type NotifySeverity = 'info' | 'warning' | 'critical';
+
+/** An `event: notification` of `GET /api/v1/events` (administrators only). */
+export interface LiveNotification {
+  /** RFC 3339. */
+  at: string;
+  event: string;
+  title: string;
+  detail: string;
+  severity: NotifySeverity;
+}

@@ -308,9 +308,7 @@ pub fn sha256_hex(text: &str) -> String {
     hex(&Sha256::digest(text.as_bytes()))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::hashing::hex;
 
 /// Compares two strings in time independent of where they differ.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {

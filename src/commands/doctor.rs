@@ -40,6 +40,18 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
     checks.extend(model_files(loaded));
     checks.push(speech(loaded));
     checks.push(gpu());
+    checks.push(backup(&loaded.config));
+    checks.push(crate::health::data_dir_permissions(
+        &loaded.config.paths.data_dir,
+    ));
+    if loaded.config.tls_enabled()
+        && let Some(check) = crate::health::certificate(&loaded.config.tls.cert)
+    {
+        checks.push(check);
+    }
+    if let Some(check) = service() {
+        checks.push(check);
+    }
 
     let mut failed = false;
     for check in &checks {
@@ -247,6 +259,54 @@ fn model_files(loaded: &Loaded) -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// The installed systemd service, when systemd runs this host and knows the unit:
+/// enabled and active (a daemon started by hand is fine, but said).
+fn service() -> Option<Check> {
+    if !std::path::Path::new("/run/systemd/system").is_dir() {
+        return None;
+    }
+    let ask = |verb: &str| {
+        std::process::Command::new("systemctl")
+            .args([verb, "appliance.service"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let enabled = ask("is-enabled")?;
+    if enabled.is_empty() || enabled == "not-found" {
+        return None;
+    }
+    let active = ask("is-active").unwrap_or_default();
+    Some(match (enabled.as_str(), active.as_str()) {
+        ("enabled", "active") => Check::ok("service", "appliance.service is enabled and active"),
+        (_, "active") => Check::warn(
+            "service",
+            format!("appliance.service is active but {enabled}: it will not start at boot"),
+            "systemctl enable appliance",
+        ),
+        _ => Check::warn(
+            "service",
+            format!("appliance.service is {enabled} and {active}"),
+            "systemctl enable --now appliance; see `journalctl -u appliance` if it fails",
+        ),
+    })
+}
+
+/// The newest archive in the backup dir against the schedule (offline: an
+/// installation without any backup is reported as such).
+fn backup(config: &crate::config::Config) -> Check {
+    let newest = crate::backup::list(&config.backup_dir()).into_iter().next();
+    if newest.is_none() && config.backup.schedule_hours > 0 {
+        return Check::warn(
+            "backup",
+            format!("no backup in {}", config.backup_dir().display()),
+            "make one now: `appliance backup create`",
+        );
+    }
+    let schedule = crate::backup::Schedule::new(config.backup.schedule_hours);
+    crate::health::backup(&schedule, newest.as_ref())
 }
 
 fn gpu() -> Check {

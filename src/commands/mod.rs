@@ -3,6 +3,7 @@
 
 mod accounts;
 mod assets;
+mod backup;
 mod chat;
 mod config_cmd;
 mod db;
@@ -40,6 +41,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Ok(config::load(&overrides, &Environment::capture())?)
     };
     match &cli.command {
+        Command::Backup { command } => {
+            crate::telemetry::init_cli_logging(verbose);
+            backup::run(&load()?, command)
+        }
+        Command::Restore {
+            file,
+            stop,
+            with_config,
+        } => {
+            crate::telemetry::init_cli_logging(verbose);
+            backup::restore(&load()?, file, *stop, *with_config)
+        }
         Command::Version => {
             println!("appliance {}", crate::app::VERSION);
             Ok(exit::OK)

@@ -30,6 +30,7 @@ use crate::telemetry::{self, Metrics};
 /// Runs the daemon in the foreground.
 pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let config_file = loaded.file.clone();
     let config = Arc::new(loaded.config);
     // Everything the daemon creates (database, logs, imported models, keys) is for its
     // own user only, whatever umask it was started with.
@@ -115,6 +116,19 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
                 max_audio_secs: config.speech.max_audio_secs as f64,
             },
         );
+        let backups = crate::backup::Backups::new(
+            crate::backup::Sources {
+                data_dir: config.paths.data_dir.clone(),
+                db: config.database_path(),
+                models_dir: config.paths.models_dir.clone(),
+                config_file,
+                busy: Duration::from_millis(config.store.busy_timeout_ms),
+            },
+            config.backup_dir(),
+            config.backup.schedule_hours,
+            config.backup.keep,
+            store.clone(),
+        );
         let jobs = crate::jobs::Jobs::new(
             store.clone(),
             metrics.clone(),
@@ -125,10 +139,30 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             [
                 (crate::store::documents::INGEST_JOB, documents.ingest_handler()),
                 (crate::store::transcripts::TRANSCRIBE_JOB, speech.transcribe_handler()),
+                (crate::backup::BACKUP_JOB, backups.handler()),
             ]
             .into(),
         );
         jobs.start().await?;
+        backups.spawn_schedule(jobs.clone());
+        let notifier = crate::notify::Notifier::new(
+            &config.notify.webhooks,
+            Duration::from_secs(config.notify.min_interval_minutes * 60),
+            store.clone(),
+        );
+        crate::notify::spawn_watchers(
+            notifier.clone(),
+            crate::notify::Watched {
+                jobs: jobs.clone(),
+                backups: backups.clone(),
+                gpu: gpu.clone(),
+                metrics: metrics.clone(),
+                data_dir: config.paths.data_dir.clone(),
+                min_free_mb: config.health.min_free_disk_mb,
+                gpu_hot_c: config.notify.gpu_temperature_c,
+                certificate: config.tls_enabled().then(|| config.tls.cert.clone()),
+            },
+        );
         let tasks = tokio_util::task::TaskTracker::new();
         let registry = Registry::new(config.paths.models_dir.clone());
         let plan = Arc::new(parking_lot::RwLock::new(None));
@@ -151,6 +185,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
             monitor: Monitor::start(config.paths.data_dir.clone(), gpu.clone()),
             gpu: gpu.clone(),
             plan: plan.clone(),
+            backups,
+            notifier,
             hasher: crate::auth::hasher::Hasher::new(config.auth.max_concurrent_hashes),
             tasks: tasks.clone(),
             readiness_cache: Arc::default(),
@@ -182,6 +218,9 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         }
 
         notify(&[NotifyState::Ready]);
+        if let Some(interval) = sd_notify::watchdog_enabled() {
+            spawn_watchdog(store.clone(), engine.clone(), interval);
+        }
         super::gpu::plan_and_preload(config.clone(), engine.clone(), gpu.clone(), plan);
 
         if let Some(tls) = &tls {
@@ -430,6 +469,34 @@ async fn shutdown_signal() {
         "shutting down: no new connections, finishing in-flight requests"
     );
     notify(&[NotifyState::Stopping]);
+}
+
+/// Feeds systemd's watchdog (`WatchdogSec=`) at half its interval, but only while the
+/// daemon works: the database answers and the engine's scheduler answers, each within
+/// a quarter of the interval. A daemon that hangs stops feeding it and is restarted.
+fn spawn_watchdog(store: Store, engine: Engine, interval: Duration) {
+    let period = (interval / 2).max(Duration::from_millis(50));
+    let limit = (interval / 4).max(Duration::from_millis(25));
+    tracing::info!(
+        interval_ms = interval.as_millis() as u64,
+        "feeding the systemd watchdog"
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let database = tokio::time::timeout(limit, store.ping()).await;
+            let scheduler = tokio::time::timeout(limit, engine.gpu_view()).await;
+            match (database, scheduler) {
+                (Ok(Ok(_)), Ok(Some(_))) => notify(&[NotifyState::Watchdog]),
+                (database, scheduler) => tracing::error!(
+                    database_ok = matches!(database, Ok(Ok(_))),
+                    scheduler_ok = matches!(scheduler, Ok(Some(_))),
+                    "not feeding the watchdog: the daemon is not answering"
+                ),
+            }
+        }
+    });
 }
 
 /// `sd_notify` when run by systemd (Type=notify); a no-op otherwise.

@@ -68,9 +68,47 @@ pub struct Config {
     pub pull: PullSection,
     /// The GPU budget.
     pub gpu: GpuSection,
+    /// Backups.
+    pub backup: BackupSection,
+    /// Notifications.
+    pub notify: NotifySection,
     /// Per-model settings, by model name (`[models."name"]`; file only).
     #[serde(default)]
     pub models: BTreeMap<String, ModelSection>,
+}
+
+/// `[notify]` (its `Debug` leaves the webhook URLs out: they are secrets).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySection {
+    /// `kind:URL` targets.
+    pub webhooks: Vec<String>,
+    /// Minutes before the same event is sent again.
+    pub min_interval_minutes: u64,
+    /// GPU temperature that notifies, °C.
+    pub gpu_temperature_c: u32,
+}
+
+impl fmt::Debug for NotifySection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifySection")
+            .field("webhooks", &format!("({} set)", self.webhooks.len()))
+            .field("min_interval_minutes", &self.min_interval_minutes)
+            .field("gpu_temperature_c", &self.gpu_temperature_c)
+            .finish()
+    }
+}
+
+/// `[backup]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    /// Where archives go (empty: `<data_dir>/backups`).
+    pub dir: PathBuf,
+    /// Hours between scheduled backups (0: none).
+    pub schedule_hours: u64,
+    /// Scheduled archives kept.
+    pub keep: u32,
 }
 
 /// `[gpu]`
@@ -471,6 +509,15 @@ impl Config {
     /// Database file inside the data dir.
     pub fn database_path(&self) -> PathBuf {
         self.paths.data_dir.join("appliance.db")
+    }
+
+    /// Where backup archives go.
+    pub fn backup_dir(&self) -> PathBuf {
+        if self.backup.dir.as_os_str().is_empty() {
+            self.paths.data_dir.join("backups")
+        } else {
+            self.backup.dir.clone()
+        }
     }
 
     /// The instance lock file inside the data dir.

@@ -329,7 +329,10 @@ fn per_model_settings_come_from_the_file_and_are_checked_by_name() {
     );
     let loaded = load(&cli_with(&path, &[]), &Environment::default()).unwrap();
     let qwen = &loaded.config.models["Qwen2.5-Coder-0.5B"];
-    assert_eq!((qwen.gpu_layers, qwen.slots, qwen.pinned), (Some(20), Some(2), true));
+    assert_eq!(
+        (qwen.gpu_layers, qwen.slots, qwen.pinned),
+        (Some(20), Some(2), true)
+    );
     assert_eq!(qwen.keep_alive.as_deref(), Some("-1"));
     assert!(loaded.config.models["small"].preload);
     assert_eq!(loaded.config.engine.gpu_layers, 0);
@@ -337,7 +340,10 @@ fn per_model_settings_come_from_the_file_and_are_checked_by_name() {
     for (text, names) in [
         ("[models.x]\ngpu_layer = 3\n", "gpu_layer"),
         ("[models.x]\nslots = 0\n", "models.\"x\".slots"),
-        ("[models.x]\nkeep_alive = \"soon\"\n", "models.\"x\".keep_alive"),
+        (
+            "[models.x]\nkeep_alive = \"soon\"\n",
+            "models.\"x\".keep_alive",
+        ),
         ("[models.x]\ngpu_layers = -2\n", "models.\"x\".gpu_layers"),
         ("[models]\nx = 3\n", "models"),
         ("[engine]\ngpu_layers = -5\n", "engine.gpu_layers"),

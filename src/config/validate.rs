@@ -65,6 +65,30 @@ impl Config {
                 "a number of MiB up to 16777216 (0: no cap)",
             ));
         }
+        if self.notify.webhooks.len() > 16
+            || self
+                .notify
+                .webhooks
+                .iter()
+                .any(|w| crate::notify::Target::parse(w).is_none())
+        {
+            return Err((
+                "notify.webhooks",
+                "at most 16 entries such as \"slack:https://hooks.slack.com/…\" (kind json, slack or matrix, then an http(s) URL)",
+            ));
+        }
+        if !(1..=10_080).contains(&self.notify.min_interval_minutes) {
+            return Err(("notify.min_interval_minutes", "minutes from 1 to 10080"));
+        }
+        if !(40..=120).contains(&self.notify.gpu_temperature_c) {
+            return Err(("notify.gpu_temperature_c", "°C from 40 to 120"));
+        }
+        if self.backup.schedule_hours > 24 * 365 {
+            return Err(("backup.schedule_hours", "hours from 0 (off) to 8760"));
+        }
+        if !(1..=1000).contains(&self.backup.keep) {
+            return Err(("backup.keep", "a number from 1 to 1000"));
+        }
         if !(1..=1024).contains(&self.gpu.max_queued_loads) {
             return Err(("gpu.max_queued_loads", "a number from 1 to 1024"));
         }

@@ -116,9 +116,7 @@ impl Drop for Incoming {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::hashing::hex;
 
 /// Where the file with this digest lives.
 pub fn path(dir: &Path, sha256: &str) -> PathBuf {

@@ -58,13 +58,17 @@ impl Footprint {
         if layers == 0 {
             return 0;
         }
-        self.fixed_gpu_bytes + self.units[..layers].iter().sum::<u64>()
+        self.units[..layers]
+            .iter()
+            .fold(self.fixed_gpu_bytes, |a, b| a.saturating_add(*b))
     }
 
     /// Host bytes with `layers` units offloaded.
     pub fn host_bytes(&self, layers: u32) -> u64 {
         let layers = (layers as usize).min(self.units.len());
-        let moved: u64 = self.units[..layers].iter().sum();
+        let moved = self.units[..layers]
+            .iter()
+            .fold(0u64, |a, b| a.saturating_add(*b));
         self.host_bytes.saturating_sub(moved)
     }
 
@@ -73,7 +77,7 @@ impl Footprint {
         let mut used = self.fixed_gpu_bytes;
         let mut layers = 0;
         for unit in &self.units {
-            used += unit;
+            used = used.saturating_add(*unit);
             if used > budget {
                 break;
             }
@@ -82,16 +86,18 @@ impl Footprint {
         layers
     }
 
-    /// The same footprint with every GPU figure multiplied by `factor` (a correction
-    /// learned from a measurement), bounded to a sane range.
-    pub fn scaled(&self, factor: f64) -> Footprint {
-        let factor = factor.clamp(0.25, 4.0);
-        let scale = |b: u64| (b as f64 * factor).round() as u64;
+    /// The same footprint with `delta` bytes added to what any offload needs (a
+    /// correction learned from a measurement: the measured use minus the estimate),
+    /// never below nothing.
+    pub fn adjusted(&self, delta: i64) -> Footprint {
+        let fixed = if delta >= 0 {
+            self.fixed_gpu_bytes.saturating_add(delta as u64)
+        } else {
+            self.fixed_gpu_bytes.saturating_sub(delta.unsigned_abs())
+        };
         Footprint {
-            kind: self.kind,
-            units: self.units.iter().map(|u| scale(*u)).collect(),
-            fixed_gpu_bytes: scale(self.fixed_gpu_bytes),
-            host_bytes: self.host_bytes,
+            fixed_gpu_bytes: fixed,
+            ..self.clone()
         }
     }
 
@@ -152,29 +158,30 @@ fn whole(kind: ModelKind, weights: u64, buffers: u64) -> Footprint {
     }
 }
 
-/// A chat model's footprint from its GGUF header.
+/// The largest value any dimension of a real model has; headers beyond it are refused
+/// rather than trusted (a hostile file must not size an allocation).
+const MAX_DIM: u64 = 1 << 24;
+/// The most repeating layers a real model has.
+const MAX_LAYERS: u64 = 4096;
+
+/// A chat model's footprint from its GGUF header (`None` when the header lacks the
+/// counts or carries impossible ones). All arithmetic saturates: a footprint is an
+/// estimate, never a panic.
 pub fn chat(header: &GgufHeader, shape: Shape) -> Option<Footprint> {
-    let layers = u64::try_from(header.arch_int("block_count")?).ok()?;
-    let n_embd = u64::try_from(header.arch_int("embedding_length")?).ok()?;
-    let n_head = u64::try_from(header.arch_int("attention.head_count")?)
-        .ok()?
-        .max(1);
-    let n_head_kv = header
-        .arch_int("attention.head_count_kv")
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(n_head);
-    let key_len = header
-        .arch_int("attention.key_length")
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(n_embd / n_head);
-    let value_len = header
-        .arch_int("attention.value_length")
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(n_embd / n_head);
-    let n_ff = header
-        .arch_int("feed_forward_length")
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(4 * n_embd);
+    let dim = |suffix: &str| {
+        header
+            .arch_int(suffix)
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|n| *n <= MAX_DIM)
+    };
+    let layers =
+        dim("block_count").filter(|n| *n <= MAX_LAYERS && *n as usize <= header.tensors.len())?;
+    let n_embd = dim("embedding_length")?;
+    let n_head = dim("attention.head_count")?.max(1);
+    let n_head_kv = dim("attention.head_count_kv").unwrap_or(n_head);
+    let key_len = dim("attention.key_length").unwrap_or(n_embd / n_head);
+    let value_len = dim("attention.value_length").unwrap_or(n_embd / n_head);
+    let n_ff = dim("feed_forward_length").unwrap_or(4 * n_embd);
     let tensor = |name: &str| header.tensors.iter().find(|t| t.name == name);
     let n_vocab = header
         .metadata
@@ -184,10 +191,15 @@ pub fn chat(header: &GgufHeader, shape: Shape) -> Option<Footprint> {
             _ => None,
         })
         .or_else(|| tensor("token_embd.weight").and_then(|t| t.dims.get(1).copied()))
-        .unwrap_or(32_000);
+        .unwrap_or(32_000)
+        .min(MAX_DIM);
+    let mul = |factors: &[u64]| factors.iter().fold(1u64, |a, b| a.saturating_mul(*b));
 
-    let context = u64::from(shape.ctx_per_slot.max(1)) * u64::from(shape.slots.max(1));
-    let kv_per_layer = context * (key_len + value_len) * n_head_kv * 2;
+    let context = mul(&[
+        u64::from(shape.ctx_per_slot.max(1)),
+        u64::from(shape.slots.max(1)),
+    ]);
+    let kv_per_layer = mul(&[context, key_len.saturating_add(value_len), n_head_kv, 2]);
     let mut per_layer = vec![0u64; layers as usize];
     for t in &header.tensors {
         let Some(rest) = t.name.strip_prefix("blk.") else {
@@ -195,26 +207,38 @@ pub fn chat(header: &GgufHeader, shape: Shape) -> Option<Footprint> {
         };
         let index = rest.split('.').next().and_then(|n| n.parse::<usize>().ok());
         if let Some(slot) = index.and_then(|i| per_layer.get_mut(i)) {
-            *slot += t.size;
+            *slot = slot.saturating_add(t.size);
         }
     }
     let embeddings = tensor("token_embd.weight").map_or(0, |t| t.size);
+    let logits = mul(&[4, UBATCH, n_vocab]);
     // Tied embeddings: llama.cpp gives the output head its own copy of them.
-    let output = tensor("output.weight").map_or(embeddings, |t| t.size)
-        + tensor("output_norm.weight").map_or(0, |t| t.size)
+    let output = tensor("output.weight")
+        .map_or(embeddings, |t| t.size)
+        .saturating_add(tensor("output_norm.weight").map_or(0, |t| t.size))
         // The logits of one micro-batch live with the head.
-        + 4 * UBATCH * n_vocab;
+        .saturating_add(logits);
     // Activations of one micro-batch through a layer (f32), with flash attention.
-    let compute = 4 * UBATCH * (3 * n_ff + 8 * n_embd);
+    let compute = mul(&[4, UBATCH, (3 * n_ff).saturating_add(8 * n_embd)]);
     // Offload order: the last layer first, the output head once every layer is there.
-    let mut units: Vec<u64> = per_layer.iter().rev().map(|w| w + kv_per_layer).collect();
+    let mut units: Vec<u64> = per_layer
+        .iter()
+        .rev()
+        .map(|w| w.saturating_add(kv_per_layer))
+        .collect();
     units.push(output);
-    let weights: u64 = header.tensors.iter().map(|t| t.size).sum();
+    let weights = header
+        .tensors
+        .iter()
+        .fold(0u64, |a, t| a.saturating_add(t.size));
     Some(Footprint {
         kind: ModelKind::Chat,
-        host_bytes: weights + kv_per_layer * layers + compute + 4 * UBATCH * n_vocab,
+        host_bytes: weights
+            .saturating_add(kv_per_layer.saturating_mul(layers))
+            .saturating_add(compute)
+            .saturating_add(logits),
         units,
-        fixed_gpu_bytes: CUDA_CONTEXT_BYTES + compute,
+        fixed_gpu_bytes: CUDA_CONTEXT_BYTES.saturating_add(compute),
     })
 }
 
@@ -257,10 +281,50 @@ mod tests {
     }
 
     #[test]
-    fn scaling_corrects_gpu_figures_within_bounds() {
+    fn a_correction_moves_what_any_offload_needs() {
         let f = Footprint::uniform(ModelKind::Chat, 2, 100, 50);
-        assert_eq!(f.scaled(1.5).gpu_bytes(2), 375);
-        assert_eq!(f.scaled(100.0).gpu_bytes(2), 1000);
-        assert_eq!(f.scaled(1.5).host_bytes, f.host_bytes);
+        assert_eq!(f.adjusted(75).gpu_bytes(2), 325);
+        assert_eq!(f.adjusted(75).gpu_bytes(1), 225);
+        assert_eq!(f.adjusted(-500).gpu_bytes(2), 200);
+        assert_eq!(f.adjusted(75).gpu_bytes(0), 0);
+        assert_eq!(f.adjusted(75).host_bytes, f.host_bytes);
+    }
+
+    #[test]
+    fn impossible_headers_give_no_estimate_rather_than_a_huge_one() {
+        use crate::models::gguf::{GgufHeader, MetaValue, TensorInfo};
+        let mut header = GgufHeader {
+            version: 3,
+            metadata: [
+                (
+                    "general.architecture".to_string(),
+                    MetaValue::Str("llama".into()),
+                ),
+                ("llama.block_count".to_string(), MetaValue::Int(1 << 40)),
+                ("llama.embedding_length".to_string(), MetaValue::Int(64)),
+                ("llama.attention.head_count".to_string(), MetaValue::Int(4)),
+            ]
+            .into_iter()
+            .collect(),
+            tensors: vec![TensorInfo {
+                name: "blk.0.attn_q.weight".into(),
+                dims: vec![64, 64],
+                ggml_type: 0,
+                offset: 0,
+                size: u64::MAX,
+            }],
+            data_offset: 0,
+            file_size: 0,
+        };
+        let shape = Shape {
+            ctx_per_slot: u32::MAX,
+            slots: u32::MAX,
+        };
+        assert!(chat(&header, shape).is_none());
+        header
+            .metadata
+            .insert("llama.block_count".into(), MetaValue::Int(1));
+        let f = chat(&header, shape).expect("saturated, not panicked");
+        assert_eq!(f.gpu_bytes(2), u64::MAX);
     }
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::KeepAlive;
 use super::footprint::Footprint;
-use super::{KeepAlive, ModelKind};
 use crate::gpu::GpuSnapshot;
 
 /// How many layers a model should offload.
@@ -98,6 +98,8 @@ pub struct Resident {
     pub measured: bool,
     /// Idle, loaded, not pinned: may be unloaded for room.
     pub evictable: bool,
+    /// Pinned by configuration: its memory never comes back.
+    pub pinned: bool,
     /// Being unloaded now: its bytes come back soon.
     pub freeing: bool,
     /// Ordering for eviction (smaller = used longer ago).
@@ -141,13 +143,14 @@ pub fn available(
         return None;
     }
     let free = snapshot.free_bytes()?;
-    let unmeasured: u64 = residents
+    let unmeasured = residents
         .iter()
         .filter(|r| !r.measured)
-        .map(|r| r.bytes)
-        .sum();
-    let by_driver = free.saturating_sub(budget.reserve + unmeasured);
-    let committed: u64 = residents.iter().map(|r| r.bytes).sum();
+        .fold(0u64, |a, r| a.saturating_add(r.bytes));
+    let by_driver = free.saturating_sub(budget.reserve.saturating_add(unmeasured));
+    let committed = residents
+        .iter()
+        .fold(0u64, |a, r| a.saturating_add(r.bytes));
     Some(match budget.limit {
         Some(limit) => by_driver.min(limit.saturating_sub(committed)),
         None => by_driver,
@@ -156,14 +159,39 @@ pub fn available(
 
 /// The most the daemon could place with none of its models loaded.
 pub fn capacity(snapshot: &GpuSnapshot, budget: &BudgetConfig, residents: &[Resident]) -> u64 {
-    let ours: u64 = residents
+    // Our models the snapshot counts could all go, except pinned ones; those it does
+    // not count yet are not in its used memory at all.
+    let reclaimable = residents
         .iter()
-        .filter(|r| r.measured)
-        .map(|r| r.bytes)
-        .sum();
-    let free = snapshot.free_bytes().unwrap_or(0) + ours;
-    let by_driver = free.saturating_sub(budget.reserve);
-    budget.limit.map_or(by_driver, |l| l.min(by_driver))
+        .filter(|r| r.measured && !r.pinned)
+        .fold(0u64, |a, r| a.saturating_add(r.bytes));
+    let pinned_unmeasured = residents
+        .iter()
+        .filter(|r| !r.measured && r.pinned)
+        .fold(0u64, |a, r| a.saturating_add(r.bytes));
+    let free = snapshot
+        .free_bytes()
+        .unwrap_or(0)
+        .saturating_add(reclaimable);
+    let by_driver = free.saturating_sub(budget.reserve.saturating_add(pinned_unmeasured));
+    let pinned = residents
+        .iter()
+        .filter(|r| r.pinned)
+        .fold(0u64, |a, r| a.saturating_add(r.bytes));
+    budget
+        .limit
+        .map_or(by_driver, |l| l.saturating_sub(pinned).min(by_driver))
+}
+
+/// The layers a load asks for: all (auto) or the configured number, within the
+/// model's layers and an out-of-memory cap.
+pub fn desired_layers(footprint: &Footprint, wanted: GpuLayers, cap: Option<u32>) -> u32 {
+    let total = footprint.total_layers();
+    match wanted {
+        GpuLayers::Auto => total,
+        GpuLayers::Exactly(n) => n.min(total),
+    }
+    .min(cap.unwrap_or(u32::MAX))
 }
 
 /// Decides a load of `footprint` asked to offload `wanted` layers, at most `cap` (a
@@ -182,12 +210,7 @@ pub fn decide(
             bytes: 0,
         };
     };
-    let total = footprint.total_layers();
-    let desired = match wanted {
-        GpuLayers::Auto => total,
-        GpuLayers::Exactly(n) => n.min(total),
-    }
-    .min(cap.unwrap_or(u32::MAX));
+    let desired = desired_layers(footprint, wanted, cap);
     let needs = footprint.gpu_bytes(desired);
     if needs <= available {
         return Decision::Load {
@@ -201,18 +224,17 @@ pub fn decide(
         .filter(|r| r.evictable && !r.freeing)
         .collect();
     idle.sort_by_key(|r| r.last_used);
-    let freeing: u64 = residents
+    let freeing = residents
         .iter()
         .filter(|r| r.freeing)
-        .map(|r| r.bytes)
-        .sum();
-    let mut room = available + freeing;
+        .fold(0u64, |a, r| a.saturating_add(r.bytes));
+    let mut room = available.saturating_add(freeing);
     let mut victims = Vec::new();
     for resident in idle {
         if room >= needs {
             break;
         }
-        room += resident.bytes;
+        room = room.saturating_add(resident.bytes);
         victims.push(resident.name.clone());
     }
     if room >= needs {
@@ -222,17 +244,21 @@ pub fn decide(
             Decision::Evict(victims)
         };
     }
+    // Not everything fits even with every idle model gone (`victims` holds them all).
     let capacity = capacity(snapshot, budget, residents);
     match wanted {
+        GpuLayers::Exactly(_) if needs > capacity => Decision::Never { needs, capacity },
+        // Make what room there is first (idle models go, unloads finish)…
+        _ if !victims.is_empty() => Decision::Evict(victims),
+        GpuLayers::Auto if freeing > 0 => Decision::Wait { needs },
+        // …then an automatic load takes the layers that fit rather than wait.
         GpuLayers::Auto => {
-            // Not everything fits: take what fits now rather than wait.
             let layers = footprint.layers_within(available).min(desired);
             Decision::Load {
                 layers,
                 bytes: footprint.gpu_bytes(layers),
             }
         }
-        GpuLayers::Exactly(_) if needs > capacity => Decision::Never { needs, capacity },
         GpuLayers::Exactly(_) => Decision::Wait { needs },
     }
 }
@@ -257,15 +283,6 @@ impl Placement {
             n if n >= total => Placement::Gpu,
             _ => Placement::Partial,
         }
-    }
-}
-
-/// A model kind's name in labels and tables.
-pub fn kind_name(kind: ModelKind) -> &'static str {
-    match kind {
-        ModelKind::Chat => "chat",
-        ModelKind::Embedding => "embedding",
-        ModelKind::Speech => "speech",
     }
 }
 

@@ -172,6 +172,7 @@ pub fn plan(
                 bytes: vram,
                 measured: false,
                 evictable: false,
+                pinned: settings.pinned,
                 freeing: false,
                 last_used: std::time::Duration::ZERO,
             });

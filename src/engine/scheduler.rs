@@ -105,12 +105,19 @@ impl Placed {
     }
 }
 
-/// A load waiting for room.
+/// One model's load waiting for room, with every request that waits for it.
 struct Pending {
     spec: ModelSpec,
     footprint: Option<Arc<Footprint>>,
-    reply: Waiter,
+    waiters: Vec<Waiter>,
     since: Instant,
+}
+
+/// One request for a loaded worker.
+struct Request {
+    spec: ModelSpec,
+    footprint: Option<Arc<Footprint>>,
+    reply: Waiter,
 }
 
 enum Entry {
@@ -212,6 +219,8 @@ pub struct QueuedLoad {
     pub needs_bytes: u64,
     /// Seconds it has waited.
     pub waiting_secs: u64,
+    /// Requests waiting for it.
+    pub requests: usize,
 }
 
 /// The actor's state.
@@ -225,8 +234,8 @@ pub(super) struct Scheduler {
     /// Acquires waiting for room to load their model.
     pending: VecDeque<Pending>,
     next_epoch: u64,
-    /// Measured ÷ estimated GPU bytes, per model.
-    corrections: HashMap<String, f64>,
+    /// Measured minus estimated GPU bytes, per model (added to later estimates).
+    corrections: HashMap<String, i64>,
     /// Most layers a model may offload after it ran out of memory.
     caps: HashMap<String, u32>,
     /// A measurement is running; another was asked for meanwhile.
@@ -235,8 +244,17 @@ pub(super) struct Scheduler {
     /// A model that held GPU memory has gone and the driver has not been asked since:
     /// placing anything now would see its memory as still taken.
     settling: bool,
+    /// The driver's view the scheduler places from: only its own measurements update
+    /// it, so it knows which loads each one includes (`Placed::counted`).
+    snapshot: Arc<GpuSnapshot>,
+    last_measured: Instant,
     started: Instant,
 }
+
+/// How long a measurement may take before it is given up (a hung driver).
+const MEASURE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle scheduler measures again, to see other processes come and go.
+const REMEASURE_EVERY: Duration = Duration::from_secs(10);
 
 /// Capacity of the scheduler's mailbox. Senders wait when it is full (requests) or
 /// drop the message (idle notifications: the next tick catches up).
@@ -251,6 +269,7 @@ impl Scheduler {
         gpu: Gpu,
     ) -> mpsc::Sender<Msg> {
         let (tx, rx) = mpsc::channel(MAILBOX);
+        let initial = gpu.latest();
         let scheduler = Scheduler {
             config,
             spawner,
@@ -265,6 +284,8 @@ impl Scheduler {
             measuring: false,
             measure_again: false,
             settling: false,
+            snapshot: Arc::clone(&initial),
+            last_measured: Instant::now(),
             started: Instant::now(),
         };
         tokio::spawn(scheduler.run(rx));
@@ -287,11 +308,10 @@ impl Scheduler {
                     spec,
                     footprint,
                     reply,
-                } => self.acquire(Pending {
+                } => self.acquire(Request {
                     spec,
                     footprint,
                     reply,
-                    since: Instant::now(),
                 }),
                 Msg::Loaded {
                     name,
@@ -307,7 +327,7 @@ impl Scheduler {
                 Msg::Gpu { reply } => {
                     let _ = reply.send(self.view());
                 }
-                Msg::Measured { snapshot, epochs } => self.measured(&snapshot, &epochs),
+                Msg::Measured { snapshot, epochs } => self.measured(snapshot, &epochs),
                 Msg::Tick => self.tick(),
                 Msg::Shutdown { reply } => {
                     self.shutdown().await;
@@ -318,45 +338,69 @@ impl Scheduler {
         }
     }
 
-    fn acquire(&mut self, p: Pending) {
-        let name = p.spec.name.clone();
+    fn acquire(&mut self, r: Request) {
+        let name = r.spec.name.clone();
         match self.entries.get_mut(&name) {
             Some(Entry::Ready {
                 worker, last_used, ..
             }) if worker.is_alive() => {
                 *last_used = Instant::now();
-                let _ = p.reply.send(Ok(worker.clone()));
+                let _ = r.reply.send(Ok(worker.clone()));
                 return;
             }
-            Some(Entry::Ready { .. }) => {
+            Some(Entry::Ready { placed, .. }) => {
                 tracing::warn!(model = %name, "restarting a dead inference worker");
+                let held_gpu = placed.layers > 0;
                 self.entries.remove(&name);
+                if held_gpu {
+                    self.settle();
+                }
             }
             Some(Entry::Loading { waiters, .. }) => {
-                waiters.push(p.reply);
+                waiters.push(r.reply);
                 return;
             }
             Some(Entry::Stopping {
                 waiters, spec: s, ..
             }) => {
-                waiters.push(p.reply);
-                *s = Some((p.spec, p.footprint));
+                waiters.push(r.reply);
+                *s = Some((r.spec, r.footprint));
                 return;
             }
             None => {}
         }
-        self.pending.retain(|p| !p.reply.is_closed());
+        self.prune_pending();
+        // A load of this model already waits: this request waits with it.
+        if let Some(p) = self.pending.iter_mut().find(|p| p.spec.name == name) {
+            p.waiters.push(r.reply);
+            return;
+        }
+        // The bound is on loads waiting for GPU memory; CPU-only builds queue as before
+        // (each request bounded by its own deadline).
         let limit = self.config.budget.max_queued_loads.max(1) as usize;
-        if self.pending.len() >= limit {
-            let _ = p.reply.send(Err(EngineError::GpuQueueFull {
+        if self.config.budget.offload && self.pending.len() >= limit {
+            let _ = r.reply.send(Err(EngineError::GpuQueueFull {
                 model: name,
                 queued: self.pending.len(),
                 retry_after_secs: 5,
             }));
             return;
         }
-        self.pending.push_back(p);
+        self.pending.push_back(Pending {
+            spec: r.spec,
+            footprint: r.footprint,
+            waiters: vec![r.reply],
+            since: Instant::now(),
+        });
         self.serve_pending();
+    }
+
+    /// Drops requests whose callers went away, and loads nobody waits for any more.
+    fn prune_pending(&mut self) {
+        for p in &mut self.pending {
+            p.waiters.retain(|w| !w.is_closed());
+        }
+        self.pending.retain(|p| !p.waiters.is_empty());
     }
 
     /// The models holding (or about to hold) GPU memory, for [`placement::decide`].
@@ -378,6 +422,7 @@ impl Scheduler {
                     bytes: placed.bytes(),
                     measured: placed.counted,
                     evictable,
+                    pinned: self.config.settings(name).pinned,
                     freeing,
                     last_used: last_used.saturating_duration_since(self.started),
                 }
@@ -389,7 +434,7 @@ impl Scheduler {
     fn footprint_of(&self, p: &Pending) -> Option<Footprint> {
         let footprint = p.footprint.as_deref()?;
         Some(match self.corrections.get(&p.spec.name) {
-            Some(factor) => footprint.scaled(*factor),
+            Some(delta) => footprint.adjusted(*delta),
             None => footprint.clone(),
         })
     }
@@ -406,7 +451,7 @@ impl Scheduler {
         };
         let settings = self.config.settings(&p.spec.name);
         let decision = placement::decide(
-            &self.gpu.latest(),
+            &self.snapshot,
             &self.config.budget,
             &self.residents(),
             &footprint,
@@ -454,7 +499,7 @@ impl Scheduler {
             Entry::Loading {
                 epoch,
                 placed,
-                waiters: vec![p.reply],
+                waiters: p.waiters,
                 unloads: Vec::new(),
             },
         );
@@ -581,7 +626,17 @@ impl Scheduler {
             .collect();
         let (gpu, mailbox) = (self.gpu.clone(), self.mailbox.clone());
         tokio::spawn(async move {
-            let snapshot = gpu.refresh_async().await;
+            let (snapshot, epochs) =
+                match tokio::time::timeout(MEASURE_TIMEOUT, gpu.refresh_async()).await {
+                    Ok(snapshot) => (snapshot, epochs),
+                    Err(_) => {
+                        tracing::error!(
+                            secs = MEASURE_TIMEOUT.as_secs(),
+                            "the GPU driver did not answer; placing from its last answer"
+                        );
+                        (gpu.latest(), Vec::new())
+                    }
+                };
             let _ = mailbox.send(Msg::Measured { snapshot, epochs }).await;
         });
     }
@@ -597,11 +652,13 @@ impl Scheduler {
         }
     }
 
-    fn measured(&mut self, snapshot: &GpuSnapshot, epochs: &[u64]) {
+    fn measured(&mut self, snapshot: Arc<GpuSnapshot>, epochs: &[u64]) {
         self.measuring = false;
+        self.last_measured = Instant::now();
         if !self.measure_again {
             self.settling = false;
         }
+        self.snapshot = snapshot.clone();
         for (name, entry) in &mut self.entries {
             let Entry::Ready {
                 epoch,
@@ -620,14 +677,16 @@ impl Scheduler {
                 continue;
             };
             if placed.measured.is_none() && placed.base_estimate > 0 && placed.layers > 0 {
-                let factor = bytes as f64 / placed.base_estimate as f64;
+                // The difference is what the estimate missed whatever the layers (the
+                // CUDA context, buffers): later estimates add it.
+                let delta = bytes as i64 - placed.base_estimate as i64;
                 tracing::info!(
                     model = %name,
                     estimate_mib = placed.estimate >> 20,
                     measured_mib = bytes >> 20,
                     "measured a model's GPU memory"
                 );
-                self.corrections.insert(name.clone(), factor);
+                self.corrections.insert(name.clone(), delta);
             }
             placed.measured = Some(bytes);
         }
@@ -741,14 +800,12 @@ impl Scheduler {
         if let (Some((spec, footprint)), false) = (spec, waiters.is_empty()) {
             // Requests arrived during the unload: load it again for them (they were
             // first in line, so they go to the front of the queue).
-            for reply in waiters.into_iter().rev() {
-                self.pending.push_front(Pending {
-                    spec: spec.clone(),
-                    footprint: footprint.clone(),
-                    reply,
-                    since: Instant::now(),
-                });
-            }
+            self.pending.push_front(Pending {
+                spec,
+                footprint,
+                waiters,
+                since: Instant::now(),
+            });
         }
         if placed.layers > 0 {
             // Its memory shows as free once measured; serving waits for that.
@@ -766,31 +823,41 @@ impl Scheduler {
         }
     }
 
-    /// Gives room to waiting acquires in order, unloading idle models as needed.
+    /// Gives room to waiting loads in order, unloading idle models as needed. GPU
+    /// memory goes first come, first served: once a load must wait for it, later loads
+    /// may start only if they need none (CPU); they never take memory ahead of it.
     fn serve_pending(&mut self) {
-        self.pending.retain(|p| !p.reply.is_closed());
+        self.prune_pending();
         if self.settling {
             return;
         }
-        while let Some(front) = self.pending.front() {
+        let mut i = 0;
+        let mut gpu_blocked = false;
+        while i < self.pending.len() {
+            let name = self.pending[i].spec.name.clone();
             // The model may have been loaded for someone else meanwhile.
-            if self.entries.contains_key(&front.spec.name) {
-                let p = self.pending.pop_front().expect("front exists");
-                self.acquire(p);
+            if self.entries.contains_key(&name) {
+                let p = self.pending.remove(i).expect("index in range");
+                for reply in p.waiters {
+                    self.acquire(Request {
+                        spec: p.spec.clone(),
+                        footprint: p.footprint.clone(),
+                        reply,
+                    });
+                }
                 continue;
             }
             if self.entries.len() >= self.config.max_loaded_models.max(1) as usize {
-                let wanted: std::collections::HashSet<&str> =
-                    self.pending.iter().map(|p| p.spec.name.as_str()).collect();
-                if self.freeing() < wanted.len() {
+                let wanted = self.pending.len();
+                if self.freeing() < wanted {
                     self.make_room();
                 }
                 return;
             }
-            let (decision, footprint) = self.decide(front);
+            let (decision, footprint) = self.decide(&self.pending[i]);
             match decision {
-                Decision::Load { layers, bytes } => {
-                    let p = self.pending.pop_front().expect("front exists");
+                Decision::Load { layers, bytes } if !gpu_blocked || layers == 0 => {
+                    let p = self.pending.remove(i).expect("index in range");
                     let base = p.footprint.as_deref().map_or(0, |f| f.gpu_bytes(layers));
                     let placed = Placed {
                         layers,
@@ -802,26 +869,32 @@ impl Scheduler {
                     };
                     self.start_load(p, placed);
                 }
+                Decision::Load { .. } => i += 1,
                 Decision::Evict(victims) => {
-                    let wanted = front.spec.name.clone();
-                    for name in victims {
-                        tracing::info!(model = %name, for_model = %wanted, "unloading an idle model to free GPU memory");
-                        self.metrics.scheduler_eviction("vram");
-                        self.begin_stop(&name, false, None);
+                    if !gpu_blocked {
+                        for victim in victims {
+                            tracing::info!(model = %victim, for_model = %name, "unloading an idle model to free GPU memory");
+                            self.metrics.scheduler_eviction("vram");
+                            self.begin_stop(&victim, false, None);
+                        }
                     }
-                    return;
+                    gpu_blocked = true;
+                    i += 1;
                 }
                 Decision::Wait { needs } => {
-                    tracing::debug!(model = %front.spec.name, needs_mib = needs >> 20, "waiting for GPU memory");
-                    return;
+                    tracing::debug!(model = %name, needs_mib = needs >> 20, "waiting for GPU memory");
+                    gpu_blocked = true;
+                    i += 1;
                 }
                 Decision::Never { needs, capacity } => {
-                    let p = self.pending.pop_front().expect("front exists");
-                    let _ = p.reply.send(Err(EngineError::TooLargeForGpu {
-                        model: p.spec.name,
-                        needs_mib: needs >> 20,
-                        capacity_mib: capacity >> 20,
-                    }));
+                    let p = self.pending.remove(i).expect("index in range");
+                    for reply in p.waiters {
+                        let _ = reply.send(Err(EngineError::TooLargeForGpu {
+                            model: name.clone(),
+                            needs_mib: needs >> 20,
+                            capacity_mib: capacity >> 20,
+                        }));
+                    }
                 }
             }
         }
@@ -858,7 +931,7 @@ impl Scheduler {
 
     fn view(&self) -> GpuView {
         let residents = self.residents();
-        let snapshot = self.gpu.latest();
+        let snapshot = self.snapshot.clone();
         let mut resident: Vec<Residency> = self
             .entries
             .iter()
@@ -909,6 +982,7 @@ impl Scheduler {
                     kind: p.spec.kind,
                     needs_bytes: needs,
                     waiting_secs: p.since.elapsed().as_secs(),
+                    requests: p.waiters.len(),
                 }
             })
             .collect();
@@ -943,12 +1017,25 @@ impl Scheduler {
                 _ => {}
             }
         }
+        let loading = self
+            .entries
+            .values()
+            .any(|e| matches!(e, Entry::Loading { .. }));
+        if self.config.budget.offload && !loading && self.last_measured.elapsed() >= REMEASURE_EVERY
+        {
+            // Other processes come and go; measuring while nothing of ours is loading
+            // keeps the view exact.
+            self.last_measured = Instant::now();
+            self.measure();
+        }
         self.serve_pending();
     }
 
     async fn shutdown(&mut self) {
         for p in self.pending.drain(..) {
-            let _ = p.reply.send(Err(EngineError::ShuttingDown));
+            for reply in p.waiters {
+                let _ = reply.send(Err(EngineError::ShuttingDown));
+            }
         }
         let workers: Vec<Arc<Worker>> = self
             .entries

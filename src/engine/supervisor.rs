@@ -114,14 +114,15 @@ where
     }
 }
 
-/// Whether a worker's last words say it ran out of (GPU) memory: ggml's and CUDA's
-/// allocation failures.
-fn out_of_memory(stderr: &[String]) -> bool {
+/// Whether a worker's last words say CUDA ran out of GPU memory (host-memory failures
+/// do not count: fewer GPU layers would not help them).
+fn out_of_gpu_memory(stderr: &[String]) -> bool {
     stderr.iter().any(|line| {
         let line = line.to_ascii_lowercase();
-        line.contains("out of memory")
-            || line.contains("unable to allocate")
-            || line.contains("failed to allocate")
+        line.contains("cudamalloc failed")
+            || line.contains("cuda error: out of memory")
+            || (line.contains("ggml_backend_cuda") && line.contains("alloc"))
+            || (line.contains("cuda") && line.contains("out of memory"))
     })
 }
 
@@ -151,6 +152,8 @@ pub(super) struct Shared {
     admission: Mutex<Admission>,
     /// When it may be unloaded if still idle; `None` = never (pinned).
     expires: Mutex<Option<Instant>>,
+    /// Pinned by configuration: never evicted, keep-alives do not change it.
+    pinned: bool,
     pub(super) metrics: Metrics,
     /// Told when the worker becomes idle or dies, so residency decisions happen at
     /// once rather than at the next tick.
@@ -178,6 +181,10 @@ impl Shared {
     }
 
     fn apply_keep_alive(&self, request: KeepAliveRequest) {
+        if self.pinned {
+            *self.expires.lock() = None;
+            return;
+        }
         let new = match request.value {
             KeepAlive::Forever => None,
             KeepAlive::For(d) => Some(
@@ -291,7 +298,7 @@ impl Worker {
                     stderr = %tail.join(" | "),
                     "the inference worker failed to start"
                 );
-                if out_of_memory(&tail) {
+                if launch.gpu_layers > 0 && out_of_gpu_memory(&tail) {
                     return Err(EngineError::OutOfMemory {
                         model: model.name.clone(),
                     });
@@ -316,6 +323,7 @@ impl Worker {
             running: AtomicUsize::new(0),
             admission: Mutex::new(Admission::default()),
             expires: Mutex::new(None),
+            pinned: launch.settings.pinned,
             metrics,
             on_idle,
         });
@@ -362,9 +370,10 @@ impl Worker {
         self.pid
     }
 
-    /// Whether it may be unloaded to make room: alive, idle and not pinned.
+    /// Whether it may be unloaded to make room: alive, idle and not pinned by
+    /// configuration (a keep-alive of -1 only stops the timer, as in Ollama).
     pub fn is_evictable(&self) -> bool {
-        self.is_alive() && self.in_flight() == 0 && !self.is_pinned()
+        self.is_alive() && self.in_flight() == 0 && !self.shared.pinned
     }
 
     /// Whether the idle keep-alive has run out.
@@ -762,6 +771,7 @@ fn spawn_event_reader(
         if shared.stopping.load(Ordering::Acquire) {
             tracing::info!(model = %shared.name, pid, failed_requests = routes.len(), "inference worker stopped");
         } else {
+            shared.metrics.worker_crash(&shared.name);
             tracing::error!(
                 model = %shared.name,
                 pid,

@@ -155,7 +155,7 @@ fn file_error(e: FileError) -> ApiError {
             limit: limit as usize,
         },
         FileError::Empty => ApiError::bad_field("file", "the file is empty"),
-        FileError::Io(e) => ApiError::Internal(format!("storing an upload: {e}")),
+        FileError::Io(e) => ApiError::from_io("storing an upload", &e),
     }
 }
 

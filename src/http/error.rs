@@ -23,6 +23,9 @@ use crate::store::StoreError;
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The data dir's disk is full: nothing was written.
+    #[error("the server's disk is full")]
+    DiskFull,
     /// The request is malformed or invalid; `param` names the offending field.
     #[error("{message}")]
     BadRequest {
@@ -181,6 +184,12 @@ impl ApiError {
                     "database_busy",
                     None,
                 ),
+                e if e.is_disk_full() => (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "server_error",
+                    "insufficient_storage",
+                    None,
+                ),
                 StoreError::Sqlite(_)
                 | StoreError::Migration { .. }
                 | StoreError::SchemaTooNew { .. }
@@ -319,6 +328,12 @@ impl ApiError {
                 "internal_error",
                 None,
             ),
+            ApiError::DiskFull => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "server_error",
+                "insufficient_storage",
+                None,
+            ),
         }
     }
 
@@ -349,10 +364,14 @@ impl ApiError {
         }
     }
 
+    /// What a client reads when the disk is full.
+    const DISK_FULL: &str = "the server's disk is full, so nothing was saved; retry once an administrator has freed space (the daemon keeps serving reads)";
+
     /// The message a client reads. Failures inside the daemon are described by kind
     /// only; their details (SQL, I/O errors, paths) go to the log.
     pub fn public_message(&self) -> String {
         match self {
+            ApiError::Store(e) if e.is_disk_full() => Self::DISK_FULL.into(),
             ApiError::Store(
                 StoreError::Sqlite(_)
                 | StoreError::Migration { .. }
@@ -369,10 +388,21 @@ impl ApiError {
             ApiError::Registry(RegistryError::BadModel { reason, .. }) => {
                 format!("the model is not usable: {reason}")
             }
+            ApiError::DiskFull => Self::DISK_FULL.into(),
             ApiError::Internal(_) | ApiError::Pull(PullError::Internal(_)) => {
                 "an internal error occurred; the daemon log has the details (look for this request's x-request-id)".into()
             }
             other => other.to_string(),
+        }
+    }
+
+    /// A 507 for an I/O error that is the disk filling up, else the internal error it
+    /// is (for handlers writing files).
+    pub fn from_io(context: &str, e: &std::io::Error) -> ApiError {
+        if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
+            ApiError::DiskFull
+        } else {
+            ApiError::Internal(format!("{context}: {e}"))
         }
     }
 

@@ -6,6 +6,7 @@ mod anthropic;
 mod assets;
 mod audio;
 pub mod auth;
+mod backups;
 mod conversations;
 mod defences;
 mod documents;
@@ -18,6 +19,7 @@ mod inference;
 mod jobs;
 pub mod middleware;
 mod model_admin;
+mod notifications;
 mod ollama;
 mod openai;
 mod pull;
@@ -99,6 +101,13 @@ fn table() -> Vec<(RouteSpec, Handler)> {
         r(Method::GET, "/api/v1/status", Admin, J, get(routes::status::status)),
         r(Method::GET, "/api/v1/system", Admin, J, get(routes::status::system)),
         r(Method::GET, "/api/v1/gpu", Admin, J, get(routes::status::gpu)),
+        r(Method::GET, "/api/v1/notifications", Admin, J, get(notifications::view)),
+        r(Method::POST, "/api/v1/notifications/test", Admin, J, post(notifications::test)),
+        r(Method::GET, "/api/v1/events", Authenticated, J, get(notifications::events)),
+        r(Method::GET, "/api/v1/backups", Admin, J, get(backups::list)),
+        r(Method::POST, "/api/v1/backups", Admin, J, post(backups::create)),
+        r(Method::GET, "/api/v1/backups/{name}", Admin, J, get(backups::download)),
+        r(Method::DELETE, "/api/v1/backups/{name}", Admin, J, delete(backups::delete)),
         r(Method::GET, "/api/v1/log-level", Admin, J, get(routes::status::get_log_level)),
         r(Method::PUT, "/api/v1/log-level", Admin, J, put(routes::status::set_log_level)),
         r(Method::POST, "/api/v1/models/{name}/load", Admin, J, post(routes::models::load)),

@@ -17,6 +17,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::hashing::Hashing;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -106,45 +107,8 @@ pub struct Member {
     pub sha256: String,
 }
 
-/// A reader that hashes what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-impl<R> Hashing<R> {
-    fn new(inner: R) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
-    }
-
-    fn hex(self) -> String {
-        self.hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hashing::hex(&Sha256::digest(bytes))
 }
 
 fn header(size: u64) -> tar::Header {
@@ -210,7 +174,7 @@ pub fn export(registry: &Registry, name: &str, to: &Path) -> Result<Manifest, Bu
         builder
             .append_data(&mut header(info.size), &model_member, &mut hashing)
             .map_err(io(context()))?;
-        if hashing.count != info.size || hashing.hex() != sha256 {
+        if hashing.count() != info.size || hashing.hex() != sha256 {
             return Err(BundleError::Invalid(format!(
                 "{} changed while it was being exported; try again",
                 info.name
@@ -411,7 +375,7 @@ pub fn import(
                 .map_err(io(format!("extracting {}", member.path)))?;
             out.sync_all()
                 .map_err(io(format!("writing {}", dest.display())))?;
-            let count = hashing.count;
+            let count = hashing.count();
             let got = hashing.hex();
             if count != member.size || got != member.sha256 {
                 return Err(BundleError::Checksum {

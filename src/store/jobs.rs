@@ -288,6 +288,21 @@ impl Store {
         .await
     }
 
+    /// The oldest job of `kind` that is queued or running, if any.
+    pub async fn active_job_of_kind(&self, kind: &'static str) -> Result<Option<i64>, StoreError> {
+        self.read("active_job_of_kind", move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM jobs WHERE kind = ?1 AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
+            )?;
+            let mut rows = stmt.query([kind])?;
+            Ok(match rows.next()? {
+                Some(row) => Some(row.get(0)?),
+                None => None,
+            })
+        })
+        .await
+    }
+
     /// Jobs counted by kind and state (for metrics).
     pub async fn job_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         self.read("job_counts", |conn| {

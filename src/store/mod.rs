@@ -26,6 +26,7 @@ pub mod jobs;
 mod migrations;
 pub mod responses;
 mod runs;
+pub mod snapshot;
 pub mod transcripts;
 pub mod usage;
 
@@ -39,6 +40,22 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use migrations::{LATEST as SCHEMA_VERSION, MIGRATIONS, MigrationReport};
 pub use runs::{DaemonRun, RunId};
+
+impl StoreError {
+    /// Whether SQLite failed because the disk is full (`SQLITE_FULL`, or an I/O error
+    /// with ENOSPC).
+    pub fn is_disk_full(&self) -> bool {
+        let code = match self {
+            StoreError::Sqlite(e) | StoreError::Migration { source: e, .. } => e.sqlite_error(),
+            _ => None,
+        };
+        code.is_some_and(|c| {
+            c.code == rusqlite::ErrorCode::DiskFull
+                || c.extended_code == 13
+                || c.extended_code == 4874
+        })
+    }
+}
 
 /// What can go wrong in the store. Callers act on the variant, not the text.
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +383,24 @@ pub fn inspect(path: &Path, busy: Duration) -> Result<Inspection, StoreError> {
         integrity,
         vec_version,
         unclean_run,
+    })
+}
+
+/// Reads one `meta` value from a database file read-only (`None`: not set).
+pub fn inspect_meta(path: &Path, busy: Duration, key: &str) -> Result<Option<String>, StoreError> {
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
+            StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    conn.busy_timeout(busy)?;
+    let mut stmt = conn.prepare("SELECT value FROM meta WHERE key = ?1")?;
+    let mut rows = stmt.query([key])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(row.get(0)?),
+        None => None,
     })
 }
 

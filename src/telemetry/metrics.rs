@@ -90,6 +90,7 @@ struct State {
     speech_realtime_factor: BTreeMap<String, Histogram>,
     scheduler_evictions: BTreeMap<&'static str, u64>,
     scheduler_load_retries: u64,
+    worker_crashes: BTreeMap<String, u64>,
 }
 
 /// A gauge whose samples are read at scrape time (e.g. busy slots per model).
@@ -129,6 +130,21 @@ impl Metrics {
             .scheduler_evictions
             .entry(reason)
             .or_default() += 1;
+    }
+
+    /// A worker process exited without being asked to.
+    pub fn worker_crash(&self, model: &str) {
+        *self
+            .state
+            .lock()
+            .worker_crashes
+            .entry(model.to_string())
+            .or_default() += 1;
+    }
+
+    /// Crashes so far, by model.
+    pub fn worker_crashes(&self) -> BTreeMap<String, u64> {
+        self.state.lock().worker_crashes.clone()
     }
 
     /// A load ran out of GPU memory; the next one offloads fewer layers.
@@ -475,6 +491,19 @@ impl Metrics {
         }
         header(
             &mut out,
+            "appliance_worker_crashes_total",
+            "counter",
+            "Worker processes that exited without being asked to, by model.",
+        );
+        for (model, n) in &state.worker_crashes {
+            let _ = writeln!(
+                out,
+                "appliance_worker_crashes_total{{model=\"{}\"}} {n}",
+                escape(model)
+            );
+        }
+        header(
+            &mut out,
             "appliance_scheduler_load_retries_total",
             "counter",
             "Loads that ran out of GPU memory; the model's next load offloads fewer layers.",
@@ -517,6 +546,7 @@ impl State {
             speech_realtime_factor: self.speech_realtime_factor.clone(),
             scheduler_evictions: self.scheduler_evictions.clone(),
             scheduler_load_retries: self.scheduler_load_retries,
+            worker_crashes: self.worker_crashes.clone(),
         }
     }
 }

@@ -27,7 +27,14 @@ async fn health_ready_metrics_and_request_ids() {
         .collect();
     assert_eq!(
         names,
-        ["database", "gpu", "disk_space", "data_dir", "default_model"]
+        [
+            "database",
+            "backup",
+            "gpu",
+            "disk_space",
+            "data_dir",
+            "default_model"
+        ]
     );
 
     // A client's request id is echoed and appears in the request's log lines.
@@ -509,16 +516,32 @@ async fn tells_systemd_ready_then_stopping() {
     let app = TestApp::spawn_env(
         &dirs,
         &[],
-        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            // WatchdogSec=0.4 as systemd passes it.
+            ("WATCHDOG_USEC", "400000"),
+        ],
     );
     let mut buf = [0u8; 256];
-    let n = socket.recv(&mut buf).unwrap();
-    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "READY=1");
+    let mut next = || {
+        let n = socket.recv(&mut buf).unwrap();
+        std::str::from_utf8(&buf[..n]).unwrap().trim().to_string()
+    };
+    assert_eq!(next(), "READY=1");
     // READY=1 comes once the daemon answers.
     assert_eq!(app.get("/healthz").send().await.unwrap().status(), 200);
+    // The watchdog is fed at half its interval while the daemon works.
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        assert_eq!(next(), "WATCHDOG=1");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
     app.signal("TERM");
-    let n = socket.recv(&mut buf).unwrap();
-    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "STOPPING=1");
+    let mut last = next();
+    while last == "WATCHDOG=1" {
+        last = next();
+    }
+    assert_eq!(last, "STOPPING=1");
     let (status, _) = app.wait(Duration::from_secs(10));
     assert!(status.success());
 }

@@ -18,7 +18,7 @@ use appliance::telemetry::Metrics;
 use crate::support::bin;
 
 /// A model whose name tells the fake worker how to start: `hang`, `exit`, `garbage`,
-/// `old`, or `slow-<ms>` (loads for that long); anything else starts at once.
+/// `old`, `oom`, or `slow-<ms>` (loads for that long); anything else starts at once.
 pub(crate) fn model(name: &str) -> ModelSpec {
     ModelSpec {
         name: name.to_string(),
@@ -65,7 +65,7 @@ fn engine(config: EngineConfig) -> Engine {
             Some(("slow", ms)) => {
                 cmd.args(["--load-ms", ms]);
             }
-            _ if ["hang", "exit", "garbage", "old"].contains(&model.name.as_str()) => {
+            _ if ["hang", "exit", "garbage", "old", "oom"].contains(&model.name.as_str()) => {
                 cmd.args(["--start", &model.name]);
             }
             _ => {}
@@ -520,4 +520,38 @@ async fn counting_tokens_is_admitted_and_deadlined() {
         matches!(refused, Err(EngineError::Busy { .. })),
         "{refused:?}"
     );
+}
+
+#[tokio::test]
+async fn a_model_kept_forever_is_still_unloaded_for_room_as_in_ollama() {
+    let mut config = config();
+    config.max_loaded_models = 1;
+    let engine = engine(config);
+    let mut forever = request("kept", 1, "tokens=1");
+    forever.keep_alive = Some(KeepAliveRequest::set(KeepAlive::Forever));
+    finish(engine.generate(forever).await.unwrap())
+        .await
+        .unwrap();
+    assert!(engine.loaded().await[0].pinned);
+    finish(
+        engine
+            .generate(request("next", 1, "tokens=1"))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let names: Vec<String> = engine.loaded().await.into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["next"]);
+}
+
+#[tokio::test]
+async fn running_out_of_memory_on_the_cpu_is_a_plain_load_failure() {
+    // Without GPU layers, fewer layers cannot help: no out-of-memory retry.
+    let engine = engine(config());
+    match engine.generate(request("oom", 1, "tokens=1")).await {
+        Err(EngineError::LoadFailed { .. }) => {}
+        Err(other) => panic!("expected a load failure, got {other:?}"),
+        Ok(_) => panic!("expected a load failure, got a generation"),
+    }
 }

@@ -153,27 +153,35 @@ async fn a_fixed_load_waits_in_a_visible_bounded_queue_for_a_busy_model() {
         1.0,
         &["a", "b", "c", "d"],
     );
-    // a and b busy for about a second each.
+    // a and b busy for a few seconds each.
     let mut busy_a = lab
         .engine
-        .generate(request("a", 1, "tokens=25 delay_ms=40"))
+        .generate(request("a", 1, "tokens=100 delay_ms=40"))
         .await
         .unwrap();
     started(&mut busy_a).await;
     let mut busy_b = lab
         .engine
-        .generate(request("b", 2, "tokens=25 delay_ms=40"))
+        .generate(request("b", 2, "tokens=100 delay_ms=40"))
         .await
         .unwrap();
     started(&mut busy_b).await;
-    let engine = lab.engine.clone();
-    let waiting = tokio::spawn(async move {
-        let generation = engine.generate(request("c", 3, "tokens=1")).await?;
-        finish(generation).await.map(|_| ())
-    });
+    // Two requests for c: one load waits, holding both.
+    let waiting: Vec<_> = (3..5)
+        .map(|user| {
+            let engine = lab.engine.clone();
+            tokio::spawn(async move {
+                let generation = engine.generate(request("c", user, "tokens=1")).await?;
+                finish(generation).await.map(|_| ())
+            })
+        })
+        .collect();
     eventually("c to be queued", async || {
         let view = lab.engine.gpu_view().await.unwrap();
-        view.queue.len() == 1 && view.queue[0].model == "c" && view.queue[0].position == 1
+        view.queue.len() == 1
+            && view.queue[0].model == "c"
+            && view.queue[0].position == 1
+            && view.queue[0].requests == 2
     })
     .await;
     let view = lab.engine.gpu_view().await.unwrap();
@@ -185,7 +193,9 @@ async fn a_fixed_load_waits_in_a_visible_bounded_queue_for_a_busy_model() {
     }
     // When a finishes, c takes its place.
     finish(busy_a).await.unwrap();
-    waiting.await.unwrap().unwrap();
+    for request in waiting {
+        request.await.unwrap().unwrap();
+    }
     finish(busy_b).await.unwrap();
     let names: Vec<String> = lab.layers().await.into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["b", "c"]);

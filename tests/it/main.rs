@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod auth;
+mod backup;
 mod bounds;
 mod cli;
 mod daemon;

@@ -38,11 +38,13 @@ def models_dir() -> str:
 class Daemon:
     """A running `appliance serve`."""
 
-    def __init__(self, *settings: str, models: str | None = None, auth: bool = True):
+    def __init__(self, *settings: str, models: str | None = None, auth: bool = True,
+                 data_dir: str | None = None):
         self.root = tempfile.mkdtemp(prefix="appliance-test-")
+        self.data_dir = data_dir or os.path.join(self.root, "data")
         config = os.path.join(self.root, "config.toml")
         open(config, "w").close()
-        base = [binary(), "--config", config, "--data-dir", os.path.join(self.root, "data"),
+        base = [binary(), "--config", config, "--data-dir", self.data_dir,
                 "--log-dir", os.path.join(self.root, "logs"), "--runtime-dir", os.path.join(self.root, "run"),
                 "--models-dir", models or models_dir()]
         self.base = base

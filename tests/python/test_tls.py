@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import time
 
 import httpx
 import openai
@@ -74,3 +75,18 @@ def test_sighup_reloads_the_certificate(tls_daemon):
     assert wait_until(lambda: served_cert_der(d.url) == pem_to_der(d.cert), timeout=10)
     assert served_cert_der(d.url) != before
     assert httpx.get(d.url + "/healthz", verify=trust(d.cert)).status_code == 200
+
+
+def test_the_certificates_expiry_is_checked_exported_and_doctored(tls_daemon):
+    d = tls_daemon
+    with httpx.Client(base_url=d.url, headers=d.headers, verify=trust(d.cert)) as h:
+        ready = h.get("/readyz").json()
+        check = next(c for c in ready["checks"] if c["name"] == "certificate")
+        assert check["status"] == "ok" and "valid until" in check["detail"], check
+        metrics = h.get("/metrics").text
+    line = next(l for l in metrics.splitlines() if l.startswith("appliance_tls_certificate_expiry_timestamp_seconds "))
+    expires = float(line.split()[1])
+    assert time.time() + 300 * 86400 < expires < time.time() + 400 * 86400 * 10
+    doctor = subprocess.run(d.base + ["--set", f"tls.cert={d.cert}", "--set", f"tls.key={d.cert.replace('cert', 'key')}",
+                                      "doctor"], capture_output=True, text=True, env=d.env)
+    assert "certificate" in doctor.stdout and "valid until" in doctor.stdout, doctor.stdout

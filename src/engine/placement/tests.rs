@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
+use crate::engine::ModelKind;
 use crate::gpu::{GpuProbe, SimulatedGpu};
 
 const GIB: u64 = 1 << 30;
@@ -30,6 +31,7 @@ fn resident(name: &str, gib: u64, evictable: bool, last_used: u64) -> Resident {
         bytes: gib * GIB,
         measured: true,
         evictable,
+        pinned: false,
         freeing: false,
         last_used: Duration::from_secs(last_used),
     }
@@ -138,10 +140,9 @@ fn idle_models_are_evicted_least_recently_used_first_and_only_as_many_as_needed(
 
 #[test]
 fn pinned_and_busy_models_are_never_evicted() {
-    let residents = [
-        resident("pinned", 9, false, 0),
-        resident("busy", 9, false, 1),
-    ];
+    let mut pinned = resident("pinned", 9, false, 0);
+    pinned.pinned = true;
+    let residents = [pinned, resident("busy", 9, false, 1)];
     let sim = gpu_with(&residents);
     // 6 free - 1 reserve = 5: auto takes the layers that fit (4 of 1 GiB + 1 fixed).
     let d = decide(
@@ -169,6 +170,58 @@ fn pinned_and_busy_models_are_never_evicted() {
         None,
     );
     assert_eq!(d, Decision::Wait { needs: 11 * GIB });
+    // With a cap that only the pinned model's memory could make room under, the
+    // fixed load is refused at once instead of waiting for what never comes back.
+    let d = decide(
+        &sim.snapshot(),
+        &budget(GIB, Some(14 * GIB)),
+        &residents,
+        &model(),
+        GpuLayers::Exactly(10),
+        None,
+    );
+    assert_eq!(
+        d,
+        Decision::Never {
+            needs: 11 * GIB,
+            capacity: 5 * GIB
+        }
+    );
+}
+
+#[test]
+fn an_automatic_load_that_cannot_fit_whole_first_evicts_the_idle_models() {
+    // 24 GiB: an idle 8 and a busy 12; the model needs 21 in full.
+    let residents = [resident("idle", 8, true, 0), resident("busy", 12, false, 1)];
+    let sim = gpu_with(&residents);
+    let big = Footprint::uniform(ModelKind::Chat, 20, GIB, GIB);
+    let d = decide(
+        &sim.snapshot(),
+        &budget(GIB, None),
+        &residents,
+        &big,
+        GpuLayers::Auto,
+        None,
+    );
+    assert_eq!(d, Decision::Evict(vec!["idle".into()]));
+    // Once it is gone: 12 free - 1 = 11 → 10 layers.
+    let residents = [resident("busy", 12, false, 1)];
+    let sim = gpu_with(&residents);
+    let d = decide(
+        &sim.snapshot(),
+        &budget(GIB, None),
+        &residents,
+        &big,
+        GpuLayers::Auto,
+        None,
+    );
+    assert_eq!(
+        d,
+        Decision::Load {
+            layers: 10,
+            bytes: 11 * GIB
+        }
+    );
 }
 
 #[test]

@@ -93,6 +93,16 @@ fn begin_attempt(state: &AppState, name: &str, address: &str) -> Result<Attempt,
     ];
     state.login_throttle.begin(keys).map_err(|wait| {
         if let Some(summary) = state.login_throttle.note_throttled(address) {
+            state.notifier.notify(
+                "login_throttled",
+                address,
+                crate::notify::Severity::Warning,
+                "Login throttling",
+                format!(
+                    "{} failed password attempts from {address}; logins from there are being slowed down",
+                    summary.attempts
+                ),
+            );
             audit(
                 state,
                 None,

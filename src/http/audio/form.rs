@@ -48,7 +48,7 @@ impl Upload {
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("keeping an audio upload: {e}")))?;
+        .map_err(|e| ApiError::from_io("keeping an audio upload", &e))?;
         self.keep = true;
         Ok(())
     }
@@ -291,7 +291,7 @@ async fn receive(field: &mut Field<'_>, dir: &Path, limit: u64) -> Result<Upload
     let written = writer
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("storing an audio upload: {e}")))?;
+        .map_err(|e| ApiError::from_io("storing an audio upload", &e))?;
     if let Some(e) = read_error {
         return Err(e);
     }

@@ -252,6 +252,65 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         },
     ];
     gauges.extend(gpu_gauges(&state.gpu.latest(), view.as_ref()));
+    if state.config.tls_enabled() {
+        let cert = state.config.tls.cert.clone();
+        let expiry = tokio::task::spawn_blocking(move || crate::health::certificate_expiry(&cert))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if let Some(at) = expiry {
+            gauges.push(Gauge {
+                name: "appliance_tls_certificate_expiry_timestamp_seconds",
+                help: "When the daemon's TLS certificate expires (Unix seconds).",
+                samples: vec![(String::new(), at as f64)],
+            });
+        }
+    }
+    let dir = state.config.paths.data_dir.clone();
+    let disk = tokio::task::spawn_blocking(move || {
+        rustix::fs::statvfs(&dir).ok().map(|s| {
+            (
+                s.f_bavail.saturating_mul(s.f_frsize),
+                s.f_blocks.saturating_mul(s.f_frsize),
+            )
+        })
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some((free, total)) = disk {
+        gauges.push(Gauge {
+            name: "appliance_data_disk_free_bytes",
+            help: "Free space on the data dir's file system.",
+            samples: vec![(String::new(), free as f64)],
+        });
+        gauges.push(Gauge {
+            name: "appliance_data_disk_total_bytes",
+            help: "Size of the data dir's file system.",
+            samples: vec![(String::new(), total as f64)],
+        });
+    }
+    let newest = state.backups.newest().await;
+    let last = newest
+        .as_ref()
+        .and_then(|b| b.manifest.created_at.parse::<jiff::Timestamp>().ok());
+    gauges.push(Gauge {
+        name: "appliance_backup_last_success_timestamp_seconds",
+        help: "When the newest good backup archive was made (Unix seconds; 0: none yet).",
+        samples: vec![(String::new(), last.map_or(0.0, |t| t.as_second() as f64))],
+    });
+    if let Some(b) = &newest {
+        gauges.push(Gauge {
+            name: "appliance_backup_last_duration_seconds",
+            help: "How long making the newest backup archive took.",
+            samples: vec![(String::new(), b.manifest.duration_ms as f64 / 1000.0)],
+        });
+        gauges.push(Gauge {
+            name: "appliance_backup_last_size_bytes",
+            help: "Size of the newest backup archive.",
+            samples: vec![(String::new(), b.bytes as f64)],
+        });
+    }
     (
         [(
             header::CONTENT_TYPE,
