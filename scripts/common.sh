@@ -12,11 +12,12 @@ export TEST_MODELS_DIR="${TEST_MODELS_DIR:-$HOME/.cache/appliance/models}"
 export FETCH_CACHE_DIR="${FETCH_CACHE_DIR:-$HOME/.cache/appliance/pip}"
 
 # System packages: the C/C++ toolchain for llama.cpp (cmake, libclang for bindgen),
-# pip to fetch models from PyPI, promtool (Debian's prometheus) for the metrics and monitoring tests.
+# systemd-analyze for the unit checks (tests/python/test_systemd_unit.py), pip to fetch
+# models from PyPI, promtool (Debian's prometheus) for the metrics and monitoring tests.
 # Node.js/npm build the web UI; Debian's Chromium runs the browser tests. libopus
 # decodes Opus speech (what browsers record); sox, ffmpeg and the LibriVox clips of
 # pocketsphinx-testdata are for the speech tests.
-APT_PACKAGES=(build-essential cmake libclang-dev pkg-config python3 python3-pip python3-venv prometheus git curl ca-certificates chromium libopus-dev sox ffmpeg pocketsphinx-testdata)
+APT_PACKAGES=(build-essential cmake systemd libclang-dev pkg-config python3 python3-pip python3-venv prometheus git curl ca-certificates chromium libopus-dev sox ffmpeg pocketsphinx-testdata)
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

@@ -182,6 +182,13 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+    /// Internal (packaging): write the man pages and shell completions generated from
+    /// these definitions into DIR (`man/`, `completions/`); scripts/package runs it.
+    #[command(hide = true)]
+    GenerateAssets {
+        /// The output directory (created if missing).
+        dir: PathBuf,
+    },
     /// Internal: an inference worker process, started and supervised by `serve`.
     #[command(hide = true)]
     Worker {

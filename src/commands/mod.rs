@@ -2,6 +2,7 @@
 //! return an exit code; errors carry enough context for a one-line message.
 
 mod accounts;
+mod assets;
 mod backup;
 mod chat;
 mod config_cmd;
@@ -65,6 +66,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Config {
             command: ConfigCommand::Show,
         } => config_cmd::show(&load()?),
+        Command::GenerateAssets { dir } => {
+            assets::generate(dir)?;
+            Ok(exit::OK)
+        }
         Command::Serve => serve::run(load()?),
         Command::Chat(args) => {
             crate::telemetry::init_cli_logging(verbose);
