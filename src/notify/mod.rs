@@ -176,7 +176,12 @@ impl Notifier {
                 " (notifications)"
             ))
             .build()
-            .unwrap_or_default();
+            .map_err(|e| {
+                // E.g. no CA certificates on the system: notifications cannot be sent,
+                // but the daemon runs (each delivery is then audited as failed).
+                tracing::error!(error = %e, "the notification HTTP client could not be built");
+            })
+            .ok();
         Notifier {
             inner: Arc::new(Inner {
                 targets: parsed,
