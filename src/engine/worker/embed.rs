@@ -62,7 +62,8 @@ pub struct Embeddings {
 }
 
 impl Embedder {
-    /// Loads the model in `dir` on the CPU.
+    /// Loads the model in `dir` on the CPU, or in a build with CUDA embeddings on the
+    /// first GPU when there is one (see [`device`]).
     pub fn load(dir: &Path) -> anyhow::Result<Embedder> {
         let config_text = fs_err::read_to_string(dir.join("config.json"))?;
         let config: Config =
@@ -84,7 +85,7 @@ impl Embedder {
             .map_err(|e| anyhow!("tokenizer.json: {e}"))?;
         let weights = fs_err::read(dir.join("model.safetensors"))?;
         let model_bytes = weights.len() as u64;
-        let device = Device::Cpu;
+        let device = device();
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)?;
         let model = Encoder::load(vb, &config).context("loading the BERT weights")?;
         Ok(Embedder {
@@ -195,6 +196,19 @@ impl Embedder {
             .clamp(1e-12f32, f32::MAX)?;
         mean.broadcast_div(&norms)?.to_vec2::<f32>()
     }
+}
+
+/// The device the encoder runs on. In a build with CUDA embeddings (the `cuda` or
+/// `embed-cuda` feature) that is the first GPU when its driver answers, else the CPU; in
+/// the default build always the CPU. The worker takes the GPU on its own: the VRAM
+/// scheduler counts the weights it reports (`model_bytes`), not candle's workspace.
+fn device() -> Device {
+    #[cfg(feature = "embed-cuda")]
+    match Device::new_cuda(0) {
+        Ok(gpu) => return gpu,
+        Err(e) => eprintln!("embedding worker: no CUDA device ({e}); running on the CPU"),
+    }
+    Device::Cpu
 }
 
 /// Keeps freed tensor buffers in the heap for the next batch. glibc returns every
