@@ -21,9 +21,10 @@
 #
 # With the device tool: prepare here, then
 #   run(command="bench/gpu-check.sh run", carry=["bench/work/gpu/carry.tar.xz"], timeout_s=600)
-# Environment: GPU_CHECK_FA=ON builds ggml's FlashAttention kernels there too (off by
-# default: the build is a third shorter, and llama-bench and the daemon use the same
-# libraries either way); GPU_CHECK_ARCH (default 90) for run.
+# Environment: GPU_CHECK_FA=ON builds ggml's FlashAttention kernels, for prepare (the
+# speech worker) and for run (llama.cpp); off by default: the builds are much shorter,
+# and llama-bench and the daemon use the same libraries either way. GPU_CHECK_ARCH
+# (default 90) for both.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,7 +76,7 @@ prepare() {
     [ -f "$f" ] || die "$f missing: scripts/fetch-models (and the tiny.en import that scripts/test does)"
   done
   if [ "$DRY" = 1 ]; then
-    echo "would build: scripts/build-cuda --for-gpu-check --arch $ARCH"
+    echo "would build: scripts/build-cuda --for-gpu-check --arch $ARCH (--no-flash-attn unless GPU_CHECK_FA=ON)"
     echo "llama.cpp source: $src"
     echo "llama-bench source: ${bench_src:-missing: bench/build-reference.sh would fetch it}"
     echo "would pack into: $CARRY (limit $LIMIT_MIB MiB)"
@@ -88,7 +89,9 @@ prepare() {
     [ -n "$bench_src" ] || die "bench/build-reference.sh left no tools/llama-bench under $REF/src"
   fi
   say "building the daemon and the speech worker (scripts/build-cuda --for-gpu-check)"
-  "$REPO/scripts/build-cuda" --for-gpu-check --arch "$ARCH"
+  local fa=(--no-flash-attn)
+  [ "${GPU_CHECK_FA:-OFF}" = ON ] && fa=()
+  "$REPO/scripts/build-cuda" --for-gpu-check --arch "$ARCH" "${fa[@]}"
   local target="${CUDA_TARGET_DIR:-$HOME/.cache/appliance/target-cuda}/release"
 
   stage="$WORK/stage"
