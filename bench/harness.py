@@ -120,13 +120,15 @@ class ApplianceDaemon(Server):
 
     name = "appliance"
 
-    def __init__(self, binary, settings=()):
+    def __init__(self, binary, settings=(), config_text=""):
         self.root = tempfile.mkdtemp(prefix="appliance-bench-")
         config = pathlib.Path(self.root, "config.toml")
-        config.write_text("")
+        config.write_text(config_text)
         base = [str(binary), "--config", str(config), "--data-dir", f"{self.root}/data", "--log-dir",
                 f"{self.root}/logs", "--runtime-dir", f"{self.root}/run", "--models-dir", str(MODELS)]
         env = dict(os.environ, HOME=self.root)
+        # For CLI commands against this daemon (over its Unix socket): base + [command].
+        self.base, self.env = base, env
         run(base + ["users", "add", "--admin", "admin"], 60, env=env, stdin=subprocess.DEVNULL)
         key = run(base + ["keys", "create", "--owner", "admin", "--scopes", "all"], 60, env=env,
                   stdin=subprocess.DEVNULL).stdout.strip()

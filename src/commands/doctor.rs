@@ -310,5 +310,8 @@ fn backup(config: &crate::config::Config) -> Check {
 }
 
 fn gpu() -> Check {
-    crate::health::gpu(&crate::gpu::Gpu::system().latest(), cfg!(feature = "cuda"))
+    crate::health::gpu(
+        &crate::gpu::Gpu::system().latest(),
+        cfg!(any(feature = "cuda", feature = "llama-shared")),
+    )
 }

@@ -409,7 +409,9 @@ pub(super) fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
             reserve: mib(config.gpu.reserve_mb),
             limit: (config.gpu.budget_mb > 0).then(|| mib(config.gpu.budget_mb)),
             max_queued_loads: config.gpu.max_queued_loads,
-            offload: cfg!(feature = "cuda"),
+            // A CUDA build, or llama.cpp loaded at run time (the GPU check builds it with
+            // CUDA on the GPU machine).
+            offload: cfg!(any(feature = "cuda", feature = "llama-shared")),
             models,
         },
         request_timeout: Duration::from_secs(e.request_timeout_secs),

@@ -86,6 +86,11 @@ impl Spawner for WorkerExe {
         if model.kind == ModelKind::Embedding {
             cmd.args(["worker", "embed", "--model"])
                 .arg(&model.path)
+                .args(if launch.gpu_layers > 0 {
+                    &["--gpu"][..]
+                } else {
+                    &[]
+                })
                 // candle sizes its thread pool like rayon.
                 .env("RAYON_NUM_THREADS", config.threads.to_string());
             return cmd;

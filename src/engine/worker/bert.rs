@@ -6,7 +6,8 @@
 //! thread at 100 %, the pool at a third). This encoder is the same network, reading the
 //! same weights, built from the kernels that use every thread: candle's fused
 //! `softmax_last_dim` and `layer_norm`, GELU (erf) as a parallel custom op, query, key
-//! and value as one matrix product, weights transposed once at load.
+//! and value as one matrix product, weights transposed once at load. Every kernel but
+//! that GELU op also exists for CUDA, where candle's own GELU replaces it.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use candle_nn::VarBuilder;
@@ -292,7 +293,9 @@ impl Encoder {
                 .forward(&(layer.attention_out.forward(&context)? + &x)?)?;
             let up = layer.up.forward(&attended)?;
             let up = match self.activation {
-                HiddenAct::Gelu => up.apply_op1_no_bwd(&GeluErf)?,
+                HiddenAct::Gelu if up.device().is_cpu() => up.apply_op1_no_bwd(&GeluErf)?,
+                // The parallel op is CPU-only; on a GPU, candle's own erf GELU kernel.
+                HiddenAct::Gelu => up.gelu_erf()?,
                 HiddenAct::GeluApproximate => up.gelu()?,
                 HiddenAct::Relu => up.relu()?,
             };

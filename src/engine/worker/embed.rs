@@ -38,6 +38,9 @@ pub struct EmbedArgs {
     /// The model directory (`config.json`, `tokenizer.json`, `model.safetensors`).
     #[arg(long)]
     pub model: PathBuf,
+    /// Run on the first GPU (the scheduler placed it there; CUDA builds only).
+    #[arg(long)]
+    pub gpu: bool,
 }
 
 /// A loaded sentence-embedding model.
@@ -62,8 +65,9 @@ pub struct Embeddings {
 }
 
 impl Embedder {
-    /// Loads the model in `dir` on the CPU.
-    pub fn load(dir: &Path) -> anyhow::Result<Embedder> {
+    /// Loads the model in `dir` on the CPU, or in a build with CUDA embeddings on the
+    /// first GPU when there is one (see [`device`]).
+    pub fn load(dir: &Path, gpu: bool) -> anyhow::Result<Embedder> {
         let config_text = fs_err::read_to_string(dir.join("config.json"))?;
         let config: Config =
             serde_json::from_str(&config_text).context("config.json is not a BERT config")?;
@@ -84,7 +88,7 @@ impl Embedder {
             .map_err(|e| anyhow!("tokenizer.json: {e}"))?;
         let weights = fs_err::read(dir.join("model.safetensors"))?;
         let model_bytes = weights.len() as u64;
-        let device = Device::Cpu;
+        let device = if gpu { device() } else { Device::Cpu };
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)?;
         let model = Encoder::load(vb, &config).context("loading the BERT weights")?;
         Ok(Embedder {
@@ -197,6 +201,18 @@ impl Embedder {
     }
 }
 
+/// The GPU device when the scheduler placed the model there (`--gpu`). In a build with
+/// CUDA embeddings (the `cuda` or `embed-cuda` feature) that is the first GPU when its
+/// driver answers, else the CPU; in the default build always the CPU.
+fn device() -> Device {
+    #[cfg(feature = "embed-cuda")]
+    match Device::new_cuda(0) {
+        Ok(gpu) => return gpu,
+        Err(e) => eprintln!("embedding worker: no CUDA device ({e}); running on the CPU"),
+    }
+    Device::Cpu
+}
+
 /// Keeps freed tensor buffers in the heap for the next batch. glibc returns every
 /// allocation over its mmap threshold (at most 32 MiB) to the kernel when freed, so each
 /// of a batch's activations (tens of MiB) was mapped afresh and page-faulted in: about a
@@ -217,7 +233,7 @@ fn reuse_large_buffers() {
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     reuse_large_buffers();
     let started = Instant::now();
-    let embedder = Embedder::load(&args.model)
+    let embedder = Embedder::load(&args.model, args.gpu)
         .with_context(|| format!("loading the embedding model in {}", args.model.display()))?;
     emit(&Event::Ready {
         protocol: PROTOCOL_VERSION,
