@@ -10,7 +10,7 @@
 //! renamed when complete, so a file with the final name is always whole; a copy of the
 //! manifest beside it (`<name>.manifest.json`) makes listing cheap.
 //!
-//! [`restore`] verifies an archive completely before it touches anything, restores
+//! [`restore()`] verifies an archive completely before it touches anything, restores
 //! beside the data dir and swaps directories at the end, so a failed restore leaves
 //! the data dir as it was. The daemon makes scheduled backups as `backup.create` jobs
 //! ([`Backups`]); the CLI makes them directly (the snapshot is safe beside a running

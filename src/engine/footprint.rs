@@ -9,7 +9,7 @@
 //! the GPU whole or not at all (one unit).
 //!
 //! Estimates are deliberately simple and a little pessimistic; the scheduler measures
-//! the real use through NVML after each load and corrects them ([`Footprint::scaled`]).
+//! the real use through NVML after each load and corrects them ([`Footprint::adjusted`]).
 
 use std::path::Path;
 

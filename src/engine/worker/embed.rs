@@ -66,7 +66,7 @@ pub struct Embeddings {
 
 impl Embedder {
     /// Loads the model in `dir` on the CPU, or in a build with CUDA embeddings on the
-    /// first GPU when there is one (see [`device`]).
+    /// first GPU when there is one (see `device`).
     pub fn load(dir: &Path, gpu: bool) -> anyhow::Result<Embedder> {
         let config_text = fs_err::read_to_string(dir.join("config.json"))?;
         let config: Config =
