@@ -54,6 +54,7 @@ describe('targets', () => {
   it('shows a config snippet with every kind of target', () => {
     expect(CONFIG_SNIPPET).toMatch(/^\[notify\]\nwebhooks = \[/);
     for (const kind of ['slack:', 'matrix:', 'json:']) expect(CONFIG_SNIPPET).toContain(`"${kind}https://`);
+    expect(CONFIG_SNIPPET).toContain(']\n\nemail_to = ["ops@example.com"]\n');
   });
 });
 
@@ -116,6 +117,12 @@ describe('results', () => {
     expect(resultText(delivery({ success: false, attempts: 3, status: 500 }))).toBe('failed after 3 attempts: HTTP 500');
     expect(resultText(delivery({ success: false, attempts: 3, status: null }))).toBe('failed after 3 attempts: no connection');
     expect(resultText(delivery({ success: false, attempts: 1, status: 404 }))).toBe('failed: HTTP 404');
+  });
+
+  it('words an email delivery with its SMTP reply', () => {
+    expect(resultText(delivery({ target: 'email smtp.example.com', status: null }))).toBe('delivered');
+    expect(resultText(delivery({ target: 'email smtp.example.com', success: false, status: 535 }))).toBe('failed: SMTP 535');
+    expect(deliveryTargetLabel('email smtp.example.com')).toBe('Email (smtp.example.com)');
   });
 });
 

@@ -9,9 +9,10 @@ const KIND_LABELS: Record<NotifyKind, string> = {
   json: 'JSON webhook',
   slack: 'Slack',
   matrix: 'Matrix',
+  email: 'Email',
 };
 
-/** "Slack", "Matrix", "JSON webhook"; an unknown kind as it is. */
+/** "Slack", "Matrix", "JSON webhook", "Email"; an unknown kind as it is. */
 export function kindLabel(kind: string): string {
   return (KIND_LABELS as Record<string, string>)[kind] ?? kind;
 }
@@ -35,7 +36,13 @@ webhooks = [
   "slack:https://hooks.slack.com/services/…",
   "matrix:https://matrix.example.org/…",
   "json:https://example.org/hook",
-]`;
+]
+
+email_to = ["ops@example.com"]
+email_from = "appliance@example.com"
+smtp_host = "smtp.example.com"
+smtp_username = "appliance"
+smtp_password_file = "/etc/appliance/smtp-password"`;
 
 interface EventInfo {
   title: string;
@@ -123,9 +130,9 @@ export function repeatText(minutes: number): string {
   return `The same event is sent at most once ${everyText(Math.round(minutes))}.`;
 }
 
-/** The target's answer to the last attempt: "HTTP 500", or "no connection". */
-export function statusText(status: number | null): string {
-  return status == null ? 'no connection' : `HTTP ${status}`;
+/** The target's answer to the last attempt: "HTTP 500" ("SMTP 535" for email), or "no connection". */
+export function statusText(status: number | null, protocol: 'HTTP' | 'SMTP' = 'HTTP'): string {
+  return status == null ? 'no connection' : `${protocol} ${status}`;
 }
 
 /**
@@ -133,10 +140,11 @@ export function statusText(status: number | null): string {
  * "delivered after 2 attempts (HTTP 204)", "failed after 3 attempts: HTTP 500",
  * "failed after 3 attempts: no connection".
  */
-export function resultText(d: Pick<Delivery, 'success' | 'attempts' | 'status'>): string {
+export function resultText(d: Pick<Delivery, 'success' | 'attempts' | 'status'> & { target?: string }): string {
   const tries = d.attempts > 1 ? ` after ${plural(d.attempts, 'attempt')}` : '';
-  if (d.success) return `delivered${tries}${d.status != null ? ` (${statusText(d.status)})` : ''}`;
-  return `failed${tries}: ${statusText(d.status)}`;
+  const protocol = d.target?.startsWith('email ') ? 'SMTP' : 'HTTP';
+  if (d.success) return `delivered${tries}${d.status != null ? ` (${statusText(d.status, protocol)})` : ''}`;
+  return `failed${tries}: ${statusText(d.status, protocol)}`;
 }
 
 /** What the test button's answer means. */

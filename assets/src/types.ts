@@ -468,7 +468,7 @@ export interface NewBackup {
 }
 
 /** How a webhook target is spoken to. */
-export type NotifyKind = 'json' | 'slack' | 'matrix';
+export type NotifyKind = 'json' | 'slack' | 'matrix' | 'email';
 
 /** A configured webhook (`notify.webhooks`): the URL's secret parts are never sent. */
 export interface NotifyTarget {

@@ -145,8 +145,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<u8> {
         );
         jobs.start().await?;
         backups.spawn_schedule(jobs.clone());
+        let mailer = crate::notify::Mailer::from_config(&config.notify)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let notifier = crate::notify::Notifier::new(
             &config.notify.webhooks,
+            mailer,
             Duration::from_secs(config.notify.min_interval_minutes * 60),
             store.clone(),
         );

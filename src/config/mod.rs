@@ -87,6 +87,21 @@ pub struct NotifySection {
     pub min_interval_minutes: u64,
     /// GPU temperature that notifies, °C.
     pub gpu_temperature_c: u32,
+    /// Email recipients (`ops@example.com` or `Ops <ops@example.com>`; none: no email).
+    pub email_to: Vec<String>,
+    /// The email sender.
+    pub email_from: String,
+    /// The SMTP relay.
+    pub smtp_host: String,
+    /// Its port.
+    pub smtp_port: u16,
+    /// `starttls`, `tls` (implicit) or `none` (a relay on this host only).
+    pub smtp_security: String,
+    /// Signs in as this user (empty: no authentication).
+    pub smtp_username: String,
+    /// A file holding the password (read at start-up; the password itself is never in
+    /// the config).
+    pub smtp_password_file: PathBuf,
 }
 
 impl fmt::Debug for NotifySection {
@@ -95,6 +110,13 @@ impl fmt::Debug for NotifySection {
             .field("webhooks", &format!("({} set)", self.webhooks.len()))
             .field("min_interval_minutes", &self.min_interval_minutes)
             .field("gpu_temperature_c", &self.gpu_temperature_c)
+            .field("email_to", &format!("({} set)", self.email_to.len()))
+            .field("email_from", &self.email_from)
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("smtp_security", &self.smtp_security)
+            .field("smtp_username", &self.smtp_username)
+            .field("smtp_password_file", &self.smtp_password_file)
             .finish()
     }
 }

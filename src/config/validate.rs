@@ -83,6 +83,7 @@ impl Config {
         if !(40..=120).contains(&self.notify.gpu_temperature_c) {
             return Err(("notify.gpu_temperature_c", "°C from 40 to 120"));
         }
+        self.check_email()?;
         if self.backup.schedule_hours > 24 * 365 {
             return Err(("backup.schedule_hours", "hours from 0 (off) to 8760"));
         }
@@ -301,8 +302,56 @@ impl Config {
     }
 }
 
-/// Whether `text` is an absolute `http://` or `https://` URL with a host.
 impl Config {
+    /// Checks the email settings of `[notify]` (only when it names recipients).
+    fn check_email(&self) -> Result<(), (&'static str, &'static str)> {
+        let e = &self.notify;
+        if e.email_to.is_empty() {
+            return Ok(());
+        }
+        use crate::notify::email::{SECURITY, is_local, valid_mailbox};
+        if e.email_to.len() > 16 || !e.email_to.iter().all(|t| valid_mailbox(t)) {
+            return Err((
+                "notify.email_to",
+                "at most 16 addresses such as \"ops@example.com\"",
+            ));
+        }
+        if !valid_mailbox(&e.email_from) {
+            return Err((
+                "notify.email_from",
+                "an address such as \"appliance@example.com\"",
+            ));
+        }
+        let host = e.smtp_host.as_str();
+        let dns_name = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !(dns_name || host.parse::<std::net::IpAddr>().is_ok()) {
+            return Err(("notify.smtp_host", "the relay's host name or IP address"));
+        }
+        if e.smtp_port == 0 {
+            return Err(("notify.smtp_port", "a port from 1 to 65535"));
+        }
+        if !SECURITY.contains(&e.smtp_security.as_str()) {
+            return Err(("notify.smtp_security", "starttls, tls or none"));
+        }
+        if e.smtp_security == "none" && !is_local(&e.smtp_host) {
+            return Err((
+                "notify.smtp_security",
+                "starttls or tls: plain SMTP (none) is only for a relay on this host",
+            ));
+        }
+        if e.smtp_username.is_empty() != e.smtp_password_file.as_os_str().is_empty() {
+            return Err((
+                "notify.smtp_password_file",
+                "a password file together with smtp_username (both or neither)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every `[models."name"]` table like the `[engine]` keys it overrides.
     pub(super) fn validate_models(&self) -> Result<(), String> {
         for (name, m) in &self.models {
@@ -337,6 +386,7 @@ impl Config {
     }
 }
 
+/// Whether `text` is an absolute `http://` or `https://` URL with a host.
 fn valid_http_url(text: &str) -> bool {
     reqwest::Url::parse(text).is_ok_and(|u| {
         matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())

@@ -281,12 +281,7 @@ pub async fn enforce(
     let Some(mut refused) = refused else {
         return next.run(req).await;
     };
-    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
-        || req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body && req.version() <= axum::http::Version::HTTP_11 {
+    if super::defences::has_unread_body(&req) {
         refused.headers_mut().insert(
             header::CONNECTION,
             axum::http::HeaderValue::from_static("close"),

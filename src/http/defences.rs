@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -90,6 +90,40 @@ fn named_hosts(req: &Request) -> Vec<String> {
     hosts
 }
 
+/// Whether an HTTP/1 request carries a body (which a refusal may leave unread).
+pub fn has_unread_body(req: &Request) -> bool {
+    let headers = req.headers();
+    req.version() <= axum::http::Version::HTTP_11
+        && (headers.contains_key(header::TRANSFER_ENCODING)
+            || headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0"))
+}
+
+/// Answers that can come before a request's body is read to its end (a full disk
+/// while an upload streams, a body over its limit, the daemon too busy): the client
+/// must not send its next request on this connection, whose input still holds the
+/// rest of that body.
+fn may_leave_body_unread(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::INSUFFICIENT_STORAGE
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::REQUEST_TIMEOUT
+    )
+}
+
+/// Whether a request asks to become a WebSocket (`Upgrade: websocket`).
+pub fn is_websocket_upgrade(headers: &axum::http::HeaderMap) -> bool {
+    headers.get_all(header::UPGRADE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        })
+    })
+}
+
 /// The middleware.
 pub async fn defend(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let allowed = &state.config.server.allowed_hosts;
@@ -103,7 +137,10 @@ pub async fn defend(State(state): State<AppState>, req: Request, next: Next) -> 
             .into_response(),
         );
     }
-    let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    // A WebSocket is opened by a GET that a cross-site page can send with the user's
+    // cookie (and read the answers of): it is checked like a state-changing request.
+    let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || is_websocket_upgrade(req.headers());
     if state_changing && let Some(origin) = req.headers().get(header::ORIGIN) {
         // Same origin only (the daemon's own scheme, host and port, as this request
         // names them), or a configured CORS origin.
@@ -125,7 +162,13 @@ pub async fn defend(State(state): State<AppState>, req: Request, next: Next) -> 
             );
         }
     }
+    let with_body = has_unread_body(&req);
     let mut response = secure(next.run(req).await);
+    if with_body && may_leave_body_unread(response.status()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if state.config.tls_enabled() {
         response.headers_mut().insert(
             header::STRICT_TRANSPORT_SECURITY,

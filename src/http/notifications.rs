@@ -6,10 +6,12 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive as SseKeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -23,16 +25,12 @@ use super::jobs::job_json;
 
 /// `GET /api/v1/notifications`.
 pub async fn view(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    let entries = state.store.audit_log(500, None).await?;
+    let entries = state
+        .store
+        .audit_log_of(&["notification.sent", "notification.failed"], 100)
+        .await?;
     let recent: Vec<Value> = entries
         .iter()
-        .filter(|e| {
-            matches!(
-                e.action.as_str(),
-                "notification.sent" | "notification.failed"
-            )
-        })
-        .take(100)
         .map(|e| {
             json!({
                 "at": e.at,
@@ -76,20 +74,58 @@ pub async fn test(
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"queued": queued}))).into_response())
 }
 
-/// `GET /api/v1/events`: server-sent events until the client goes away.
-pub async fn events(State(state): State<AppState>, Caller(caller): Caller) -> Response {
-    let admin = caller.is_admin();
-    let owner = caller.owner_filter();
+/// `GET /api/v1/events`: the live event stream until the client goes away, as
+/// server-sent events, or as a WebSocket when the request asks to upgrade (each text
+/// message `{"event": "job" | "notification", "data": {…}}`; what the client sends is
+/// ignored, a close ends it). Browsers cannot set headers on a WebSocket, so the
+/// session cookie signs it in, and the same-origin check of state-changing requests
+/// applies to the upgrade (see `defences`).
+pub async fn events(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let live = live_events(&state, caller.is_admin(), caller.owner_filter());
+    if !super::defences::is_websocket_upgrade(&headers) {
+        let events = live
+            .map(|(kind, data)| Ok::<_, Infallible>(SseEvent::default().event(kind).data(data)));
+        return Sse::new(events)
+            .keep_alive(SseKeepAlive::new().interval(KEEP_ALIVE))
+            .into_response();
+    }
+    match upgrade {
+        Ok(upgrade) => upgrade
+            .max_message_size(64 << 10)
+            .on_upgrade(move |socket| websocket(socket, live)),
+        Err(rejection) => ApiError::BadRequest {
+            message: format!(
+                "the WebSocket upgrade is malformed: {}",
+                rejection.body_text()
+            ),
+            param: None,
+        }
+        .into_response(),
+    }
+}
+
+/// Pings on a quiet stream, so proxies keep it open and dead peers are noticed.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The caller's events as (kind, JSON text): their own jobs (every job for
+/// administrators) and, for administrators, the notifications.
+fn live_events(
+    state: &AppState,
+    admin: bool,
+    owner: Option<i64>,
+) -> impl Stream<Item = (&'static str, String)> + Send + Unpin + 'static {
     let jobs = state.jobs.subscribe();
     let notes = state.notifier.subscribe();
     let job_events = stream::unfold(jobs, move |mut jobs| async move {
         loop {
             match jobs.recv().await {
                 Ok(job) if owner.is_none() || job.user_id == owner => {
-                    let event = SseEvent::default()
-                        .event("job")
-                        .data(job_json(&job).to_string());
-                    return Some((event, jobs));
+                    return Some((("job", job_json(&job).to_string()), jobs));
                 }
                 Ok(_) | Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return None,
@@ -100,18 +136,40 @@ pub async fn events(State(state): State<AppState>, Caller(caller): Caller) -> Re
         loop {
             match notes.recv().await {
                 Ok(note) if admin => {
-                    let event = SseEvent::default()
-                        .event("notification")
-                        .data(json!(note).to_string());
-                    return Some((event, notes));
+                    return Some((("notification", json!(note).to_string()), notes));
                 }
                 Ok(_) | Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return None,
             }
         }
     });
-    let merged = stream::select(job_events, note_events).map(Ok::<_, Infallible>);
-    Sse::new(merged)
-        .keep_alive(SseKeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+    stream::select(Box::pin(job_events), Box::pin(note_events))
+}
+
+/// Feeds one WebSocket until either side ends: events out, a ping when quiet, and
+/// the client's frames read only for close (pongs are answered by the library).
+async fn websocket(
+    mut socket: WebSocket,
+    mut live: impl Stream<Item = (&'static str, String)> + Unpin,
+) {
+    let mut quiet = tokio::time::interval(KEEP_ALIVE);
+    quiet.tick().await;
+    loop {
+        let outgoing = tokio::select! {
+            event = live.next() => match event {
+                Some((kind, data)) => Message::Text(format!("{{\"event\":\"{kind}\",\"data\":{data}}}").into()),
+                None => break,
+            },
+            _ = quiet.tick() => Message::Ping(Vec::new().into()),
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => continue,
+            },
+        };
+        if socket.send(outgoing).await.is_err() {
+            return;
+        }
+        quiet.reset();
+    }
+    let _ = socket.send(Message::Close(None)).await;
 }

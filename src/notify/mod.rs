@@ -4,11 +4,14 @@
 //!
 //! Targets come from `notify.webhooks`: `json:URL` (the event as JSON), `slack:URL`
 //! (Slack's incoming-webhook shape, `{"text": …}`), `matrix:URL` (a Matrix
-//! webhook bridge taking `{"text", "format", "html"}`); a bare URL is `json`. The same
-//! event (kind and key) is not repeated within `notify.min_interval_minutes`. Each
+//! webhook bridge taking `{"text", "format", "html"}`); a bare URL is `json`; and from
+//! `notify.email_to` with the `notify.smtp_*` relay, one email target for all its
+//! recipients (`email`). The same event (kind and key) is not repeated within
+//! `notify.min_interval_minutes`. Each
 //! delivery is retried (three attempts, growing waits) and audited by target kind and
 //! host only: webhook URLs carry secrets and are never logged or shown.
 
+pub mod email;
 mod watch;
 
 use std::collections::HashMap;
@@ -20,6 +23,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 
+pub use email::Mailer;
 pub use watch::{Watched, spawn_watchers};
 
 use crate::store::Store;
@@ -68,11 +72,11 @@ pub struct Notification {
 /// Where notifications go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// `json`, `slack` or `matrix`.
+    /// `json`, `slack`, `matrix` or `email`.
     pub kind: &'static str,
-    /// The full URL (secret: never logged or shown).
+    /// The webhook's full URL (secret: never logged or shown); empty for email.
     url: String,
-    /// Its host, which is all that is shown.
+    /// The webhook's or the SMTP relay's host, which is all that is shown.
     pub host: String,
 }
 
@@ -99,6 +103,15 @@ impl Target {
     /// What is shown and audited: kind and host.
     pub fn label(&self) -> String {
         format!("{} {}", self.kind, self.host)
+    }
+
+    /// The email target (the relay's host).
+    fn email(host: &str) -> Target {
+        Target {
+            kind: "email",
+            url: String::new(),
+            host: host.to_string(),
+        }
     }
 
     /// The body this target takes.
@@ -140,6 +153,7 @@ struct Inner {
     min_interval: Duration,
     store: Store,
     http: Option<reqwest::Client>,
+    mailer: Option<Mailer>,
     last_sent: Mutex<HashMap<String, Instant>>,
     live: broadcast::Sender<Notification>,
     /// Waits between attempts (shortened in tests).
@@ -150,11 +164,16 @@ struct Inner {
 const ATTEMPTS: usize = 3;
 
 impl Notifier {
-    /// A notifier for `targets` (as configured: `kind:URL`), repeating an event at most
-    /// every `min_interval`. Unparseable targets are logged and left out.
-    pub fn new(targets: &[String], min_interval: Duration, store: Store) -> Notifier {
+    /// A notifier for `targets` (as configured: `kind:URL`) and the mailer, repeating
+    /// an event at most every `min_interval`. Unparseable targets are logged and left out.
+    pub fn new(
+        targets: &[String],
+        mailer: Option<Mailer>,
+        min_interval: Duration,
+        store: Store,
+    ) -> Notifier {
         crate::client::tls_provider();
-        let parsed = targets
+        let mut parsed: Vec<Target> = targets
             .iter()
             .filter_map(|t| {
                 let target = Target::parse(t);
@@ -166,6 +185,9 @@ impl Notifier {
                 target
             })
             .collect();
+        if let Some(mailer) = &mailer {
+            parsed.push(Target::email(&mailer.host));
+        }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
@@ -188,6 +210,7 @@ impl Notifier {
                 min_interval,
                 store,
                 http,
+                mailer,
                 last_sent: Mutex::new(HashMap::new()),
                 live: broadcast::channel(64).0,
                 backoff: vec![Duration::from_secs(2), Duration::from_secs(10)],
@@ -256,30 +279,79 @@ impl Notifier {
     }
 }
 
+/// One attempt's outcome: the reply code (HTTP or SMTP) when there was one, and
+/// whether a retry cannot help.
+enum Attempt {
+    Sent(Option<u16>),
+    Failed {
+        status: Option<u16>,
+        permanent: bool,
+    },
+}
+
+/// One attempt at one target.
+async fn attempt(inner: &Inner, target: &Target, n: &Notification) -> Attempt {
+    if target.kind == "email" {
+        let Some(mailer) = &inner.mailer else {
+            return Attempt::Failed {
+                status: None,
+                permanent: true,
+            };
+        };
+        return match mailer.send(n).await {
+            Ok(()) => Attempt::Sent(None),
+            Err(e) => Attempt::Failed {
+                status: e.code,
+                permanent: e.permanent,
+            },
+        };
+    }
+    let Some(http) = &inner.http else {
+        return Attempt::Failed {
+            status: None,
+            permanent: true,
+        };
+    };
+    match http.post(&target.url).json(&target.body(n)).send().await {
+        Ok(response) if response.status().is_success() => {
+            Attempt::Sent(Some(response.status().as_u16()))
+        }
+        // A client error will not change on a retry.
+        Ok(response) => Attempt::Failed {
+            status: Some(response.status().as_u16()),
+            permanent: response.status().is_client_error() && response.status().as_u16() != 429,
+        },
+        Err(_) => Attempt::Failed {
+            status: None,
+            permanent: false,
+        },
+    }
+}
+
 /// Sends one notification to one target, retrying, then audits the outcome.
 async fn deliver(inner: &Inner, target: &Target, n: &Notification) {
-    let body = target.body(n);
     let mut status = None;
     let mut attempts = 0;
     let mut success = false;
-    for attempt in 0..ATTEMPTS {
-        attempts = attempt + 1;
-        let Some(http) = &inner.http else { break };
-        match http.post(&target.url).json(&body).send().await {
-            Ok(response) => {
-                status = Some(response.status().as_u16());
-                if response.status().is_success() {
-                    success = true;
-                    break;
-                }
-                // A client error will not change on a retry.
-                if response.status().is_client_error() && response.status().as_u16() != 429 {
+    for tried in 0..ATTEMPTS {
+        attempts = tried + 1;
+        match attempt(inner, target, n).await {
+            Attempt::Sent(code) => {
+                status = code;
+                success = true;
+                break;
+            }
+            Attempt::Failed {
+                status: code,
+                permanent,
+            } => {
+                status = code;
+                if permanent {
                     break;
                 }
             }
-            Err(_) => status = None,
         }
-        if let Some(wait) = inner.backoff.get(attempt) {
+        if let Some(wait) = inner.backoff.get(tried) {
             tokio::time::sleep(*wait).await;
         }
     }

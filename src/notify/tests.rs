@@ -81,7 +81,7 @@ async fn deliveries_take_each_shape_retry_and_are_audited_without_the_url() {
         format!("json:{url}/hook/other"),
         format!("matrix:{url}/hook/third"),
     ];
-    let notifier = Notifier::new(&targets, Duration::from_secs(3600), store.clone())
+    let notifier = Notifier::new(&targets, None, Duration::from_secs(3600), store.clone())
         .with_backoff(vec![Duration::from_millis(10), Duration::from_millis(10)]);
     let mut live = notifier.subscribe();
     let queued = notifier.notify(
@@ -141,6 +141,7 @@ async fn a_target_that_keeps_failing_is_audited_as_failed_after_three_attempts()
     let (_dir, store) = store().await;
     let notifier = Notifier::new(
         &[format!("{url}/hook/x")],
+        None,
         Duration::from_secs(60),
         store.clone(),
     )

@@ -518,21 +518,48 @@ impl Store {
                 "SELECT id, at, actor, action, target, ip, success, detail FROM audit_log \
                  WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![before, limit], |row| {
-                let detail: String = row.get(7)?;
-                Ok(AuditEntry {
-                    id: row.get(0)?,
-                    at: row.get(1)?,
-                    actor: row.get(2)?,
-                    action: row.get(3)?,
-                    target: row.get(4)?,
-                    ip: row.get(5)?,
-                    success: row.get(6)?,
-                    detail: serde_json::from_str(&detail).unwrap_or_default(),
-                })
-            })?;
+            let rows = stmt.query_map(params![before, limit], audit_entry)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
+
+    /// The newest `limit` entries whose action is one of `actions`, newest first
+    /// (through the `(action, id)` index, however much else the log holds).
+    pub async fn audit_log_of(
+        &self,
+        actions: &'static [&'static str],
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read("audit_log_of", move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, at, actor, action, target, ip, success, detail FROM audit_log \
+                 WHERE action = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let mut entries = Vec::new();
+            for action in actions {
+                let rows = stmt.query_map(params![action, limit], audit_entry)?;
+                entries.extend(rows.collect::<Result<Vec<_>, _>>()?);
+            }
+            entries.sort_by_key(|e| std::cmp::Reverse(e.id));
+            entries.truncate(limit as usize);
+            Ok(entries)
+        })
+        .await
+    }
+}
+
+/// One `audit_log` row (id, at, actor, action, target, ip, success, detail).
+fn audit_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let detail: String = row.get(7)?;
+    Ok(AuditEntry {
+        id: row.get(0)?,
+        at: row.get(1)?,
+        actor: row.get(2)?,
+        action: row.get(3)?,
+        target: row.get(4)?,
+        ip: row.get(5)?,
+        success: row.get(6)?,
+        detail: serde_json::from_str(&detail).unwrap_or_default(),
+    })
 }

@@ -40,6 +40,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_responses",
         include_str!("migrations/0009_responses.sql"),
     ),
+    (
+        "0010_audit_actions",
+        include_str!("migrations/0010_audit_actions.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

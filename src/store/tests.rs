@@ -405,3 +405,48 @@ async fn the_local_administrator_is_created_once_has_no_password_and_leaves_setu
         .unwrap();
     assert!(store.local_admin().await.unwrap().disabled);
 }
+
+#[tokio::test]
+async fn audit_entries_of_some_actions_are_found_behind_any_number_of_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("d.db"), options()).unwrap();
+    let entry = |action: &str, n: i64| crate::store::accounts::AuditEntry {
+        id: 0,
+        at: format!("2026-12-02T00:00:{:02}Z", n % 60),
+        actor: None,
+        action: action.into(),
+        target: Some(format!("t{n}")),
+        ip: None,
+        success: true,
+        detail: serde_json::json!({ "n": n }),
+    };
+    store.audit(entry("notification.sent", 1)).await.unwrap();
+    store.audit(entry("notification.failed", 2)).await.unwrap();
+    for n in 0..700 {
+        store.audit(entry("auth.login", n)).await.unwrap();
+    }
+    store.audit(entry("notification.sent", 3)).await.unwrap();
+    let found = store
+        .audit_log_of(&["notification.sent", "notification.failed"], 100)
+        .await
+        .unwrap();
+    let targets: Vec<_> = found.iter().map(|e| e.target.clone().unwrap()).collect();
+    assert_eq!(targets, ["t3", "t2", "t1"]);
+    let newest = store
+        .audit_log_of(&["notification.sent", "notification.failed"], 2)
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 2);
+    assert_eq!(newest[1].target.as_deref(), Some("t2"));
+    // The index is there and used.
+    let plan: String = {
+        let conn = rusqlite::Connection::open(dir.path().join("d.db")).unwrap();
+        conn.query_row(
+            "EXPLAIN QUERY PLAN SELECT id FROM audit_log WHERE action = 'x' ORDER BY id DESC LIMIT 5",
+            [],
+            |row| row.get(3),
+        )
+        .unwrap()
+    };
+    assert!(plan.contains("audit_log_action"), "{plan}");
+}
