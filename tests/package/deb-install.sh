@@ -6,7 +6,8 @@
 #
 #   tests/package/deb-install.sh OLD.deb NEW.deb PACKAGE.rpm
 #
-# NEW.deb is the same tree packaged under a higher version. systemd cannot be PID 1 in a
+# NEW.deb is a newer build: this tree, with OLD.deb an older revision (a schema migration
+# in between), or the same tree under a higher version. systemd cannot be PID 1 in a
 # chroot, so the service is checked as far as that allows: enabled (the symlink),
 # `systemd-analyze verify` on the installed unit, and the daemon run directly as the
 # appliance user the way the unit runs it (its sd_notify messages caught on a socket).
@@ -62,6 +63,13 @@ as_appliance() {
 apt_in_root() {
   in_root env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0 "$@"
 }
+# The database's schema version as `appliance doctor` reports it ("schema v10", or
+# "schema version 9 (this build: 10)" before a migration).
+schema_version() {
+  as_appliance appliance --system doctor 2>&1 | grep -oE 'schema (v|version )[0-9]+' | head -n 1 | grep -oE '[0-9]+$'
+}
+# The default config.toml a package ships.
+shipped_config() { dpkg-deb --fsys-tarfile "$1" | tar -xOf - ./etc/appliance/config.toml; }
 
 echo "==> fresh Debian bookworm root in $ROOT"
 bookworm_root "$ROOT"
@@ -222,6 +230,8 @@ pass "install: made data (user pkgtest-user) and edited the conffile"
 
 # ---------------------------------------------------------------- upgrade
 old_version="$(in_root dpkg-query -W -f='${Version}' appliance)"
+old_schema="$(schema_version)"
+[ -n "$old_schema" ] || fail "install: appliance doctor reports no schema version"
 
 # The preinst's contract, checked with a stand-in for the OLD binary (a shell wrapper
 # around the real one that answers `backup`): a failing backup stops the upgrade and
@@ -261,7 +271,10 @@ if [ "$real_backup" = 1 ]; then
 fi
 
 echo "==> upgrade $old_version -> $(basename "$NEW_DEB")"
-apt_in_root install "$NEW_IN_ROOT" >"$ROOT/tmp/upgrade.log" 2>&1 || { cat "$ROOT/tmp/upgrade.log" >&2; fail "upgrade: apt-get install of the newer .deb"; }
+# As unattended upgrades do: a conffile edited here and changed upstream keeps the
+# local version (the new default lands beside it as .dpkg-dist) instead of a prompt.
+apt_in_root -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install "$NEW_IN_ROOT" \
+  >"$ROOT/tmp/upgrade.log" 2>&1 || { cat "$ROOT/tmp/upgrade.log" >&2; fail "upgrade: apt-get install of the newer .deb"; }
 rm -f "$ROOT/usr/bin/appliance.real"
 new_version="$(in_root dpkg-query -W -f='${Version}' appliance)"
 [ "$new_version" != "$old_version" ] || fail "upgrade: the version did not change ($new_version)"
@@ -287,10 +300,25 @@ fi
 
 as_appliance appliance --system users list 2>/dev/null | grep -q pkgtest-user || fail "upgrade: the user made before the upgrade is gone"
 grep -q "local edit by the package test" "$ROOT/etc/appliance/config.toml" || fail "upgrade: the local conffile edit was lost"
-[ ! -e "$ROOT/etc/appliance/config.toml.dpkg-dist" ] || fail "upgrade: a .dpkg-dist appeared (conffile changed upstream?)"
+if cmp -s <(shipped_config "$OLD_DEB") <(shipped_config "$NEW_DEB"); then
+  [ ! -e "$ROOT/etc/appliance/config.toml.dpkg-dist" ] || fail "upgrade: a .dpkg-dist appeared although the shipped config did not change"
+  conffile_note="unchanged upstream"
+else
+  cmp -s "$ROOT/etc/appliance/config.toml.dpkg-dist" <(shipped_config "$NEW_DEB") ||
+    fail "upgrade: the shipped config changed but its new version is not beside the edited one as config.toml.dpkg-dist"
+  conffile_note="changed upstream: the new default is config.toml.dpkg-dist, and the daemon runs on the edited old file"
+fi
 [ "$(in_root systemctl is-enabled appliance.service 2>&1)" = enabled ] || fail "upgrade: the service is no longer enabled"
-pass "upgrade: data kept (user pkgtest-user), local conffile edit kept, service still enabled"
+pass "upgrade: data kept (user pkgtest-user), local conffile edit kept ($conffile_note), service still enabled"
 serve_and_probe upgrade
+new_schema="$(schema_version)"
+if [ "$new_schema" -gt "$old_schema" ]; then
+  pass "upgrade: the database migrated from schema v$old_schema to v$new_schema when the new daemon started"
+elif [ "$new_schema" = "$old_schema" ]; then
+  skip "upgrade: no schema migration between these two builds (both at v$old_schema; scripts/test-package --same-tree?)"
+else
+  fail "upgrade: the schema went from v$old_schema to v$new_schema"
+fi
 # Made after the pre-upgrade backup: a rollback to that backup must not have it.
 as_appliance appliance --system users add after-upgrade-user >/dev/null ||
   fail "upgrade: appliance users add failed"
@@ -299,13 +327,19 @@ as_appliance appliance --system users add after-upgrade-user >/dev/null ||
 # Rollback: the old package again, then `appliance restore` of its pre-upgrade backup,
 # as root (restore stages a directory beside /var/lib/appliance, and /var/lib is
 # root's); every file must end up owned by appliance. Skipped, with the reason, for a
-# build without `appliance restore`. TODO(rollback): a schema migration between the two
-# packages needs a newer tree than this same-tree upgrade.
+# build without `appliance restore`.
 if [ -n "$backup" ] && in_root appliance restore --help >/dev/null 2>&1; then
   echo "==> rollback: the old package, then restore of the pre-upgrade backup"
   apt_in_root install --allow-downgrades "$OLD_IN_ROOT" >"$ROOT/tmp/rollback.log" 2>&1 ||
     { cat "$ROOT/tmp/rollback.log" >&2; fail "rollback: reinstalling $old_version"; }
   [ "$(in_root dpkg-query -W -f='${Version}' appliance)" = "$old_version" ] || fail "rollback: not back at $old_version"
+  if [ "$new_schema" -gt "$old_schema" ]; then
+    # The old build refuses the migrated database rather than guess at it.
+    refused="$(as_appliance appliance --system doctor 2>&1)" && fail "rollback: the old build's doctor accepted schema v$new_schema"
+    grep -q "newer than this build" <<<"$refused" ||
+      { echo "$refused" >&2; fail "rollback: the old build does not say the database is newer than it"; }
+    pass "rollback: the old build refuses the v$new_schema database (\"newer than this build\") until it is restored"
+  fi
   in_root appliance --system restore "${backup#"$ROOT"}" ||
     fail "rollback: appliance --system restore ${backup#"$ROOT"}"
   not_ours="$(in_root find /var/lib/appliance ! -user appliance | head -n 5)"
@@ -313,7 +347,8 @@ if [ -n "$backup" ] && in_root appliance restore --help >/dev/null 2>&1; then
   users_after="$(as_appliance appliance --system users list 2>/dev/null)"
   grep -q pkgtest-user <<<"$users_after" || fail "rollback: data from before the upgrade missing after restore"
   ! grep -q after-upgrade-user <<<"$users_after" || fail "rollback: data made after the backup survived the restore"
-  pass "rollback: $old_version reinstalled and its pre-upgrade backup restored (data from before the upgrade back, data from after it gone, files owned by appliance)"
+  [ "$(schema_version)" = "$old_schema" ] || fail "rollback: the restored database is at schema v$(schema_version), not v$old_schema"
+  pass "rollback: $old_version reinstalled and its pre-upgrade backup restored (schema v$old_schema again, data from before the upgrade back, data from after it gone, files owned by appliance)"
   serve_and_probe rollback
 else
   skip "rollback: needs a pre-upgrade backup and \`appliance restore\` (not in this build yet)"
@@ -348,7 +383,7 @@ pass "purge: data, logs, configuration, user, group and the unit's enable links 
 # ---------------------------------------------------------------- rpm
 echo "==> rpm: file list and scriptlets of $(basename "$RPM")"
 command -v rpm >/dev/null || { echo "==> installing rpm"; apt-get install -y -qq rpm >/dev/null; }
-deb_files="$(dpkg-deb -c "$OLD_DEB" | awk '$1 !~ /^d/ {print $6}' | sed 's|^\./|/|' |
+deb_files="$(dpkg-deb -c "$NEW_DEB" | awk '$1 !~ /^d/ {print $6}' | sed 's|^\./|/|' |
   grep -v '^/usr/share/doc/' | sed 's|/zsh/vendor-completions/|/zsh/site-functions/|' | sort)"
 rpm_files="$(rpm -qlp "$RPM" 2>/dev/null | sort)"
 if [ "$deb_files" != "$rpm_files" ]; then
