@@ -1,17 +1,11 @@
-//! The BERT encoder of the embedding worker, on candle tensors.
-//!
-//! candle-transformers' `BertModel` computes attention's softmax as five whole-tensor
-//! passes and GELU one element at a time on the calling thread, so on the CPU most of a
-//! batch ran on one core while the matrix products' threads waited (measured: the main
-//! thread at 100 %, the pool at a third). This encoder is the same network, reading the
-//! same weights, built from the kernels that use every thread: candle's fused
-//! `softmax_last_dim` and `layer_norm`, GELU (erf) as a parallel custom op, query, key
-//! and value as one matrix product, weights transposed once at load. Every kernel but
-//! that GELU op also exists for CUDA, where candle's own GELU replaces it.
+//! The BERT encoder of the embedding worker, on candle tensors: it reads the weights
+//! (for both devices) and runs the network on a GPU. On the CPU the same weights run
+//! through [`super::bert_cpu`], which packs a batch without padding and fuses the
+//! element-wise passes that candle's CPU backend runs one by one on one thread.
+//! Query, key and value are one matrix product; weights are transposed once at load.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 use serde::Deserialize;
 
 /// The fields of a Hugging Face BERT `config.json` the encoder reads.
@@ -68,9 +62,9 @@ pub enum HiddenAct {
 }
 
 /// A dense layer with its weight stored transposed (in × out), ready for `matmul`.
-struct Dense {
-    weight: Tensor,
-    bias: Tensor,
+pub(super) struct Dense {
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
 }
 
 impl Dense {
@@ -96,10 +90,10 @@ impl Dense {
     }
 }
 
-struct Norm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f32,
+pub(super) struct Norm {
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
+    pub(super) eps: f32,
 }
 
 impl Norm {
@@ -121,79 +115,25 @@ impl Norm {
     }
 }
 
-/// GELU with erf, over all threads. erf is Abramowitz and Stegun's 7.1.26 in f32
-/// (largest error 1.5e-7, tested against the exact one), far cheaper than the f64 erf
-/// candle uses, on the largest activation of the network (tokens × 1536 for MiniLM).
-struct GeluErf;
-
-fn erf(x: f32) -> f32 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_8,
-        -1.453_152,
-        1.061_405_4,
-    ];
-    let sign = x.signum();
-    let x = x.abs();
-    let t = 1.0 / (1.0 + P * x);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    sign * (1.0 - poly * (-x * x).exp())
-}
-
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-impl CustomOp1 for GeluErf {
-    fn name(&self) -> &'static str {
-        "gelu-erf-parallel"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("gelu: only f32 tensors");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu: the input must be contiguous");
-        };
-        let src = &data[start..end];
-        let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(4096)
-            .zip(src.par_chunks(4096))
-            .for_each(|(out, inp)| {
-                for (o, &x) in out.iter_mut().zip(inp) {
-                    *o = gelu(x);
-                }
-            });
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
-    }
-}
-
-struct Layer {
-    qkv: Dense,
-    attention_out: Dense,
-    attention_norm: Norm,
-    up: Dense,
-    down: Dense,
-    output_norm: Norm,
+pub(super) struct Layer {
+    pub(super) qkv: Dense,
+    pub(super) attention_out: Dense,
+    pub(super) attention_norm: Norm,
+    pub(super) up: Dense,
+    pub(super) down: Dense,
+    pub(super) output_norm: Norm,
 }
 
 /// The encoder: token ids in, one state per token out.
 pub struct Encoder {
-    words: Tensor,
-    positions: Tensor,
-    token_type: Tensor,
-    embedding_norm: Norm,
-    layers: Vec<Layer>,
-    heads: usize,
-    hidden: usize,
-    activation: HiddenAct,
+    pub(super) words: Tensor,
+    pub(super) positions: Tensor,
+    pub(super) token_type: Tensor,
+    pub(super) embedding_norm: Norm,
+    pub(super) layers: Vec<Layer>,
+    pub(super) heads: usize,
+    pub(super) hidden: usize,
+    pub(super) activation: HiddenAct,
 }
 
 impl Encoder {
@@ -293,8 +233,6 @@ impl Encoder {
                 .forward(&(layer.attention_out.forward(&context)? + &x)?)?;
             let up = layer.up.forward(&attended)?;
             let up = match self.activation {
-                HiddenAct::Gelu if up.device().is_cpu() => up.apply_op1_no_bwd(&GeluErf)?,
-                // The parallel op is CPU-only; on a GPU, candle's own erf GELU kernel.
                 HiddenAct::Gelu => up.gelu_erf()?,
                 HiddenAct::GeluApproximate => up.gelu()?,
                 HiddenAct::Relu => up.relu()?,
@@ -304,25 +242,5 @@ impl Encoder {
                 .forward(&(layer.down.forward(&up)? + &attended)?)?;
         }
         x.reshape((batch, tokens, h))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn erf_matches_the_exact_function() {
-        for i in -400..=400 {
-            let x = i as f32 / 100.0;
-            let exact = candle_core::cpu::erf::erf_f64(f64::from(x)) as f32;
-            assert!(
-                (erf(x) - exact).abs() < 5e-7,
-                "erf({x}): {} vs {exact}",
-                erf(x)
-            );
-        }
-        assert_eq!(gelu(0.0), 0.0);
-        assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
     }
 }

@@ -22,6 +22,7 @@ use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
 use super::bert::{Config, Encoder};
+use super::bert_cpu::CpuEncoder;
 use super::{emit, read_commands};
 use crate::engine::protocol::{Command, Event, PROTOCOL_VERSION, WorkerError};
 
@@ -45,7 +46,7 @@ pub struct EmbedArgs {
 
 /// A loaded sentence-embedding model.
 pub struct Embedder {
-    model: Encoder,
+    model: Model,
     tokenizer: Tokenizer,
     device: Device,
     /// Tokens per text, special tokens included.
@@ -53,6 +54,14 @@ pub struct Embedder {
     dimensions: usize,
     /// Bytes of weights.
     model_bytes: u64,
+}
+
+/// The network, on the device it runs on.
+enum Model {
+    /// On the CPU: plain buffers and fused kernels.
+    Cpu(CpuEncoder),
+    /// On a GPU: candle's tensors.
+    Candle(Encoder),
 }
 
 /// The vectors of one request.
@@ -68,6 +77,12 @@ impl Embedder {
     /// Loads the model in `dir` on the CPU, or in a build with CUDA embeddings on the
     /// first GPU when there is one (see `device`).
     pub fn load(dir: &Path, gpu: bool) -> anyhow::Result<Embedder> {
+        let device = if gpu { device() } else { Device::Cpu };
+        Embedder::load_on(dir, device, false)
+    }
+
+    /// Loads the model on `device`, through candle even on the CPU when `candle`.
+    fn load_on(dir: &Path, device: Device, candle: bool) -> anyhow::Result<Embedder> {
         let config_text = fs_err::read_to_string(dir.join("config.json"))?;
         let config: Config =
             serde_json::from_str(&config_text).context("config.json is not a BERT config")?;
@@ -88,9 +103,13 @@ impl Embedder {
             .map_err(|e| anyhow!("tokenizer.json: {e}"))?;
         let weights = fs_err::read(dir.join("model.safetensors"))?;
         let model_bytes = weights.len() as u64;
-        let device = if gpu { device() } else { Device::Cpu };
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)?;
-        let model = Encoder::load(vb, &config).context("loading the BERT weights")?;
+        let encoder = Encoder::load(vb, &config).context("loading the BERT weights")?;
+        let model = if device.is_cpu() && !candle {
+            Model::Cpu(CpuEncoder::new(&encoder).context("loading the BERT weights")?)
+        } else {
+            Model::Candle(encoder)
+        };
         Ok(Embedder {
             model,
             tokenizer,
@@ -163,7 +182,11 @@ impl Embedder {
         let mut vectors = vec![Vec::new(); encoded.len()];
         for group in order.chunks(BATCH) {
             let batch: Vec<&[u32]> = group.iter().map(|&i| encoded[i].as_slice()).collect();
-            let out = self.forward(&batch).map_err(|e| WorkerError::Decode {
+            let out = match &self.model {
+                Model::Cpu(model) => model.embed(&batch),
+                Model::Candle(model) => self.forward(model, &batch).map_err(anyhow::Error::from),
+            }
+            .map_err(|e| WorkerError::Decode {
                 message: format!("the embedding model failed: {e}"),
             })?;
             for (&i, vector) in group.iter().zip(out) {
@@ -173,8 +196,8 @@ impl Embedder {
         Ok(Embeddings { vectors, tokens })
     }
 
-    /// One padded batch → mean-pooled, normalised vectors.
-    fn forward(&self, batch: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+    /// One padded batch → mean-pooled, normalised vectors, through candle.
+    fn forward(&self, model: &Encoder, batch: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
         let longest = batch.iter().map(|ids| ids.len()).max().unwrap_or(0).max(1);
         let mut ids = Vec::with_capacity(batch.len() * longest);
         let mut mask = Vec::with_capacity(batch.len() * longest);
@@ -187,7 +210,7 @@ impl Embedder {
         let shape = (batch.len(), longest);
         let ids = Tensor::from_vec(ids, shape, &self.device)?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
-        let states = self.model.forward(&ids, &mask)?;
+        let states = model.forward(&ids, &mask)?;
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let summed = states.broadcast_mul(&mask)?.sum(1)?;
         let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
@@ -301,5 +324,83 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             Err(error) => Event::Failed { id, error },
         };
         emit(&event)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model_dir() -> PathBuf {
+        #[allow(clippy::disallowed_methods)] // tests find the fetched models as CI does
+        let (dir, home) = (
+            std::env::var_os("TEST_MODELS_DIR"),
+            std::env::var_os("HOME"),
+        );
+        let default = || PathBuf::from(home.unwrap_or_default()).join(".cache/appliance/models");
+        let dir = dir
+            .map_or_else(default, PathBuf::from)
+            .join("all-MiniLM-L6-v2");
+        assert!(
+            dir.join("model.safetensors").is_file(),
+            "{} is missing: run scripts/fetch-models (or set TEST_MODELS_DIR)",
+            dir.display()
+        );
+        dir
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn the_cpu_kernels_and_candle_give_the_same_vectors() {
+        let dir = model_dir();
+        let fused = Embedder::load(&dir, false).expect("the CPU model loads");
+        assert!(matches!(fused.model, Model::Cpu(_)));
+        let candle = Embedder::load_on(&dir, Device::Cpu, true).expect("the candle model loads");
+        // Lengths from 3 tokens to past the model's 512 positions (truncated), in one
+        // call, so that batches mix lengths and the packing is exercised; 40 texts make
+        // two batches.
+        let mut texts: Vec<String> = (0..40)
+            .map(|i| "The quarterly report was reviewed again. ".repeat(1 + i % 7 * (i % 5)))
+            .collect();
+        texts.push("ok".into());
+        texts.push("word ".repeat(700));
+        texts.push("The cat sits on the mat.".into());
+        let a = fused.embed(&texts, true).expect("fused");
+        let b = candle.embed(&texts, true).expect("candle");
+        assert_eq!(a.tokens, b.tokens);
+        for (i, (x, y)) in a.vectors.iter().zip(&b.vectors).enumerate() {
+            assert_eq!(x.len(), 384);
+            let largest = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                largest < 1e-4,
+                "text {i}: vectors differ by up to {largest}"
+            );
+        }
+        // The reference values of ../shared/models.md.
+        let cat = &a.vectors[texts.len() - 1];
+        for (got, want) in cat
+            .iter()
+            .zip([0.13418, -0.03290, -0.02480, 0.04144, -0.03635])
+        {
+            assert!((got - want).abs() < 1e-3, "{got} vs {want}");
+        }
+        let more = fused
+            .embed(
+                &[
+                    "A kitten is resting on a rug.".into(),
+                    "Quarterly revenue grew by ten percent.".into(),
+                ],
+                false,
+            )
+            .expect("embeds");
+        assert!((cosine(cat, &more.vectors[0]) - 0.6411).abs() < 1e-3);
+        assert!((cosine(cat, &more.vectors[1]) + 0.0272).abs() < 1e-3);
     }
 }

@@ -15,9 +15,11 @@
 
 mod batch;
 mod bert;
+mod bert_cpu;
 pub mod embed;
 pub mod fake;
 mod jinja;
+mod kernels;
 mod prep;
 mod sampler;
 mod text;
