@@ -65,8 +65,11 @@ apt_in_root() {
 }
 # The database's schema version as `appliance doctor` reports it ("schema v10", or
 # "schema version 9 (this build: 10)" before a migration).
+# The schema version doctor reports (empty when it names none). doctor exits non-zero
+# on any warning (6) or failure, which is not this function's business.
 schema_version() {
-  as_appliance appliance --system doctor 2>&1 | grep -oE 'schema (v|version )[0-9]+' | head -n 1 | grep -oE '[0-9]+$'
+  { as_appliance appliance --system doctor 2>&1 || true; } |
+    { grep -oE 'schema (v|version )[0-9]+' || true; } | head -n 1 | grep -oE '[0-9]+$' || true
 }
 # The default config.toml a package ships.
 shipped_config() { dpkg-deb --fsys-tarfile "$1" | tar -xOf - ./etc/appliance/config.toml; }
