@@ -285,10 +285,13 @@ cmp -s "$ROOT/usr/bin/appliance" <(dpkg-deb --fsys-tarfile "$NEW_DEB" | tar -xOf
   fail "upgrade: /usr/bin/appliance is not the new package's"
 pass "upgrade: $old_version -> $new_version"
 
+# The preinst puts the version in the file name with anything outside [A-Za-z0-9.+-]
+# (the "~" of a snapshot version) as "_".
+safe_old_version="$(printf '%s' "$old_version" | tr -c 'A-Za-z0-9.+-' '_')"
 backup="$(ls "$ROOT"/var/lib/appliance/backups/pre-upgrade-*.tar.zst 2>/dev/null | head -n 1)"
 [ -n "$backup" ] || { cat "$ROOT/tmp/upgrade.log" >&2; fail "upgrade: no /var/lib/appliance/backups/pre-upgrade-*.tar.zst"; }
 case "$(basename "$backup")" in
-  "pre-upgrade-$old_version-"20[0-9][0-9][01][0-9][0-3][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z.tar.zst) ;;
+  "pre-upgrade-$safe_old_version-"20[0-9][0-9][01][0-9][0-3][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z.tar.zst) ;;
   *) fail "upgrade: unexpected backup name $(basename "$backup")" ;;
 esac
 [ "$(in_root stat -c %U "${backup#"$ROOT"}")" = appliance ] || fail "upgrade: the backup is not owned by appliance"
