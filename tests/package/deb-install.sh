@@ -336,7 +336,9 @@ as_appliance appliance --system users add after-upgrade-user >/dev/null ||
 # build without `appliance restore`.
 if [ -n "$backup" ] && in_root appliance restore --help >/dev/null 2>&1; then
   echo "==> rollback: the old package, then restore of the pre-upgrade backup"
-  apt_in_root install --allow-downgrades "$OLD_IN_ROOT" >"$ROOT/tmp/rollback.log" 2>&1 ||
+  # The edited conffile again differs from both packages' versions: kept, as above.
+  apt_in_root -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    install --allow-downgrades "$OLD_IN_ROOT" >"$ROOT/tmp/rollback.log" 2>&1 ||
     { cat "$ROOT/tmp/rollback.log" >&2; fail "rollback: reinstalling $old_version"; }
   [ "$(in_root dpkg-query -W -f='${Version}' appliance)" = "$old_version" ] || fail "rollback: not back at $old_version"
   if [ "$new_schema" -gt "$old_schema" ]; then
