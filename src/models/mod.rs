@@ -131,6 +131,19 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
+/// Where `scripts/fetch-models` put the real models for tests: `$TEST_MODELS_DIR`, else
+/// `~/.cache/appliance/models`, as the scripts and CI use them.
+#[cfg(test)]
+pub(crate) fn test_models_dir() -> PathBuf {
+    #[allow(clippy::disallowed_methods)] // tests find the fetched models as CI does
+    let (dir, home) = (
+        std::env::var_os("TEST_MODELS_DIR"),
+        std::env::var_os("HOME"),
+    );
+    let default = || PathBuf::from(home.unwrap_or_default()).join(".cache/appliance/models");
+    dir.map_or_else(default, PathBuf::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

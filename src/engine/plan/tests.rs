@@ -2,7 +2,6 @@
 //! `scripts/fetch-models`) on simulated GPUs of several sizes.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
@@ -13,16 +12,6 @@ use crate::gpu::{GpuProbe, SimulatedGpu};
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct-Q4_1";
-
-fn models_dir() -> PathBuf {
-    #[allow(clippy::disallowed_methods)] // tests find the fetched models as CI does
-    let (dir, home) = (
-        std::env::var_os("TEST_MODELS_DIR"),
-        std::env::var_os("HOME"),
-    );
-    let default = || PathBuf::from(home.unwrap_or_default()).join(".cache/appliance/models");
-    dir.map_or_else(default, PathBuf::from)
-}
 
 fn config(reserve: u64, offload: bool, models: HashMap<String, ModelOverrides>) -> EngineConfig {
     EngineConfig {
@@ -53,7 +42,7 @@ fn config(reserve: u64, offload: bool, models: HashMap<String, ModelOverrides>) 
 }
 
 fn default_model() -> Candidate {
-    let path = models_dir().join(format!("{DEFAULT_MODEL}.gguf"));
+    let path = crate::models::test_models_dir().join(format!("{DEFAULT_MODEL}.gguf"));
     assert!(
         path.is_file(),
         "{} is missing: run scripts/fetch-models (or set TEST_MODELS_DIR)",

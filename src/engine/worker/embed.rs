@@ -332,15 +332,7 @@ mod tests {
     use super::*;
 
     fn model_dir() -> PathBuf {
-        #[allow(clippy::disallowed_methods)] // tests find the fetched models as CI does
-        let (dir, home) = (
-            std::env::var_os("TEST_MODELS_DIR"),
-            std::env::var_os("HOME"),
-        );
-        let default = || PathBuf::from(home.unwrap_or_default()).join(".cache/appliance/models");
-        let dir = dir
-            .map_or_else(default, PathBuf::from)
-            .join("all-MiniLM-L6-v2");
+        let dir = crate::models::test_models_dir().join("all-MiniLM-L6-v2");
         assert!(
             dir.join("model.safetensors").is_file(),
             "{} is missing: run scripts/fetch-models (or set TEST_MODELS_DIR)",

@@ -1,5 +1,4 @@
 use std::io::Cursor;
-use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
@@ -337,17 +336,6 @@ fn refuses_what_it_cannot_convert_losslessly() {
     assert!(names_vocab, "{err}");
 }
 
-/// Where `scripts/fetch-models` puts the real models.
-fn models_dir() -> PathBuf {
-    #[allow(clippy::disallowed_methods)] // tests find the fetched models as CI does
-    let (dir, home) = (
-        std::env::var_os("TEST_MODELS_DIR"),
-        std::env::var_os("HOME"),
-    );
-    let default = || PathBuf::from(home.unwrap_or_default()).join(".cache/appliance/models");
-    dir.map_or_else(default, PathBuf::from)
-}
-
 /// Hashes and counts what is written, so the test holds no 77 MB buffer.
 struct Hashing(Sha256, u64);
 
@@ -365,7 +353,7 @@ impl Write for Hashing {
 
 #[test]
 fn converts_tiny_en_to_the_reference_ggml_file() {
-    let models = models_dir();
+    let models = crate::models::test_models_dir();
     let model = models.join("faster-whisper-tiny.en");
     let assets = models.join("whisper-assets");
     let vocab = assets.join("gpt2.tiktoken");
